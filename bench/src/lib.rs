@@ -1,0 +1,2 @@
+//! Benchmark harness and the echo backend used by tests, demos and benchmarks.
+#![forbid(unsafe_code)]

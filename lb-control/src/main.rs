@@ -1,0 +1,4 @@
+//! The `lb` command.
+#![forbid(unsafe_code)]
+
+fn main() {}
