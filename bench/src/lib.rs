@@ -1,2 +1,6 @@
 //! Benchmark harness and the echo backend used by tests, demos and benchmarks.
 #![forbid(unsafe_code)]
+
+pub mod echo;
+
+pub use echo::EchoServer;

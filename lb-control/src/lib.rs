@@ -2,3 +2,15 @@
 //! validation into domain types, compilation into snapshots, publication,
 //! and the admin API.
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod check;
+pub mod compile;
+pub mod config;
+pub mod diag;
+pub mod logging;
+pub mod model;
+pub mod publish;
+pub mod serve;
+pub mod source;
+pub mod store;

@@ -3,8 +3,16 @@
 //! upstream connection pools.
 #![forbid(unsafe_code)]
 
+pub mod error;
+pub mod h1;
+pub mod proxy;
 pub mod route;
+pub mod settings;
 pub mod snapshot;
+pub mod upstream;
 
+pub use error::{Error, ErrorKind, Side};
+pub use proxy::HttpProxy;
 pub use route::{HostMatch, PathKind, RouteTable, RouteTableBuilder, RouteTarget};
+pub use settings::ProxySettings;
 pub use snapshot::{Backend, BackendId, HttpSnapshot};

@@ -1,0 +1,221 @@
+//! `lb check` and the shared load path: read the sources, build the store,
+//! compile, and merge every diagnostic. `lb serve` reloads through
+//! [`load_and_compile`], so check and serve agree by construction.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::compile::{Compiled, Summary, compile};
+use crate::config::Config;
+use crate::diag::{self, Diagnostic};
+use crate::source::files::FileSource;
+use crate::store::Store;
+
+/// Loads every source, builds the store and compiles it. The result's
+/// diagnostics hold everything: load, model and compile findings, in that order.
+/// An object that became invalid keeps the version of the previous load.
+pub fn load_and_compile(cfg: &Config, source: &mut FileSource) -> Compiled {
+    let loaded = source.load();
+    let (store, store_diags) = Store::build_keeping(&loaded.objects, source.last_store());
+    let mut compiled = compile(&store, cfg);
+    source.remember(store);
+    let mut all = loaded.diagnostics;
+    all.extend(store_diags);
+    all.append(&mut compiled.diagnostics);
+    compiled.diagnostics = all;
+    compiled
+}
+
+/// The outcome of `lb check`.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// Set when the configuration file itself is unusable.
+    pub config_error: Option<String>,
+    /// Counts, when the configuration loaded.
+    pub summary: Option<Summary>,
+    /// Every diagnostic.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl CheckReport {
+    /// 0 when clean (warnings allowed), 1 when any object is invalid, 2 when
+    /// the configuration file is unusable.
+    pub fn exit_code(&self) -> u8 {
+        if self.config_error.is_some() {
+            2
+        } else if self.diagnostics.iter().any(Diagnostic::is_error) {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(e) = &self.config_error {
+            return writeln!(f, "error: {e}\nlb check: configuration unusable");
+        }
+        if let Some(s) = &self.summary {
+            write!(f, "{s}")?;
+        }
+        if !self.diagnostics.is_empty() {
+            writeln!(f, "diagnostics:")?;
+        }
+        for d in &self.diagnostics {
+            writeln!(f, "{d}")?;
+        }
+        let (errors, warnings) = diag::count(&self.diagnostics);
+        let verdict = if errors == 0 { "ok" } else { "invalid objects" };
+        writeln!(
+            f,
+            "lb check: {verdict} ({errors} errors, {warnings} warnings)"
+        )
+    }
+}
+
+/// Runs `lb check` for the configuration file at `config_path`.
+pub fn check(config_path: &Path) -> CheckReport {
+    let cfg = match Config::load(config_path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            return CheckReport {
+                config_error: Some(e.to_string()),
+                summary: None,
+                diagnostics: Vec::new(),
+            };
+        }
+    };
+    let mut source = FileSource::new(cfg.sources.files.clone());
+    let compiled = load_and_compile(&cfg, &mut source);
+    CheckReport {
+        config_error: None,
+        summary: Some(compiled.summary),
+        diagnostics: compiled.diagnostics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::diag::Severity;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lb-check-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        dir
+    }
+
+    fn write_config(dir: &Path) -> PathBuf {
+        let path = dir.join("lb.toml");
+        let cfg = format!(
+            "[ingress]\nclass = \"lb\"\nhttp = [\"127.0.0.1:8080\"]\n[sources]\nfiles = [\"{}\"]\n",
+            dir.join("manifests").display()
+        );
+        std::fs::write(&path, cfg).unwrap();
+        path
+    }
+
+    const GOOD: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: good}\nspec:\n  ingressClassName: lb\n  rules:\n  - host: a.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 80}}}}\n";
+    const BAD: &str = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: ok, namespace: team}\nspec:\n  ingressClassName: lb\n  rules:\n  - host: b.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 80}}}}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: broken, namespace: team}\nspec:\n  ingressClassName: lb\n  rules:\n  - http:\n      paths:\n      - {path: /x, pathType: Foo, backend: {service: {name: s, port: {number: 80}}}}\n";
+
+    #[test]
+    fn clean_config_exits_zero() {
+        let dir = scratch("clean");
+        std::fs::write(dir.join("manifests/good.yaml"), GOOD).unwrap();
+        let report = check(&write_config(&dir));
+        assert_eq!(report.exit_code(), 0, "{report}");
+        let text = report.to_string();
+        assert!(text.contains("lb check: ok"), "{text}");
+        assert!(text.contains("Ingress"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn invalid_ingress_is_located_and_others_still_compile() {
+        let dir = scratch("invalid");
+        std::fs::write(dir.join("manifests/good.yaml"), GOOD).unwrap();
+        std::fs::write(dir.join("manifests/bad.yaml"), BAD).unwrap();
+        let cfg = Config::load(&write_config(&dir)).unwrap();
+        let mut source = FileSource::new(cfg.sources.files.clone());
+        let compiled = load_and_compile(&cfg, &mut source);
+        let errors: Vec<_> = compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .collect();
+        assert_eq!(errors.len(), 1, "{:?}", compiled.diagnostics);
+        let d = errors[0];
+        assert_eq!(
+            d.file.as_deref(),
+            Some(dir.join("manifests/bad.yaml").as_path())
+        );
+        assert_eq!(d.document, Some(1));
+        assert_eq!(d.kind.as_deref(), Some("Ingress"));
+        assert_eq!(d.namespace.as_deref(), Some("team"));
+        assert_eq!(d.name.as_deref(), Some("broken"));
+        assert_eq!(
+            d.field.as_deref(),
+            Some("spec.rules[0].http.paths[0].pathType")
+        );
+        // The valid Ingresses in both files compile.
+        let routes = &compiled.snapshot.routes;
+        assert!(routes.lookup("a.example.com", "/").is_some());
+        assert!(routes.lookup("b.example.com", "/").is_some());
+        assert_eq!(compiled.summary.invalid, 1);
+        assert_eq!(check(&dir.join("lb.toml")).exit_code(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn non_yaml_file_keeps_serving_its_previous_routes() {
+        let dir = scratch("keep");
+        let file = dir.join("manifests/good.yaml");
+        std::fs::write(&file, GOOD).unwrap();
+        let cfg = Config::load(&write_config(&dir)).unwrap();
+        let mut source = FileSource::new(cfg.sources.files.clone());
+        assert!(load_and_compile(&cfg, &mut source).diagnostics.is_empty());
+        std::fs::write(&file, "{{{ this is not yaml").unwrap();
+        let compiled = load_and_compile(&cfg, &mut source);
+        assert!(
+            compiled
+                .snapshot
+                .routes
+                .lookup("a.example.com", "/")
+                .is_some()
+        );
+        assert_eq!(compiled.diagnostics.len(), 1);
+        assert_eq!(compiled.diagnostics[0].severity, Severity::Error);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unusable_config_exits_two() {
+        let dir = scratch("badcfg");
+        let path = dir.join("lb.toml");
+        std::fs::write(&path, "[ingress]\nklass = \"lb\"\n").unwrap();
+        let report = check(&path);
+        assert_eq!(report.exit_code(), 2);
+        assert!(report.to_string().contains("klass"), "{report}");
+        assert_eq!(check(&dir.join("missing.toml")).exit_code(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unknown_kind_is_only_a_warning() {
+        let dir = scratch("unknown");
+        std::fs::write(
+            dir.join("manifests/w.yaml"),
+            "apiVersion: x.io/v1\nkind: Widget\nmetadata: {name: w}\n",
+        )
+        .unwrap();
+        let report = check(&write_config(&dir));
+        assert_eq!(report.exit_code(), 0);
+        assert_eq!(report.diagnostics.len(), 1);
+        assert_eq!(report.diagnostics[0].severity, Severity::Warning);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,466 @@
+//! The `lb.toml` configuration file: typed sections with defaults, strict
+//! parsing (an unknown key is an error naming the key and its line), and
+//! durations written as `"250ms"`, `"30s"`, `"5m"`, `"1h"`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use crate::diag::Error as ConfigError;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    pub node: Node,
+    /// Worker threads and shutdown.
+    pub runtime: Runtime,
+    /// The admin HTTP API.
+    pub admin: Admin,
+    /// Ingress class and listeners.
+    pub ingress: Ingress,
+    /// HTTP limits and timeouts.
+    pub http: Http,
+    /// Gateway API controller identity.
+    pub gateway: Gateway,
+    /// Addresses for type=LoadBalancer Services and Gateways.
+    pub loadbalancer: LoadBalancer,
+    /// Where Kubernetes objects come from.
+    pub sources: Sources,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Node {
+    /// Node name, matched against EndpointSlice `nodeName` (default: the hostname, or `lb`).
+    pub name: String,
+    /// Zone, matched against topology hints.
+    pub zone: Option<String>,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "lb".to_owned());
+        Self { name, zone: None }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Runtime {
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    #[serde(with = "duration_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Admin API listen address.
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+        }
+    }
+}
+
+/// `[ingress]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ingress {
+    /// The `ingressClassName` served.
+    pub class: String,
+    /// IngressClass `spec.controller` value that marks a class as ours.
+    pub controller: String,
+    /// Plain-HTTP listen addresses.
+    pub http: Vec<SocketAddr>,
+    /// HTTPS listen addresses.
+    pub https: Vec<SocketAddr>,
+}
+
+impl Default for Ingress {
+    fn default() -> Self {
+        Self {
+            class: "lb".to_owned(),
+            controller: "lb.example.com/ingress-controller".to_owned(),
+            http: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            https: Vec::new(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Time allowed for a complete request head.
+    #[serde(with = "duration_serde")]
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    #[serde(with = "duration_serde")]
+    pub idle_timeout: Duration,
+    /// Upstream connect timeout.
+    #[serde(with = "duration_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream response head.
+    #[serde(with = "duration_serde")]
+    pub response_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Most request headers accepted.
+    pub max_headers: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            max_header_bytes: 65536,
+            max_headers: 100,
+        }
+    }
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gateway {
+    /// GatewayClass `spec.controllerName` that marks a class as ours.
+    pub controller_name: String,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self {
+            controller_name: "lb.example.com/gateway-controller".to_owned(),
+        }
+    }
+}
+
+/// `[loadbalancer]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadBalancer {
+    /// Address pools for LoadBalancer VIPs.
+    pub pools: Vec<IpNet>,
+}
+
+/// `[sources]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sources {
+    /// Manifest files or directories; relative paths are relative to the current directory.
+    pub files: Vec<PathBuf>,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self {
+            files: vec![PathBuf::from("config/manifests")],
+        }
+    }
+}
+
+impl Config {
+    /// Reads and parses the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ConfigIo {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` is used in error messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::ConfigInvalid {
+            path: path.to_owned(),
+            message,
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| invalid(describe(&e, text)))?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = describe(e.inner(), text);
+            if key.is_empty() || key == "." {
+                invalid(inner)
+            } else {
+                invalid(format!("{key}: {inner}"))
+            }
+        })?;
+        cfg.validate().map_err(invalid)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.ingress.class.is_empty() {
+            return Err("ingress.class: must not be empty".into());
+        }
+        if self.http.max_header_bytes < 1024 {
+            return Err("http.max_header_bytes: must be at least 1024".into());
+        }
+        if self.http.max_headers == 0 {
+            return Err("http.max_headers: must be at least 1".into());
+        }
+        for (key, d) in [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.connect_timeout", self.http.connect_timeout),
+            ("http.response_timeout", self.http.response_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{key}: must be more than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line for a TOML error: its message and where it is (`line N, column M`).
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{message} at line {line}, column {column}")
+        }
+        None => message,
+    }
+}
+
+/// Parses a duration such as `250ms`, `30s`, `5m`, `1h` or `1m30s`; `0` alone is zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("invalid duration {s:?}: expected a number"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => n
+                .checked_mul(60)
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::MAX),
+            "h" => n
+                .checked_mul(3600)
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::MAX),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ms, s, m, h)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h)"
+                ));
+            }
+        };
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it, in the largest exact unit.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".into()
+    } else if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test/lb.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let cfg = parse(
+            r#"
+[node]
+name = "edge-1"
+zone = "zone-a"
+[runtime]
+workers = 0
+shutdown_grace = "30s"
+[admin]
+listen = "127.0.0.1:9901"
+[ingress]
+class = "lb"
+controller = "lb.example.com/ingress-controller"
+http = ["127.0.0.1:8080"]
+https = ["127.0.0.1:8443"]
+[http]
+header_read_timeout = "30s"
+idle_timeout = "60s"
+connect_timeout = "5s"
+response_timeout = "60s"
+max_header_bytes = 65536
+max_headers = 100
+[gateway]
+controller_name = "lb.example.com/gateway-controller"
+[loadbalancer]
+pools = ["127.0.0.16/28"]
+[sources]
+files = ["config/manifests"]
+"#,
+        )
+        .expect("parses");
+        assert_eq!(cfg.node.name, "edge-1");
+        assert_eq!(cfg.node.zone.as_deref(), Some("zone-a"));
+        assert_eq!(cfg.runtime.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(cfg.ingress.https, vec!["127.0.0.1:8443".parse().unwrap()]);
+        assert_eq!(
+            cfg.loadbalancer.pools,
+            vec!["127.0.0.16/28".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(cfg.sources.files, vec![PathBuf::from("config/manifests")]);
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["http"]["idle_timeout"], "1m");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let cfg = parse("").expect("parses");
+        assert_eq!(cfg.ingress.class, "lb");
+        assert_eq!(cfg.admin.listen, "127.0.0.1:9901".parse().unwrap());
+        assert_eq!(cfg.http.max_headers, 100);
+        assert!(!cfg.node.name.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[admin]\nlisten = \"127.0.0.1:1\"\n\n[ingress]\nclass = \"lb\"\nhttp_listen = [\"x\"]\n")
+            .unwrap_err();
+        assert!(err.contains("http_listen"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
+        assert!(err.contains("test/lb.toml"), "{err}");
+        assert!(
+            !err.contains('\n') && !err.contains('|'),
+            "one clean line: {err}"
+        );
+        let err = parse("[nodes]\nname = \"x\"\n").unwrap_err();
+        assert!(err.contains("nodes") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = parse("[runtime]\n\nshutdown_grace = \"30 parsecs\"\n").unwrap_err();
+        assert!(err.contains("runtime.shutdown_grace"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        let err = parse("[admin]\nlisten = \"nope\"\n").unwrap_err();
+        assert!(
+            err.contains("admin.listen") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = parse("[loadbalancer]\npools = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(err.contains("loadbalancer.pools"), "{err}");
+        let err = parse("[http]\nmax_headers = 0\n").unwrap_err();
+        assert!(err.contains("http.max_headers"), "{err}");
+        let err = parse("not toml [").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn io_error_is_distinct() {
+        let err = Config::load(Path::new("/nonexistent/lb.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::ConfigIo { .. }), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("250ms", Duration::from_millis(250)),
+            ("30s", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+            ("1m30s", Duration::from_secs(90)),
+            ("0", Duration::ZERO),
+        ];
+        for (s, d) in ok {
+            assert_eq!(parse_duration(s), Ok(d), "{s}");
+        }
+        for bad in ["", "30", "s", "1d", "-1s", "1.5s", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        for d in [250, 30_000, 300_000, 3_600_000, 90_000] {
+            let d = Duration::from_millis(d);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+    }
+}

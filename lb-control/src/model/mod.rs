@@ -1,0 +1,610 @@
+//! Typed, validated Kubernetes objects: the kind registry (API groups,
+//! scope), deserialization of raw objects into Kubernetes' own schemas with
+//! field paths in every error, and the semantic checks that make an object
+//! invalid. Submodules hold the kinds by API group.
+
+pub mod core;
+pub mod gateway;
+pub mod ingress;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde::de::DeserializeOwned;
+
+use crate::diag::{Diagnostic, Severity};
+use crate::source::{Origin, RawObject};
+
+/// The namespace of namespaced objects that do not name one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// What lb knows about a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    /// The kind name, e.g. `Ingress`.
+    pub kind: &'static str,
+    /// Accepted `apiVersion` values.
+    pub api_versions: &'static [&'static str],
+    /// Whether objects of this kind live in a namespace.
+    pub namespaced: bool,
+}
+
+const CORE: &[&str] = &["v1"];
+const DISCOVERY: &[&str] = &["discovery.k8s.io/v1"];
+const NETWORKING: &[&str] = &["networking.k8s.io/v1"];
+const GATEWAY: &[&str] = &[
+    "gateway.networking.k8s.io/v1",
+    "gateway.networking.k8s.io/v1beta1",
+    "gateway.networking.k8s.io/v1alpha2",
+    "gateway.networking.k8s.io/v1alpha3",
+];
+
+/// Every kind lb reads.
+pub const KINDS: &[KindInfo] = &[
+    KindInfo {
+        kind: "Namespace",
+        api_versions: CORE,
+        namespaced: false,
+    },
+    KindInfo {
+        kind: "Pod",
+        api_versions: CORE,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "Secret",
+        api_versions: CORE,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "Service",
+        api_versions: CORE,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "EndpointSlice",
+        api_versions: DISCOVERY,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "Ingress",
+        api_versions: NETWORKING,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "IngressClass",
+        api_versions: NETWORKING,
+        namespaced: false,
+    },
+    KindInfo {
+        kind: "NetworkPolicy",
+        api_versions: NETWORKING,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "GatewayClass",
+        api_versions: GATEWAY,
+        namespaced: false,
+    },
+    KindInfo {
+        kind: "Gateway",
+        api_versions: GATEWAY,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "HTTPRoute",
+        api_versions: GATEWAY,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "GRPCRoute",
+        api_versions: GATEWAY,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "TLSRoute",
+        api_versions: GATEWAY,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "TCPRoute",
+        api_versions: GATEWAY,
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "ReferenceGrant",
+        api_versions: GATEWAY,
+        namespaced: true,
+    },
+];
+
+/// Looks a kind up by name.
+pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.kind == kind)
+}
+
+/// Identity of an object in the store; ordered kind, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ObjectKey {
+    /// Kind.
+    pub kind: String,
+    /// Namespace (`None` for cluster-scoped kinds).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// A typed object and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Typed<T> {
+    /// Where the object was read.
+    pub origin: Origin,
+    /// The object in its Kubernetes schema.
+    pub value: T,
+}
+
+/// A validated object of one of the kinds lb reads.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)] // each variant is named after its kind
+pub enum Object {
+    Namespace(Box<Typed<Namespace>>),
+    Pod(Box<Typed<Pod>>),
+    Secret(Box<Typed<Secret>>),
+    Service(Box<Typed<Service>>),
+    EndpointSlice(Box<Typed<EndpointSlice>>),
+    Ingress(Box<Typed<Ingress>>),
+    IngressClass(Box<Typed<IngressClass>>),
+    NetworkPolicy(Box<Typed<NetworkPolicy>>),
+    GatewayClass(Box<Typed<gateway::GatewayClass>>),
+    Gateway(Box<Typed<gateway::Gateway>>),
+    HttpRoute(Box<Typed<gateway::HttpRoute>>),
+    GrpcRoute(Box<Typed<gateway::GrpcRoute>>),
+    TlsRoute(Box<Typed<gateway::TlsRoute>>),
+    TcpRoute(Box<Typed<gateway::TcpRoute>>),
+    ReferenceGrant(Box<Typed<gateway::ReferenceGrant>>),
+}
+
+macro_rules! each_object {
+    ($obj:expr, $t:ident => $body:expr) => {
+        match $obj {
+            Object::Namespace($t) => $body,
+            Object::Pod($t) => $body,
+            Object::Secret($t) => $body,
+            Object::Service($t) => $body,
+            Object::EndpointSlice($t) => $body,
+            Object::Ingress($t) => $body,
+            Object::IngressClass($t) => $body,
+            Object::NetworkPolicy($t) => $body,
+            Object::GatewayClass($t) => $body,
+            Object::Gateway($t) => $body,
+            Object::HttpRoute($t) => $body,
+            Object::GrpcRoute($t) => $body,
+            Object::TlsRoute($t) => $body,
+            Object::TcpRoute($t) => $body,
+            Object::ReferenceGrant($t) => $body,
+        }
+    };
+}
+
+impl Object {
+    /// The kind name as written in manifests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::Pod(_) => "Pod",
+            Object::Secret(_) => "Secret",
+            Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Ingress(_) => "Ingress",
+            Object::IngressClass(_) => "IngressClass",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
+            Object::GatewayClass(_) => "GatewayClass",
+            Object::Gateway(_) => "Gateway",
+            Object::HttpRoute(_) => "HTTPRoute",
+            Object::GrpcRoute(_) => "GRPCRoute",
+            Object::TlsRoute(_) => "TLSRoute",
+            Object::TcpRoute(_) => "TCPRoute",
+            Object::ReferenceGrant(_) => "ReferenceGrant",
+        }
+    }
+
+    /// The object's metadata (namespace already defaulted).
+    pub fn meta(&self) -> &ObjectMeta {
+        each_object!(self, t => &t.value.metadata)
+    }
+
+    /// Where the object was read.
+    pub fn origin(&self) -> &Origin {
+        each_object!(self, t => &t.origin)
+    }
+
+    /// The store key.
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.meta();
+        ObjectKey {
+            kind: self.kind().to_owned(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// `metadata.creationTimestamp`, if set.
+    pub fn creation_timestamp(&self) -> Option<&Time> {
+        self.meta().creation_timestamp.as_ref()
+    }
+
+    /// A diagnostic located at this object.
+    pub fn diagnostic(&self, d: Diagnostic) -> Diagnostic {
+        let meta = self.meta();
+        let origin = self.origin();
+        d.at(origin.file.clone(), Some(origin.document)).object(
+            self.kind(),
+            meta.namespace.as_deref(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+/// One problem found in an object, at a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Error makes the object invalid; Warning does not.
+    pub severity: Severity,
+    /// Field path, e.g. `spec.rules[0].host` (empty: the whole object).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Problems collected while validating one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Issues(pub Vec<Issue>);
+
+impl Issues {
+    /// Records an error (the object becomes invalid).
+    pub fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue {
+            severity: Severity::Error,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Records a warning.
+    pub fn warning(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue {
+            severity: Severity::Warning,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Whether any error was recorded.
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(|i| i.severity == Severity::Error)
+    }
+}
+
+/// The result of typing one raw object.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The object, when valid (and of a known kind).
+    pub object: Option<Object>,
+    /// Every problem found, located at the object.
+    pub diagnostics: Vec<Diagnostic>,
+    /// True when the object was of a known kind but invalid.
+    pub invalid: bool,
+}
+
+/// Deserializes `raw` into its Kubernetes schema and validates it.
+/// Unknown kinds give a warning and no object; invalid objects give errors and no object.
+pub fn parse(raw: &RawObject) -> Parsed {
+    let Some(info) = kind_info(&raw.kind) else {
+        tracing::debug!(kind = %raw.kind, name = %raw.name, file = %raw.origin.file.display(), "unknown kind skipped");
+        return Parsed {
+            object: None,
+            diagnostics: vec![raw.diagnostic(Diagnostic::warning(format!(
+                "unknown kind {:?} ({}), skipped",
+                raw.kind, raw.api_version
+            )))],
+            invalid: false,
+        };
+    };
+    let fail = |issues: Issues| {
+        let diagnostics = issues
+            .0
+            .into_iter()
+            .map(|i| to_diagnostic(raw, info, i))
+            .collect();
+        Parsed {
+            object: None,
+            diagnostics,
+            invalid: true,
+        }
+    };
+    if !info.api_versions.contains(&raw.api_version.as_str()) {
+        let mut issues = Issues::default();
+        issues.error(
+            "apiVersion",
+            format!(
+                "apiVersion {:?} is not valid for kind {}; expected {}",
+                raw.api_version,
+                info.kind,
+                info.api_versions.join(" or ")
+            ),
+        );
+        return fail(issues);
+    }
+    let mut value = raw.value.clone();
+    // Default the namespace in the document itself, so typed metadata agrees with the key.
+    if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        if info.namespaced {
+            let ns = raw
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+            meta.insert("namespace".into(), serde_json::Value::String(ns));
+        } else {
+            meta.remove("namespace");
+        }
+    }
+    let mut issues = Issues::default();
+    let object = match typed_object(info.kind, value, &raw.origin, &mut issues) {
+        Ok(o) => o,
+        Err(issue) => {
+            issues.0.insert(0, issue);
+            return fail(issues);
+        }
+    };
+    if issues.has_errors() {
+        return fail(issues);
+    }
+    Parsed {
+        object: Some(object),
+        diagnostics: issues
+            .0
+            .into_iter()
+            .map(|i| to_diagnostic(raw, info, i))
+            .collect(),
+        invalid: false,
+    }
+}
+
+fn to_diagnostic(raw: &RawObject, info: &KindInfo, issue: Issue) -> Diagnostic {
+    let namespace = if info.namespaced {
+        Some(raw.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE))
+    } else {
+        None
+    };
+    let d = match issue.severity {
+        Severity::Error => Diagnostic::error(issue.message),
+        Severity::Warning => Diagnostic::warning(issue.message),
+    };
+    d.at(raw.origin.file.clone(), Some(raw.origin.document))
+        .object(raw.kind.clone(), namespace, raw.name.clone())
+        .field(issue.field)
+}
+
+/// Deserializes with the failing field's path in the error.
+pub fn deserialize<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Issue> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        Issue {
+            severity: Severity::Error,
+            field: if path == "." { String::new() } else { path },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn typed_object(
+    kind: &str,
+    value: serde_json::Value,
+    origin: &Origin,
+    issues: &mut Issues,
+) -> Result<Object, Issue> {
+    fn wrap<T>(origin: &Origin, value: T) -> Box<Typed<T>> {
+        Box::new(Typed {
+            origin: origin.clone(),
+            value,
+        })
+    }
+    Ok(match kind {
+        "Namespace" => Object::Namespace(wrap(origin, deserialize(value)?)),
+        "Pod" => Object::Pod(wrap(origin, deserialize(value)?)),
+        "Secret" => {
+            let v = deserialize(value)?;
+            core::validate_secret(&v, issues);
+            Object::Secret(wrap(origin, v))
+        }
+        "Service" => {
+            let v = deserialize(value)?;
+            core::validate_service(&v, issues);
+            Object::Service(wrap(origin, v))
+        }
+        "EndpointSlice" => {
+            let v = deserialize(value)?;
+            core::validate_endpoint_slice(&v, issues);
+            Object::EndpointSlice(wrap(origin, v))
+        }
+        "Ingress" => {
+            let v = deserialize(value)?;
+            ingress::validate_ingress(&v, issues);
+            Object::Ingress(wrap(origin, v))
+        }
+        "IngressClass" => Object::IngressClass(wrap(origin, deserialize(value)?)),
+        "NetworkPolicy" => Object::NetworkPolicy(wrap(origin, deserialize(value)?)),
+        "GatewayClass" => Object::GatewayClass(wrap(origin, deserialize(value)?)),
+        "Gateway" => {
+            let v = deserialize(value)?;
+            gateway::validate_gateway(&v, issues);
+            Object::Gateway(wrap(origin, v))
+        }
+        "HTTPRoute" => {
+            let v = deserialize(value)?;
+            gateway::validate_http_route(&v, issues);
+            Object::HttpRoute(wrap(origin, v))
+        }
+        "GRPCRoute" => Object::GrpcRoute(wrap(origin, deserialize(value)?)),
+        "TLSRoute" => Object::TlsRoute(wrap(origin, deserialize(value)?)),
+        "TCPRoute" => Object::TcpRoute(wrap(origin, deserialize(value)?)),
+        "ReferenceGrant" => Object::ReferenceGrant(wrap(origin, deserialize(value)?)),
+        other => {
+            return Err(Issue {
+                severity: Severity::Error,
+                field: "kind".into(),
+                message: format!("kind {other} is registered but has no schema"),
+            });
+        }
+    })
+}
+
+/// Parses a YAML document into a [`RawObject`] for tests.
+#[cfg(test)]
+pub(crate) fn raw_from_yaml(yaml: &str) -> RawObject {
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("test YAML");
+    let value: serde_json::Value = serde_json::to_value(&v).expect("json");
+    let s = |p: &str| value.pointer(p).and_then(|v| v.as_str()).map(str::to_owned);
+    RawObject {
+        kind: s("/kind").unwrap_or_default(),
+        api_version: s("/apiVersion").unwrap_or_default(),
+        namespace: s("/metadata/namespace"),
+        name: s("/metadata/name").unwrap_or_default(),
+        origin: Origin {
+            file: "test.yaml".into(),
+            document: 0,
+        },
+        value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_parses_and_defaults_namespace() {
+        let docs = [
+            ("v1", "Namespace", "{}"),
+            ("v1", "Pod", "{spec: {containers: [{name: c}]}}"),
+            ("v1", "Secret", "{type: Opaque, stringData: {a: b}}"),
+            ("v1", "Service", "{spec: {ports: [{port: 80}]}}"),
+            (
+                "discovery.k8s.io/v1",
+                "EndpointSlice",
+                "{addressType: IPv4, endpoints: []}",
+            ),
+            ("networking.k8s.io/v1", "Ingress", "{spec: {}}"),
+            (
+                "networking.k8s.io/v1",
+                "IngressClass",
+                "{spec: {controller: x}}",
+            ),
+            (
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                "{spec: {podSelector: {}}}",
+            ),
+            (
+                "gateway.networking.k8s.io/v1",
+                "GatewayClass",
+                "{spec: {controllerName: x}}",
+            ),
+            (
+                "gateway.networking.k8s.io/v1",
+                "Gateway",
+                "{spec: {gatewayClassName: x, listeners: []}}",
+            ),
+            ("gateway.networking.k8s.io/v1", "HTTPRoute", "{spec: {}}"),
+            ("gateway.networking.k8s.io/v1", "GRPCRoute", "{spec: {}}"),
+            (
+                "gateway.networking.k8s.io/v1alpha2",
+                "TLSRoute",
+                "{spec: {}}",
+            ),
+            (
+                "gateway.networking.k8s.io/v1alpha2",
+                "TCPRoute",
+                "{spec: {}}",
+            ),
+            (
+                "gateway.networking.k8s.io/v1beta1",
+                "ReferenceGrant",
+                "{spec: {from: [], to: []}}",
+            ),
+        ];
+        for (api, kind, rest) in docs {
+            let mut raw = raw_from_yaml(rest);
+            raw.api_version = api.into();
+            raw.kind = kind.into();
+            raw.name = "x".into();
+            let obj = raw.value.as_object_mut().unwrap();
+            obj.insert("apiVersion".into(), api.into());
+            obj.insert("kind".into(), kind.into());
+            obj.insert(
+                "metadata".into(),
+                serde_json::json!({"name": "x", "namespace": "ns"}),
+            );
+            raw.namespace = Some("ns".into());
+            let parsed = parse(&raw);
+            assert!(
+                parsed.diagnostics.is_empty(),
+                "{kind}: {:?}",
+                parsed.diagnostics
+            );
+            let o = parsed.object.expect(kind);
+            assert_eq!(o.kind(), kind);
+            let namespaced = kind_info(kind).unwrap().namespaced;
+            assert_eq!(o.key().namespace.is_some(), namespaced, "{kind}");
+        }
+    }
+
+    #[test]
+    fn namespace_defaults_to_default() {
+        let raw = raw_from_yaml("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {}\n");
+        let o = parse(&raw).object.unwrap();
+        assert_eq!(o.key().namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn unknown_kind_is_a_warning() {
+        let raw = raw_from_yaml("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n");
+        let p = parse(&raw);
+        assert!(p.object.is_none() && !p.invalid);
+        assert_eq!(p.diagnostics.len(), 1);
+        assert_eq!(p.diagnostics[0].severity, Severity::Warning);
+        assert!(p.diagnostics[0].message.contains("Widget"));
+    }
+
+    #[test]
+    fn api_version_must_match_kind() {
+        let raw = raw_from_yaml("apiVersion: v1\nkind: Ingress\nmetadata: {name: i}\nspec: {}\n");
+        let p = parse(&raw);
+        assert!(p.object.is_none() && p.invalid);
+        assert_eq!(p.diagnostics[0].field.as_deref(), Some("apiVersion"));
+        assert_eq!(p.diagnostics[0].namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn schema_errors_carry_the_field_path() {
+        let raw = raw_from_yaml(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports:\n  - port: eighty\n",
+        );
+        let p = parse(&raw);
+        assert!(p.invalid);
+        assert_eq!(
+            p.diagnostics[0].field.as_deref(),
+            Some("spec.ports[0].port")
+        );
+    }
+}

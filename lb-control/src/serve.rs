@@ -1,0 +1,210 @@
+//! `lb serve`: start the admin API, compile and publish the first snapshot,
+//! bind the listeners, start one worker per core, then react to file changes
+//! (reload), SIGHUP (reload) and SIGTERM/SIGINT (drain and exit 0).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::counters::CounterSet;
+use lb_core::listener::bind_per_worker;
+use lb_core::runtime::{self, DrainController, WorkerPlan, worker_count};
+use lb_core::snapshot::SnapshotCell;
+use lb_http::{HttpProxy, HttpSnapshot, ProxySettings};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::admin::{self, AdminState, ReloadResult};
+use crate::check::load_and_compile;
+use crate::config::Config;
+use crate::publish::publish;
+use crate::source::files::{FileSource, watch};
+
+/// Runs `lb serve` to completion and returns the process exit code.
+pub fn run(config_path: &Path) -> ExitCode {
+    let cfg = match Config::load(config_path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the control runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve(config_path, cfg))
+}
+
+fn proxy_settings(cfg: &Config) -> ProxySettings {
+    ProxySettings {
+        header_read_timeout: cfg.http.header_read_timeout,
+        idle_timeout: cfg.http.idle_timeout,
+        connect_timeout: cfg.http.connect_timeout,
+        response_timeout: cfg.http.response_timeout,
+        max_header_bytes: cfg.http.max_header_bytes,
+        max_headers: cfg.http.max_headers,
+    }
+}
+
+async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
+    let workers = worker_count(cfg.runtime.workers);
+    let counters = Arc::new(CounterSet::new(workers));
+    let cell = Arc::new(SnapshotCell::new(HttpSnapshot::default()));
+    let state = Arc::new(AdminState::new(Arc::clone(&cell), Arc::clone(&counters)));
+
+    let admin_listener = match admin::bind(cfg.admin.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on admin address {}: {e}", cfg.admin.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&state)));
+
+    let mut source = FileSource::new(cfg.sources.files.clone());
+    publish(&state, &cfg, load_and_compile(&cfg, &mut source));
+
+    let listeners = match bind_per_worker(&cfg.ingress.http, workers) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            admin_task.abort();
+            return ExitCode::FAILURE;
+        }
+    };
+    let (drain_ctl, drain) = DrainController::new();
+    let settings = proxy_settings(&cfg);
+    let plan = WorkerPlan {
+        listeners,
+        drain,
+        grace: cfg.runtime.shutdown_grace,
+    };
+    let (w_cell, w_counters) = (Arc::clone(&cell), Arc::clone(&counters));
+    let handles = match runtime::start(plan, move |i| {
+        HttpProxy::new(
+            Arc::clone(&w_cell),
+            Arc::clone(&w_counters),
+            i,
+            settings.clone(),
+        )
+    }) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    state.set_ready(true);
+    tracing::info!(workers, http = ?cfg.ingress.http, admin = %cfg.admin.listen, "lb serving");
+
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    );
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    let mut changes = watch_sources(&cfg);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                match Config::load(config_path) {
+                    Ok(new_cfg) => {
+                        warn_restart_only_changes(&cfg, &new_cfg);
+                        if new_cfg.sources.files != cfg.sources.files {
+                            source = FileSource::new(new_cfg.sources.files.clone());
+                            cfg.sources = new_cfg.sources.clone();
+                            changes = watch_sources(&cfg);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("reload: configuration file unusable, keeping the running configuration: {e}");
+                        state.count_reload(ReloadResult::Failed);
+                        continue;
+                    }
+                }
+                publish(&state, &cfg, load_and_compile(&cfg, &mut source));
+            }
+            Some(()) = changes.recv() => {
+                tracing::info!("manifest files changed: reloading");
+                publish(&state, &cfg, load_and_compile(&cfg, &mut source));
+            }
+        }
+    }
+
+    state.set_ready(false);
+    drain_ctl.drain();
+    let grace = cfg.runtime.shutdown_grace;
+    let join = tokio::task::spawn_blocking(move || {
+        for h in handles {
+            let _ = h.join();
+        }
+    });
+    tokio::select! {
+        _ = join => tracing::info!("drained, exiting"),
+        _ = tokio::time::sleep(grace + Duration::from_secs(5)) => tracing::warn!("workers did not stop in time, exiting"),
+        _ = term.recv() => tracing::warn!("second SIGTERM: exiting now"),
+        _ = int.recv() => tracing::warn!("second SIGINT: exiting now"),
+    }
+    admin_task.abort();
+    ExitCode::SUCCESS
+}
+
+/// Logs settings that changed in the file but only take effect on restart.
+fn warn_restart_only_changes(old: &Config, new: &Config) {
+    let mut changed = Vec::new();
+    if old.ingress.http != new.ingress.http {
+        changed.push("ingress.http");
+    }
+    if old.admin.listen != new.admin.listen {
+        changed.push("admin.listen");
+    }
+    if old.runtime.workers != new.runtime.workers {
+        changed.push("runtime.workers");
+    }
+    if serde_json::to_value(&old.http).ok() != serde_json::to_value(&new.http).ok() {
+        changed.push("http");
+    }
+    if !changed.is_empty() {
+        tracing::warn!(
+            "reload: {} changed; these take effect on restart",
+            changed.join(", ")
+        );
+    }
+}
+
+/// Starts watching the manifest sources; a failure to watch is logged and
+/// leaves SIGHUP as the way to reload.
+fn watch_sources(cfg: &Config) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    match watch(&cfg.sources.files) {
+        Ok((guard, events)) => {
+            std::thread::Builder::new()
+                .name("lb-watch".into())
+                .spawn(move || {
+                    let _guard = guard;
+                    while events.recv().is_ok() {
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| tracing::warn!("cannot start the file watcher thread: {e}"))
+                .ok();
+        }
+        Err(e) => tracing::warn!("cannot watch manifest files ({e}); reload with SIGHUP"),
+    }
+    rx
+}

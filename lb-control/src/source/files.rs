@@ -1,0 +1,530 @@
+//! Kubernetes objects from multi-document YAML files and directories, with a
+//! per-file memory of the last good parse (a file that stops being YAML keeps
+//! serving its previous objects) and a debounced file watcher.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use serde::Deserialize;
+
+use super::{Loaded, Origin, RawObject};
+use crate::diag::{Diagnostic, Error};
+
+/// Reads objects from the configured files and directories.
+#[derive(Debug, Default)]
+pub struct FileSource {
+    paths: Vec<PathBuf>,
+    /// The objects of each file's last successful parse.
+    last_good: BTreeMap<PathBuf, Vec<RawObject>>,
+    /// The store last built from this source (see [`FileSource::remember`]).
+    last_store: crate::store::Store,
+}
+
+/// The outcome of reading one file.
+enum FileRead {
+    /// Parsed: its objects and per-document diagnostics.
+    Parsed(Vec<RawObject>, Vec<Diagnostic>),
+    /// Unreadable or not YAML: one diagnostic, previous objects stay.
+    Failed(Diagnostic),
+}
+
+impl FileSource {
+    /// A source over `paths` (files, or directories searched recursively for
+    /// `*.yaml` and `*.yml`).
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        Self {
+            paths,
+            last_good: BTreeMap::new(),
+            last_store: crate::store::Store::default(),
+        }
+    }
+
+    /// The store last built from this source: objects that become invalid
+    /// fall back to their version in it.
+    pub fn last_store(&self) -> &crate::store::Store {
+        &self.last_store
+    }
+
+    /// Records the store built from the latest load.
+    pub fn remember(&mut self, store: crate::store::Store) {
+        self.last_store = store;
+    }
+
+    /// The configured paths.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Reads every file again. Files that cannot be read or parsed keep the
+    /// objects of their last successful load; deleted files lose theirs.
+    pub fn load(&mut self) -> Loaded {
+        let mut diagnostics = Vec::new();
+        let mut files = Vec::new();
+        let mut seen = BTreeSet::new();
+        for path in &self.paths {
+            match list_files(path) {
+                Ok(found) => {
+                    for f in found {
+                        if seen.insert(f.clone()) {
+                            files.push(f);
+                        }
+                    }
+                }
+                Err(e) => diagnostics.push(
+                    Diagnostic::error(format!("cannot read manifest path: {e}")).at(path, None),
+                ),
+            }
+        }
+
+        let mut next = BTreeMap::new();
+        let mut objects = Vec::new();
+        for file in files {
+            let kept = match read_file(&file) {
+                FileRead::Parsed(objs, diags) => {
+                    diagnostics.extend(diags);
+                    objs
+                }
+                FileRead::Failed(d) => {
+                    let previous = self.last_good.remove(&file).unwrap_or_default();
+                    let d = if previous.is_empty() {
+                        d
+                    } else {
+                        Diagnostic {
+                            message: format!(
+                                "{}; keeping the {} object(s) from its last good load",
+                                d.message,
+                                previous.len()
+                            ),
+                            ..d
+                        }
+                    };
+                    diagnostics.push(d);
+                    previous
+                }
+            };
+            objects.extend(kept.iter().cloned());
+            next.insert(file, kept);
+        }
+        self.last_good = next;
+        Loaded {
+            objects,
+            diagnostics,
+        }
+    }
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// The files a configured path stands for, sorted.
+fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let p = entry?.path();
+            // Follow symlinks (Kubernetes ConfigMap mounts are symlinks).
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_dir() => {
+                    // Skip hidden directories such as ConfigMap `..data` staging dirs.
+                    let hidden = p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.'));
+                    if !hidden {
+                        stack.push(p);
+                    }
+                }
+                Ok(_) if is_yaml(&p) => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_file(file: &Path) -> FileRead {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            return FileRead::Failed(Diagnostic::error(format!("cannot read: {e}")).at(file, None));
+        }
+    };
+    parse_documents(&text, file)
+}
+
+/// Splits multi-document YAML into raw objects. Any syntax error fails the whole file.
+fn parse_documents(text: &str, file: &Path) -> FileRead {
+    let mut docs = Vec::new();
+    for (index, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        match serde_yaml_ng::Value::deserialize(doc) {
+            Ok(v) => docs.push((index, v)),
+            Err(e) => {
+                let mut msg = format!("not valid YAML: {e}");
+                if let Some(loc) = e.location()
+                    && !msg.contains("line")
+                {
+                    msg.push_str(&format!(" (line {}, column {})", loc.line(), loc.column()));
+                }
+                return FileRead::Failed(Diagnostic::error(msg).at(file, Some(index)));
+            }
+        }
+    }
+    let mut objects = Vec::new();
+    let mut diags = Vec::new();
+    for (index, doc) in docs {
+        if doc.is_null() {
+            continue;
+        }
+        match raw_object(doc, file, index) {
+            Ok(obj) => objects.push(obj),
+            Err(d) => diags.push(*d),
+        }
+    }
+    FileRead::Parsed(objects, diags)
+}
+
+fn raw_object(
+    doc: serde_yaml_ng::Value,
+    file: &Path,
+    index: usize,
+) -> Result<RawObject, Box<Diagnostic>> {
+    let err = |msg: String, field: &str| {
+        Box::new(Diagnostic::error(msg).at(file, Some(index)).field(field))
+    };
+    let value: serde_json::Value = serde_json::to_value(&doc)
+        .map_err(|e| err(format!("document cannot be represented as JSON: {e}"), ""))?;
+    let serde_json::Value::Object(map) = &value else {
+        return Err(err(
+            "document is not a mapping (a Kubernetes object)".into(),
+            "",
+        ));
+    };
+    let string = |field: &str| -> Option<String> {
+        map.get(field).and_then(|v| v.as_str()).map(str::to_owned)
+    };
+    let kind = string("kind").filter(|s| !s.is_empty());
+    let api_version = string("apiVersion").filter(|s| !s.is_empty());
+    let metadata = map.get("metadata").and_then(|m| m.as_object());
+    let meta_str = |field: &str| -> Option<String> {
+        metadata
+            .and_then(|m| m.get(field))
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let name = meta_str("name");
+    let namespace = meta_str("namespace");
+    let located = |d: Diagnostic| {
+        let mut d = d.at(file, Some(index));
+        d.kind.clone_from(&kind);
+        d.namespace.clone_from(&namespace);
+        d.name.clone_from(&name);
+        Box::new(d)
+    };
+    let Some(api_version) = api_version else {
+        return Err(located(
+            Diagnostic::error("missing apiVersion").field("apiVersion"),
+        ));
+    };
+    let Some(kind_s) = kind.clone() else {
+        return Err(located(Diagnostic::error("missing kind").field("kind")));
+    };
+    let Some(name_s) = name.clone() else {
+        return Err(located(
+            Diagnostic::error("missing metadata.name").field("metadata.name"),
+        ));
+    };
+    Ok(RawObject {
+        kind: kind_s,
+        api_version,
+        namespace,
+        name: name_s,
+        value,
+        origin: Origin {
+            file: file.to_owned(),
+            document: index,
+        },
+    })
+}
+
+/// Parses multi-document YAML text as if read from `file` (for tests).
+#[cfg(test)]
+pub(crate) fn objects_from_str(text: &str, file: &Path) -> (Vec<RawObject>, Vec<Diagnostic>) {
+    match parse_documents(text, file) {
+        FileRead::Parsed(objs, diags) => (objs, diags),
+        FileRead::Failed(d) => (Vec::new(), vec![d]),
+    }
+}
+
+/// Keeps the file watcher alive; dropping it stops watching and ends the
+/// event stream.
+pub struct WatchGuard {
+    _watcher: RecommendedWatcher,
+}
+
+impl std::fmt::Debug for WatchGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WatchGuard")
+    }
+}
+
+/// How long the watcher waits for a burst of changes to settle.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// What a watch registration is interested in.
+#[derive(Debug, Clone)]
+enum Interest {
+    /// Anything below this directory.
+    Tree(PathBuf),
+    /// This path only (a listed file, or a listed path that does not exist yet).
+    Exact(PathBuf),
+}
+
+impl Interest {
+    fn matches(&self, p: &Path) -> bool {
+        match self {
+            Interest::Tree(dir) => p.starts_with(dir) && (is_yaml(p) || p.extension().is_none()),
+            Interest::Exact(f) => p == f,
+        }
+    }
+}
+
+fn relevant(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Watches `paths` and signals once per burst of changes (after [`DEBOUNCE`]
+/// of quiet). Directories are watched recursively; a listed file is watched
+/// through its parent directory, so editors that replace files by rename are
+/// seen. The caller reloads with [`FileSource::load`] on each signal.
+pub fn watch(paths: &[PathBuf]) -> Result<(WatchGuard, mpsc::Receiver<()>), Error> {
+    let (raw_tx, raw_rx) = mpsc::channel::<notify::Event>();
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) => {
+                let _ = raw_tx.send(ev);
+            }
+            Err(e) => tracing::warn!("file watcher: {e}"),
+        })
+        .map_err(|source| Error::Watch {
+            path: PathBuf::new(),
+            source,
+        })?;
+
+    let mut interests = Vec::new();
+    for path in paths {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        if abs.is_dir() {
+            watcher
+                .watch(&abs, RecursiveMode::Recursive)
+                .map_err(|source| Error::Watch {
+                    path: path.clone(),
+                    source,
+                })?;
+            interests.push(Interest::Tree(abs));
+        } else {
+            let parent = abs
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            watcher
+                .watch(&parent, RecursiveMode::NonRecursive)
+                .map_err(|source| Error::Watch {
+                    path: path.clone(),
+                    source,
+                })?;
+            interests.push(Interest::Exact(abs));
+        }
+    }
+
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("lb-watch-debounce".into())
+        .spawn(move || debounce(raw_rx, tx, interests))
+        .map_err(|e| Error::Watch {
+            path: PathBuf::new(),
+            source: notify::Error::io(e),
+        })?;
+    Ok((WatchGuard { _watcher: watcher }, rx))
+}
+
+fn debounce(raw: mpsc::Receiver<notify::Event>, tx: mpsc::Sender<()>, interests: Vec<Interest>) {
+    let wanted = |ev: &notify::Event| {
+        relevant(&ev.kind)
+            && ev
+                .paths
+                .iter()
+                .any(|p| interests.iter().any(|i| i.matches(p)))
+    };
+    // Blocks until the watcher is dropped (the sender goes away).
+    while let Ok(ev) = raw.recv() {
+        if !wanted(&ev) {
+            continue;
+        }
+        // Swallow the rest of the burst.
+        loop {
+            match raw.recv_timeout(DEBOUNCE) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        if tx.send(()).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lb-files-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n---\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n  namespace: x\n";
+
+    #[test]
+    fn multi_document_files_and_directories() {
+        let dir = scratch("multi");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("b.yaml"), TWO).unwrap();
+        std::fs::write(
+            dir.join("sub/a.yml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a manifest").unwrap();
+        let mut src = FileSource::new(vec![dir.clone()]);
+        let loaded = src.load();
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let names: Vec<_> = loaded
+            .objects
+            .iter()
+            .map(|o| (o.name.as_str(), o.origin.document))
+            .collect();
+        assert_eq!(names, [("a", 0), ("b", 2), ("n", 0)]);
+        assert_eq!(loaded.objects[1].namespace.as_deref(), Some("x"));
+        assert_eq!(loaded.objects[0].namespace, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_identity_is_reported_per_document() {
+        let file = Path::new("m.yaml");
+        let text = "kind: Service\nmetadata:\n  name: a\n---\napiVersion: v1\nmetadata:\n  name: b\n---\napiVersion: v1\nkind: Service\nmetadata: {}\n---\n- 1\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: ok\n";
+        let FileRead::Parsed(objs, diags) = parse_documents(text, file) else {
+            panic!("should parse");
+        };
+        assert_eq!(objs.len(), 1);
+        assert_eq!(objs[0].name, "ok");
+        let fields: Vec<_> = diags
+            .iter()
+            .map(|d| (d.document, d.field.clone()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                (Some(0), Some("apiVersion".into())),
+                (Some(1), Some("kind".into())),
+                (Some(2), Some("metadata.name".into())),
+                (Some(3), None),
+            ]
+        );
+        assert_eq!(diags[0].name.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn broken_file_keeps_previous_objects_and_deleted_file_drops_them() {
+        let dir = scratch("keep");
+        let f = dir.join("svc.yaml");
+        std::fs::write(&f, TWO).unwrap();
+        let mut src = FileSource::new(vec![dir.clone()]);
+        assert_eq!(src.load().objects.len(), 2);
+
+        std::fs::write(
+            &f,
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n",
+        )
+        .unwrap();
+        let loaded = src.load();
+        assert_eq!(loaded.objects.len(), 2, "previous objects are kept");
+        assert_eq!(loaded.diagnostics.len(), 1);
+        let d = &loaded.diagnostics[0];
+        assert!(d.is_error());
+        assert_eq!(d.file.as_deref(), Some(f.as_path()));
+        assert!(d.message.contains("line"), "{}", d.message);
+        assert!(
+            d.message.contains("keeping the 2 object(s)"),
+            "{}",
+            d.message
+        );
+
+        // Still broken: still kept.
+        assert_eq!(src.load().objects.len(), 2);
+
+        std::fs::remove_file(&f).unwrap();
+        let loaded = src.load();
+        assert!(loaded.objects.is_empty());
+        assert!(loaded.diagnostics.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_path_is_an_error() {
+        let mut src = FileSource::new(vec![PathBuf::from("/nonexistent/lb-manifests")]);
+        let loaded = src.load();
+        assert_eq!(loaded.diagnostics.len(), 1);
+        assert!(loaded.diagnostics[0].is_error());
+    }
+
+    #[test]
+    fn watch_signals_once_per_burst() {
+        let dir = scratch("watch");
+        let listed = dir.join("one.yaml");
+        std::fs::write(&listed, TWO).unwrap();
+        std::fs::create_dir_all(dir.join("tree")).unwrap();
+        let (guard, rx) = watch(&[listed.clone(), dir.join("tree")]).expect("watch");
+        // A burst of writes gives one signal.
+        for i in 0..5 {
+            std::fs::write(dir.join("tree").join(format!("{i}.yaml")), TWO).unwrap();
+        }
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        assert!(
+            rx.recv_timeout(Duration::from_millis(400)).is_err(),
+            "one signal per burst"
+        );
+        // A sibling of the listed file is not interesting.
+        std::fs::write(dir.join("other.yaml"), TWO).unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(400)).is_err());
+        // Replacing the listed file by rename is seen.
+        let tmp = dir.join(".one.yaml.tmp");
+        std::fs::write(&tmp, TWO).unwrap();
+        std::fs::rename(&tmp, &listed).unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

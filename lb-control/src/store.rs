@@ -1,0 +1,221 @@
+//! The object store: every valid object by (kind, namespace, name), ordered
+//! so that everything computed from it is deterministic. Built from raw
+//! objects; invalid objects are left out and reported.
+
+use std::collections::BTreeMap;
+
+use crate::diag::Diagnostic;
+use crate::model::{self, Object, ObjectKey};
+use crate::source::RawObject;
+
+/// The current valid objects.
+#[derive(Debug, Clone, Default)]
+pub struct Store {
+    objects: BTreeMap<ObjectKey, Object>,
+    invalid: usize,
+}
+
+impl Store {
+    /// Types and validates `raws` (in source order) into a store. Returns the
+    /// store and every diagnostic: invalid objects (dropped), unknown kinds
+    /// and duplicates (the first one read is kept).
+    pub fn build(raws: &[RawObject]) -> (Store, Vec<Diagnostic>) {
+        Self::build_keeping(raws, &Store::default())
+    }
+
+    /// Like [`Store::build`], but an object that is invalid now and was valid
+    /// in `previous` keeps its previous version, so nothing that was serving
+    /// stops serving because of bad input. It still counts as invalid.
+    pub fn build_keeping(raws: &[RawObject], previous: &Store) -> (Store, Vec<Diagnostic>) {
+        let mut store = Store::default();
+        let mut diags = Vec::new();
+        for raw in raws {
+            let mut parsed = model::parse(raw);
+            let mut fallback = None;
+            if parsed.invalid {
+                store.invalid += 1;
+                let namespaced = model::kind_info(&raw.kind).is_some_and(|k| k.namespaced);
+                let key = ObjectKey {
+                    kind: raw.kind.clone(),
+                    namespace: namespaced.then(|| {
+                        raw.namespace
+                            .clone()
+                            .unwrap_or_else(|| model::DEFAULT_NAMESPACE.to_owned())
+                    }),
+                    name: raw.name.clone(),
+                };
+                if let Some(old) = previous.get(&key) {
+                    fallback = Some(old.clone());
+                    for d in &mut parsed.diagnostics {
+                        d.message
+                            .push_str("; the previous valid version keeps serving");
+                    }
+                }
+            }
+            diags.extend(parsed.diagnostics);
+            let Some(obj) = parsed.object.or(fallback) else {
+                continue;
+            };
+            let key = obj.key();
+            match store.objects.get(&key) {
+                Some(first) => diags.push(obj.diagnostic(Diagnostic::warning(format!(
+                    "duplicate {key}: already defined at {}; this one is ignored",
+                    first.origin()
+                )))),
+                None => {
+                    store.objects.insert(key, obj);
+                }
+            }
+        }
+        (store, diags)
+    }
+
+    /// Inserts or replaces one object (for tests and API-server sources).
+    pub fn insert(&mut self, obj: Object) {
+        self.objects.insert(obj.key(), obj);
+    }
+
+    /// The object with `key`.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
+        self.objects.get(key)
+    }
+
+    /// Looks an object up by kind, namespace and name.
+    pub fn find(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<&Object> {
+        self.objects.get(&ObjectKey {
+            kind: kind.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Every object, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = &Object> {
+        self.objects.values()
+    }
+
+    /// Every object of one kind, in (namespace, name) order.
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Object> + 'a {
+        let start = ObjectKey {
+            kind: kind.to_owned(),
+            namespace: None,
+            name: String::new(),
+        };
+        self.objects
+            .range(start..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(_, o)| o)
+    }
+
+    /// How many objects are stored.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// How many objects were dropped as invalid while building.
+    pub fn invalid(&self) -> usize {
+        self.invalid
+    }
+
+    /// Object counts by kind.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for k in self.objects.keys() {
+            *counts.entry(k.kind.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Severity;
+    use crate::model::raw_from_yaml;
+
+    fn raw(yaml: &str, doc: usize) -> RawObject {
+        let mut r = raw_from_yaml(yaml);
+        r.origin.document = doc;
+        r
+    }
+
+    #[test]
+    fn duplicates_keep_the_first_and_warn() {
+        let a = raw(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n",
+            0,
+        );
+        let b = raw(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: default}\nspec: {ports: [{port: 81}]}\n",
+            1,
+        );
+        let (store, diags) = Store::build(&[a, b]);
+        assert_eq!(store.len(), 1);
+        let Some(Object::Service(s)) = store.find("Service", Some("default"), "s") else {
+            panic!("missing");
+        };
+        assert_eq!(s.origin.document, 0);
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].severity, Severity::Warning);
+        assert_eq!(diags[0].document, Some(1));
+        assert!(
+            diags[0].message.contains("test.yaml doc 0"),
+            "{}",
+            diags[0].message
+        );
+    }
+
+    #[test]
+    fn an_object_that_becomes_invalid_keeps_its_previous_version() {
+        let v1 = raw(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n",
+            0,
+        );
+        let bad = raw(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 0}]}\n",
+            0,
+        );
+        let (first, _) = Store::build(std::slice::from_ref(&v1));
+        let (second, diags) = Store::build_keeping(&[bad], &first);
+        assert_eq!(second.invalid(), 1);
+        assert_eq!(
+            second.get(&ObjectKey {
+                kind: "Service".into(),
+                namespace: Some("default".into()),
+                name: "s".into()
+            }),
+            first.iter().next()
+        );
+        assert!(diags[0].is_error() && diags[0].message.contains("previous valid version"));
+        // Gone from the input: gone from the store.
+        let (third, _) = Store::build_keeping(&[], &second);
+        assert!(third.is_empty());
+    }
+
+    #[test]
+    fn invalid_objects_are_dropped_and_counted_others_kept() {
+        let good = raw("apiVersion: v1\nkind: Service\nmetadata: {name: good}\n", 0);
+        let bad = raw(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec: {ports: [{port: 0}]}\n",
+            1,
+        );
+        let unknown = raw("apiVersion: x/v1\nkind: Widget\nmetadata: {name: w}\n", 2);
+        let cluster = raw(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: lb}\n",
+            3,
+        );
+        let (store, diags) = Store::build(&[good, bad, unknown, cluster]);
+        assert_eq!(store.invalid(), 1);
+        assert_eq!(store.len(), 2);
+        assert!(store.find("IngressClass", None, "lb").is_some());
+        assert_eq!(store.of_kind("Service").count(), 1);
+        assert_eq!(store.counts().get("Service"), Some(&1));
+        let sev: Vec<_> = diags.iter().map(|d| d.severity).collect();
+        assert_eq!(sev, [Severity::Error, Severity::Warning]);
+    }
+}

@@ -1,0 +1,83 @@
+//! `lb check`: exit codes, summary and diagnostics.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::{lb_bin, lb_check, scratch_dir};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+#[test]
+fn shipped_config_checks_clean() {
+    let out = Command::new(lb_bin())
+        .args(["check", "--config", "config/lb.toml"])
+        .current_dir(repo_root())
+        .output()
+        .expect("run lb check");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for word in ["Ingress", "Service", "EndpointSlice", "routes", "endpoints"] {
+        assert!(text.contains(word), "summary lacks {word}: {text}");
+    }
+}
+
+#[test]
+fn unknown_config_key_is_unusable_and_named() {
+    let dir = scratch_dir("check-key");
+    let cfg = dir.join("lb.toml");
+    std::fs::write(&cfg, "[admin]\nlisten = \"127.0.0.1:9\"\n\n[ingress]\nclass = \"lb\"\nhtpp = [\"127.0.0.1:1\"]\n").unwrap();
+    let (code, text) = lb_check(&cfg);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("htpp"), "key not named: {text}");
+    assert!(text.contains("line 6"), "line not named: {text}");
+}
+
+#[test]
+fn invalid_object_is_reported_with_file_document_and_field() {
+    let dir = scratch_dir("check-bad");
+    let manifests = dir.join("manifests");
+    std::fs::write(
+        manifests.join("bad.yaml"),
+        "apiVersion: v1
+kind: Service
+metadata: {name: fine}
+spec:
+  ports: [{port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: broken, namespace: shop}
+spec:
+  rules:
+  - http:
+      paths:
+      - path: /x
+        pathType: Sometimes
+        backend: {service: {name: fine, port: {number: 80}}}
+",
+    )
+    .unwrap();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(
+        &cfg,
+        format!("[sources]\nfiles = [\"{}\"]\n", manifests.display()),
+    )
+    .unwrap();
+    let (code, text) = lb_check(&cfg);
+    assert_eq!(code, 1, "{text}");
+    for part in [
+        "bad.yaml",
+        "doc 1",
+        "Ingress",
+        "shop/broken",
+        "spec.rules[0].http.paths[0].pathType",
+    ] {
+        assert!(text.contains(part), "diagnostic lacks {part:?}: {text}");
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `lb` binary, real echo backends and real
+//! clients on loopback.
+
+mod support;
+
+mod bodies;
+mod check;
+mod lifecycle;
+mod reload;
+mod routing;

@@ -1,0 +1,273 @@
+//! Test support: start the real `lb` binary on loopback with generated
+//! configuration and manifests, talk to it over real sockets, stop it.
+#![allow(dead_code, missing_docs)]
+
+pub mod client;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use client::{Client, Response};
+
+/// The `lb` binary under test.
+pub fn lb_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lb")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "lb-test-{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).expect("create scratch dir");
+    dir
+}
+
+/// A running `lb serve` process with its own config and manifest directory.
+pub struct Lb {
+    pub dir: PathBuf,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Lb {
+    /// Writes `lb.toml` (with `extra` TOML appended) and the given manifest
+    /// files, starts `lb serve` and waits until `/readyz` answers 200.
+    pub fn start(tag: &str, manifests: &[(&str, &str)], extra: &str) -> Lb {
+        let mut lb = Self::spawn_unready(tag, manifests, extra);
+        lb.wait_ready(Duration::from_secs(20));
+        lb
+    }
+
+    /// Like [`Lb::start`] but returns right after spawning the process.
+    pub fn spawn_unready(tag: &str, manifests: &[(&str, &str)], extra: &str) -> Lb {
+        let dir = scratch_dir(tag);
+        for (name, body) in manifests {
+            std::fs::write(dir.join("manifests").join(name), body).expect("write manifest");
+        }
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "[runtime]\nworkers = 2\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"{admin}\"\n[ingress]\nclass = \"lb\"\nhttp = [\"{http}\"]\nhttps = []\n[sources]\nfiles = [\"{}\"]\n{extra}",
+            dir.join("manifests").display()
+        );
+        std::fs::write(dir.join("lb.toml"), config).expect("write lb.toml");
+        let mut lb = Lb {
+            log: dir.join("lb.log"),
+            dir,
+            http,
+            admin,
+            child: None,
+        };
+        lb.spawn();
+        lb
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("lb.toml")
+    }
+
+    pub fn manifest_path(&self, name: &str) -> PathBuf {
+        self.dir.join("manifests").join(name)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).expect("create log");
+        let child = Command::new(lb_bin())
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .env("LB_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lb");
+        self.child = Some(child);
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    pub fn wait_ready(&mut self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("lb exited early with {status}; log:\n{}", self.log_text());
+            }
+            if admin_get(self.admin, "/readyz").map(|r| r.status) == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("lb not ready after {limit:?}; log:\n{}", self.log_text());
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The published snapshot generation, from `/metrics`.
+    pub fn generation(&self) -> u64 {
+        let m = admin_get(self.admin, "/metrics").expect("metrics");
+        m.text()
+            .lines()
+            .find_map(|l| l.strip_prefix("lb_snapshot_generation "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("generation in /metrics")
+    }
+
+    /// Waits until the generation is greater than `than`.
+    pub fn wait_generation_above(&self, than: u64, limit: Duration) -> u64 {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let g = self.generation();
+            if g > than {
+                return g;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("generation stayed at {than}; log:\n{}", self.log_text());
+    }
+
+    /// A new keep-alive client connection to the HTTP listener.
+    pub fn client(&self) -> Client {
+        Client::connect(self.http)
+    }
+
+    /// `GET path` with `Host: host` on a fresh connection.
+    pub fn get(&self, host: &str, path: &str) -> Response {
+        self.client().get(host, path)
+    }
+
+    /// Sends a signal to the process with the `kill` command.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(start.elapsed() < limit, "lb did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One GET to the admin API on a fresh connection; `None` if it cannot connect.
+pub fn admin_get(admin: SocketAddr, path: &str) -> Option<Response> {
+    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    use std::io::Write;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    client::parse_full_response(&raw)
+}
+
+/// Runs `lb check --config path` and returns (exit code, stdout + stderr).
+pub fn lb_check(config: &Path) -> (i32, String) {
+    let out = Command::new(lb_bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("run lb check");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Manifest text for a Service with one port and an EndpointSlice pointing at `endpoints`.
+pub fn service_yaml(
+    ns: &str,
+    name: &str,
+    port: u16,
+    port_name: Option<&str>,
+    endpoints: &[SocketAddr],
+) -> String {
+    let pname = port_name
+        .map(|n| format!("    name: {n}\n"))
+        .unwrap_or_default();
+    let sname = port_name
+        .map(|n| format!("  - name: {n}\n    port: PORT\n"))
+        .unwrap_or_else(|| "  - port: PORT\n".into());
+    let mut by_port: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for e in endpoints {
+        by_port
+            .entry(e.port())
+            .or_default()
+            .push(e.ip().to_string());
+    }
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: {ns}\n  name: {name}\nspec:\n  ports:\n  - port: {port}\n    protocol: TCP\n{pname}"
+    );
+    for (i, (p, ips)) in by_port.iter().enumerate() {
+        out.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  namespace: {ns}\n  name: {name}-{i}\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nports:\n{}endpoints:\n",
+            sname.replace("PORT", &p.to_string())
+        ));
+        for ip in ips {
+            out.push_str(&format!(
+                "  - addresses: [\"{ip}\"]\n    conditions:\n      ready: true\n"
+            ));
+        }
+    }
+    out.push('\n');
+    out
+}

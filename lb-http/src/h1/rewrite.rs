@@ -1,0 +1,305 @@
+//! Building the heads lb sends: the upstream request (hop-by-hop fields
+//! removed, `X-Forwarded-*` added, body re-framed), the downstream response,
+//! and lb's own small error responses. Each head is built into one buffer so
+//! it goes out with a single write.
+
+use bytes::BytesMut;
+
+use super::head::{
+    BodyKind, MessageInfo, RequestHead, ResponseHead, is_hop_by_hop, listed_in_connection,
+};
+use crate::error::reason;
+
+/// Appends the decimal form of `n`.
+pub fn put_u64(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_length(out: &mut BytesMut, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    put_u64(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What lb adds to a forwarded request.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// The request target to send: origin-form, `*`, or the path-and-query
+    /// of an absolute-form target (a missing leading `/` is added).
+    pub target: &'a [u8],
+    /// The client's IP address, as text.
+    pub client_ip: &'a [u8],
+    /// The original Host value (for `X-Forwarded-Host`), if any.
+    pub host: Option<&'a [u8]>,
+    /// The scheme the client used (`http`).
+    pub proto: &'a [u8],
+}
+
+fn skip_field(name: &[u8], head_fields: &mut dyn FnMut(&[u8]) -> bool, lists: bool) -> bool {
+    is_hop_by_hop(name) || (lists && head_fields(name))
+}
+
+/// Appends the upstream request head for `head` to `out`: HTTP/1.1, fields in
+/// their original order minus hop-by-hop ones (and those listed in
+/// `Connection`), any client `X-Forwarded-Proto`/`X-Forwarded-Host` replaced,
+/// `X-Forwarded-For` extended with the client address, framing re-generated.
+pub fn encode_request(
+    head: &RequestHead,
+    info: &MessageInfo,
+    fwd: &Forwarded<'_>,
+    out: &mut BytesMut,
+) {
+    out.extend_from_slice(head.method());
+    out.extend_from_slice(b" ");
+    if fwd.target.first() != Some(&b'/') && fwd.target != b"*" {
+        out.extend_from_slice(b"/");
+    }
+    out.extend_from_slice(fwd.target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let lists = info.connection_lists_fields;
+    let mut listed = |name: &[u8]| listed_in_connection(head.headers(), name);
+    let mut xff = false;
+    for (name, value) in head.headers() {
+        if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
+            let rest = &name[12..];
+            if rest.eq_ignore_ascii_case(b"for") {
+                xff = true;
+                continue;
+            }
+            if rest.eq_ignore_ascii_case(b"proto") || rest.eq_ignore_ascii_case(b"host") {
+                continue;
+            }
+        }
+        if skip_field(name, &mut listed, lists) {
+            continue;
+        }
+        put_field(out, name, value);
+    }
+    match info.body {
+        BodyKind::Length(n) => put_length(out, n),
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::Empty | BodyKind::UntilClose => {}
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if xff {
+        for (name, value) in head.headers() {
+            if name.eq_ignore_ascii_case(b"x-forwarded-for") && !value.is_empty() {
+                out.extend_from_slice(value);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+    out.extend_from_slice(fwd.client_ip);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    out.extend_from_slice(fwd.proto);
+    out.extend_from_slice(b"\r\n");
+    if let Some(host) = fwd.host {
+        put_field(out, b"X-Forwarded-Host", host);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the downstream response body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No framing field: a response that cannot have a body; the upstream's
+    /// own Content-Length (describing the HEAD/304 representation) is kept.
+    NoBody,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Delimited by closing the connection.
+    Close,
+}
+
+/// The `Connection` field lb puts on a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionField {
+    /// None (HTTP/1.1 keep-alive).
+    None,
+    /// `Connection: close`.
+    Close,
+    /// `Connection: keep-alive` (for an HTTP/1.0 client that asked for it).
+    KeepAlive,
+}
+
+/// Appends the downstream response head for `head` to `out`.
+pub fn encode_response(
+    head: &ResponseHead,
+    info: &MessageInfo,
+    framing: Framing,
+    connection: ConnectionField,
+    out: &mut BytesMut,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_u64(out, u64::from(head.code()));
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(head.reason());
+    out.extend_from_slice(b"\r\n");
+    let lists = info.connection_lists_fields;
+    let mut listed = |name: &[u8]| listed_in_connection(head.headers(), name);
+    for (name, value) in head.headers() {
+        let keep_length =
+            framing == Framing::NoBody && name.eq_ignore_ascii_case(b"content-length");
+        if !keep_length && skip_field(name, &mut listed, lists) {
+            continue;
+        }
+        put_field(out, name, value);
+    }
+    match framing {
+        Framing::Length(n) => put_length(out, n),
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::NoBody | Framing::Close => {}
+    }
+    match connection {
+        ConnectionField::None => {}
+        ConnectionField::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        ConnectionField::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one of lb's own responses: `text/plain` body `"<status> <reason>\n"`
+/// (omitted for HEAD requests, the length is still stated).
+pub fn encode_error(status: u16, close: bool, head_request: bool, out: &mut BytesMut) {
+    let reason = reason(status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_u64(out, u64::from(status));
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
+    put_length(out, (3 + 1 + reason.len() + 1) as u64);
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_request {
+        put_u64(out, u64::from(status));
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::head::{parse_request, parse_response, request_info, response_info};
+    use super::*;
+
+    fn rewrite_request(raw: &[u8]) -> String {
+        let mut buf = BytesMut::from(raw);
+        let head = parse_request(&mut buf, 4096, 32, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        let info = request_info(&head).unwrap();
+        let mut out = BytesMut::new();
+        let fwd = Forwarded {
+            target: head.target(),
+            client_ip: b"10.0.0.9",
+            host: head.header("host"),
+            proto: b"http",
+        };
+        encode_request(&head, &info, &fwd, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn request_rewrite_exact_bytes() {
+        let out = rewrite_request(
+            b"POST /p HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\
+Keep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nUpgrade: h2c\r\nTrailer: X\r\n\
+Proxy-Authorization: Basic x\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\
+Accept: */*\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(
+            out,
+            "POST /p HTTP/1.1\r\nHost: a.example\r\nProxy-Authorization: Basic x\r\nAccept: */*\r\n\
+Transfer-Encoding: chunked\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\
+X-Forwarded-Host: a.example\r\n\r\n"
+        );
+        let out = rewrite_request(b"GET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nContent-Length: 0\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_rewrite_exact_bytes() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 Fine\r\nServer: s\r\nConnection: X-Drop\r\nX-Drop: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+        );
+        let head = parse_response(&mut buf, 4096, 32, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        let info = response_info(&head, false).unwrap();
+        let mut out = BytesMut::new();
+        encode_response(
+            &head,
+            &info,
+            Framing::Chunked,
+            ConnectionField::Close,
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 200 Fine\r\nServer: s\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"[..]);
+        let head = parse_response(&mut buf, 4096, 32, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        let info = response_info(&head, false).unwrap();
+        out.clear();
+        encode_response(
+            &head,
+            &info,
+            Framing::NoBody,
+            ConnectionField::KeepAlive,
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn error_response_bytes() {
+        let mut out = BytesMut::new();
+        encode_error(404, false, false, &mut out);
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n404 Not Found\n"
+        );
+        out.clear();
+        encode_error(502, true, true, &mut out);
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n"
+        );
+        out.clear();
+        put_u64(&mut out, 0);
+        put_u64(&mut out, u64::MAX);
+        assert_eq!(&out[..], b"018446744073709551615");
+    }
+}

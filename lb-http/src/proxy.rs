@@ -1,0 +1,729 @@
+//! The HTTP/1.1 reverse proxy connection handler: reads request heads from a
+//! downstream connection (keep-alive, sequential so pipelining is safe),
+//! validates and routes them through the worker-local snapshot view, forwards
+//! them over pooled upstream connections and streams bodies both ways.
+//!
+//! Choices worth knowing:
+//! - A Transfer-Encoding other than a single `chunked` is refused with 400.
+//! - Upstream connect timeout answers 504, other connect failures 502.
+//! - CONNECT is refused with 501; `Upgrade` is stripped (no upgrades yet).
+//! - Client-sent `X-Forwarded-Proto`/`X-Forwarded-Host` are replaced; earlier
+//!   `X-Forwarded-For` values are kept and the client address appended.
+//! - Chunk extensions and request/response trailers are dropped.
+//! - Interim 1xx responses are relayed to HTTP/1.1 clients and not counted.
+//! - If the final response arrives before the request body was fully sent,
+//!   sending stops and both connections close after the response.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use lb_core::counters::{CounterSet, WorkerCounters};
+use lb_core::runtime::{Accepted, ConnectionHandler, Drain};
+use lb_core::snapshot::{LocalSnapshot, SnapshotCell};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, Side};
+use crate::h1::body::{Sink, Source, relay};
+use crate::h1::head::{
+    BodyKind, HeaderSpan, MessageInfo, RequestHead, ResponseHead, parse_request, parse_response,
+    request_info, response_info,
+};
+use crate::h1::rewrite::{
+    ConnectionField, Forwarded, Framing, encode_error, encode_request, encode_response,
+};
+use crate::route::normalize_host;
+use crate::settings::ProxySettings;
+use crate::snapshot::{BackendId, HttpSnapshot};
+use crate::upstream::{UpstreamConn, UpstreamPool};
+
+/// Idle upstream connections kept per endpoint.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// Initial capacity of per-connection buffers.
+const BUFFER: usize = 16 * 1024;
+/// Bodies up to this size that are already buffered go out with their head.
+const INLINE_BODY: usize = 64 * 1024;
+/// Longest time a closing connection keeps reading (and discarding) so that
+/// unread request bytes do not turn the close into a reset.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// The HTTP/1.1 reverse proxy of one worker. Create it on the worker thread;
+/// it holds worker-local state (snapshot view, upstream pool, round-robin
+/// cursors) and is never shared between threads.
+#[derive(Debug)]
+pub struct HttpProxy {
+    snapshot: LocalSnapshot<HttpSnapshot>,
+    counters: Arc<CounterSet>,
+    worker: usize,
+    settings: ProxySettings,
+    pool: UpstreamPool,
+    cursors: RefCell<Vec<usize>>,
+}
+
+/// What happens to the downstream connection after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// A request that failed.
+#[derive(Debug)]
+struct Failure {
+    err: Error,
+    /// Whether the response head already went downstream.
+    head_sent: bool,
+    /// Whether the downstream connection must close afterwards.
+    close: bool,
+}
+
+/// Per-connection state, reused across the requests of one connection.
+struct Downstream {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    spans: Vec<HeaderSpan>,
+    resp_spans: Vec<HeaderSpan>,
+    host: String,
+    client_ip: String,
+}
+
+/// Decrements the active-connection gauge however the connection ends.
+struct ActiveGuard<'a>(&'a WorkerCounters);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active_connections.dec();
+    }
+}
+
+impl HttpProxy {
+    /// The proxy for worker `worker`. Panics if `counters` has no block for
+    /// `worker` (a wiring bug, not an input error).
+    pub fn new(
+        snapshot: Arc<SnapshotCell<HttpSnapshot>>,
+        counters: Arc<CounterSet>,
+        worker: usize,
+        settings: ProxySettings,
+    ) -> Self {
+        assert!(
+            worker < counters.iter().count(),
+            "no counter block for worker {worker}"
+        );
+        Self {
+            snapshot: LocalSnapshot::new(snapshot),
+            counters,
+            worker,
+            pool: UpstreamPool::new(MAX_IDLE_PER_ENDPOINT, settings.idle_timeout),
+            settings,
+            cursors: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The settings this proxy runs with.
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    fn counters(&self) -> &WorkerCounters {
+        self.counters.worker(self.worker)
+    }
+
+    /// Round robin over `n` endpoints of backend `id`; each worker starts at
+    /// a different offset.
+    fn pick(&self, id: BackendId, n: usize) -> usize {
+        let mut cursors = self.cursors.borrow_mut();
+        let i = id.0 as usize;
+        if cursors.len() <= i {
+            cursors.resize(i + 1, self.worker);
+        }
+        let c = cursors[i];
+        cursors[i] = c.wrapping_add(1);
+        c % n
+    }
+
+    async fn serve_connection(&self, conn: Accepted, mut drain: Drain) {
+        let counters = self.counters();
+        counters.accepted_connections.inc();
+        counters.active_connections.inc();
+        let _guard = ActiveGuard(counters);
+        let _ = conn.stream.set_nodelay(true);
+        let mut down = Downstream {
+            stream: conn.stream,
+            rbuf: BytesMut::with_capacity(BUFFER),
+            wbuf: BytesMut::with_capacity(BUFFER),
+            spans: Vec::new(),
+            resp_spans: Vec::new(),
+            host: String::new(),
+            client_ip: conn.peer.ip().to_canonical().to_string(),
+        };
+        let accepted_at = Instant::now();
+        let mut first = true;
+        loop {
+            let head = match self
+                .read_request_head(&mut down, first, accepted_at, &mut drain)
+                .await
+            {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::debug!(error = %err, "bad request head");
+                    self.respond_error(&mut down, err.status(), true, false)
+                        .await;
+                    break;
+                }
+            };
+            first = false;
+            let next = self.handle_request(&mut down, head, &drain).await;
+            if next == Next::Close {
+                break;
+            }
+        }
+        linger_close(&mut down.stream).await;
+    }
+
+    /// Reads the next request head. `Ok(None)`: close silently (peer closed,
+    /// idle timeout, draining while idle).
+    async fn read_request_head(
+        &self,
+        down: &mut Downstream,
+        first: bool,
+        accepted_at: Instant,
+        drain: &mut Drain,
+    ) -> Result<Option<RequestHead>, Error> {
+        let s = &self.settings;
+        let idle_deadline = if first {
+            accepted_at + s.header_read_timeout
+        } else {
+            Instant::now() + s.idle_timeout
+        };
+        let mut head_deadline = None;
+        loop {
+            if !down.rbuf.is_empty() {
+                if let Some(head) = parse_request(
+                    &mut down.rbuf,
+                    s.max_header_bytes,
+                    s.max_headers,
+                    &mut down.spans,
+                )? {
+                    return Ok(Some(head));
+                }
+                if head_deadline.is_none() {
+                    head_deadline = Some(if first {
+                        accepted_at + s.header_read_timeout
+                    } else {
+                        Instant::now() + s.header_read_timeout
+                    });
+                }
+            }
+            let idle = head_deadline.is_none();
+            if idle && drain.is_draining() {
+                return Ok(None);
+            }
+            let deadline = head_deadline.unwrap_or(idle_deadline);
+            if down.rbuf.capacity() - down.rbuf.len() < 1024 {
+                down.rbuf.reserve(BUFFER);
+            }
+            let read = tokio::select! {
+                biased;
+                _ = drain.wait(), if idle => return Ok(None),
+                r = tokio::time::timeout_at(deadline, down.stream.read_buf(&mut down.rbuf)) => r,
+            };
+            match read {
+                Err(_) if idle => return Ok(None),
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        Side::Downstream,
+                        "request head timed out",
+                    ));
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn handle_request(
+        &self,
+        down: &mut Downstream,
+        head: RequestHead,
+        drain: &Drain,
+    ) -> Next {
+        let is_head = head.method() == b"HEAD";
+        let next = match self.forward(down, &head, drain, is_head).await {
+            Ok(next) => next,
+            Err(failure) => {
+                let err = &failure.err;
+                if err.side() == Side::Upstream && err.kind() != ErrorKind::NoEndpoints {
+                    self.counters().upstream_errors.inc();
+                }
+                tracing::debug!(error = %err, head_sent = failure.head_sent, "request failed");
+                if failure.head_sent {
+                    Next::Close
+                } else {
+                    let close = failure.close || drain.is_draining();
+                    if self.respond_error(down, err.status(), close, is_head).await && !close {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    }
+                }
+            }
+        };
+        down.spans = head.into_spans();
+        next
+    }
+
+    /// Writes one of lb's own responses; returns whether the write succeeded.
+    async fn respond_error(
+        &self,
+        down: &mut Downstream,
+        status: u16,
+        close: bool,
+        is_head: bool,
+    ) -> bool {
+        down.wbuf.clear();
+        encode_error(status, close, is_head, &mut down.wbuf);
+        self.counters().response(status);
+        down.stream.write_all(&down.wbuf).await.is_ok()
+    }
+
+    async fn upstream(&self, addr: SocketAddr) -> Result<UpstreamConn, Error> {
+        match self.pool.take(addr) {
+            Some(conn) => Ok(conn),
+            None => UpstreamConn::connect(addr, self.settings.connect_timeout).await,
+        }
+    }
+
+    async fn forward(
+        &self,
+        down: &mut Downstream,
+        head: &RequestHead,
+        drain: &Drain,
+        is_head: bool,
+    ) -> Result<Next, Failure> {
+        let early = |err: Error| Failure {
+            err,
+            head_sent: false,
+            close: true,
+        };
+        let info = request_info(head).map_err(early)?;
+        if head.method() == b"CONNECT" {
+            return Err(early(Error::new(
+                ErrorKind::UnsupportedMethod,
+                Side::Downstream,
+                "CONNECT",
+            )));
+        }
+        let mut body_done = matches!(info.body, BodyKind::Empty | BodyKind::Length(0));
+        let fail = |err: Error, body_done: bool| {
+            let bad_request = err.side() == Side::Downstream && err.kind() != ErrorKind::NoRoute;
+            Failure {
+                err,
+                head_sent: false,
+                close: bad_request || !body_done || !info.keep_alive,
+            }
+        };
+        let bad_target = || {
+            Error::new(
+                ErrorKind::InvalidHead,
+                Side::Downstream,
+                "bad request target",
+            )
+        };
+        let (authority, target) = split_target(head.target()).ok_or_else(|| early(bad_target()))?;
+        let host_field = info.host.map(|s| s.get(head.raw()));
+        let host_raw = authority.or(host_field);
+        let host =
+            std::str::from_utf8(host_raw.unwrap_or_default()).map_err(|_| early(bad_target()))?;
+        normalize_host(host, &mut down.host);
+        let path = if target.first() == Some(&b'/') {
+            target
+        } else {
+            &b"/"[..]
+        };
+        let path = std::str::from_utf8(path).map_err(|_| early(bad_target()))?;
+
+        // One snapshot for the whole request.
+        let snapshot = self.snapshot.current();
+        let snap = &snapshot.value;
+        let Some(route) = snap.routes.lookup(&down.host, path) else {
+            return Err(fail(
+                Error::new(ErrorKind::NoRoute, Side::Downstream, "no route"),
+                body_done,
+            ));
+        };
+        let endpoints = snap
+            .backend(route.backend)
+            .map_or(&[][..], |b| &b.endpoints[..]);
+        if endpoints.is_empty() {
+            return Err(fail(
+                Error::new(ErrorKind::NoEndpoints, Side::Upstream, "no endpoints"),
+                body_done,
+            ));
+        }
+        let addr = endpoints[self.pick(route.backend, endpoints.len())];
+
+        down.wbuf.clear();
+        let fwd = Forwarded {
+            target,
+            client_ip: down.client_ip.as_bytes(),
+            host: host_raw,
+            proto: b"http",
+        };
+        encode_request(head, &info, &fwd, &mut down.wbuf);
+        if let BodyKind::Length(n) = info.body
+            && n > 0
+            && n as usize <= INLINE_BODY
+            && n as usize <= down.rbuf.len()
+        {
+            down.wbuf.extend_from_slice(&down.rbuf[..n as usize]);
+            down.rbuf.advance(n as usize);
+            body_done = true;
+        }
+        let streams_body = !body_done;
+
+        let mut up = self.upstream(addr).await.map_err(|e| fail(e, body_done))?;
+        let mut retried = false;
+        let resp = loop {
+            let result = match up.stream.write_all(&down.wbuf).await {
+                Err(e) => {
+                    Err(Error::io(Side::Upstream, "request write failed", e).retry_safe(true))
+                }
+                Ok(()) => {
+                    self.exchange(down, &mut up, &info, &mut body_done, head.minor_version())
+                        .await
+                }
+            };
+            match result {
+                Ok(resp) => break resp,
+                Err(e) if e.is_retry_safe() && up.is_reused() && !retried && !streams_body => {
+                    tracing::debug!(error = %e, "pooled upstream connection was dead, retrying");
+                    retried = true;
+                    up = UpstreamConn::connect(addr, self.settings.connect_timeout)
+                        .await
+                        .map_err(|e| fail(e, body_done))?;
+                }
+                Err(e) => return Err(fail(e, body_done)),
+            }
+        };
+        let result = self
+            .respond(down, up, head, &info, resp, body_done, drain, is_head)
+            .await;
+        result.map_err(|mut f| {
+            f.close |= !body_done || !info.keep_alive;
+            f
+        })
+    }
+
+    /// Streams the request body (if any) while waiting for the final response
+    /// head, relaying interim 1xx responses. `body_done` is updated.
+    async fn exchange(
+        &self,
+        down: &mut Downstream,
+        up: &mut UpstreamConn,
+        info: &MessageInfo,
+        body_done: &mut bool,
+        client_minor: u8,
+    ) -> Result<ResponseHead, Error> {
+        let finished = Cell::new(*body_done);
+        let (mut dr, mut dw) = down.stream.split();
+        let (mut ur, mut uw) = up.stream.split();
+        let head_fut = read_response_head(
+            &mut ur,
+            &mut up.buf,
+            &mut dw,
+            client_minor,
+            &finished,
+            &self.settings,
+            &mut down.resp_spans,
+        );
+        if *body_done {
+            return head_fut.await;
+        }
+        let body_fut = async {
+            let mut src = Source {
+                io: &mut dr,
+                buf: &mut down.rbuf,
+                side: Side::Downstream,
+                timeout: self.settings.idle_timeout,
+            };
+            let mut sink = Sink {
+                io: &mut uw,
+                buf: &mut down.wbuf,
+                side: Side::Upstream,
+                chunked: true,
+            };
+            let result = relay(info.body, &mut src, &mut sink).await;
+            if result.is_ok() {
+                finished.set(true);
+            }
+            result
+        };
+        tokio::pin!(head_fut, body_fut);
+        let mut body_running = true;
+        loop {
+            tokio::select! {
+                r = &mut body_fut, if body_running => {
+                    body_running = false;
+                    if let Err(e) = r {
+                        if e.side() == Side::Downstream {
+                            return Err(e);
+                        }
+                        // The upstream stopped reading; it may still answer.
+                        tracing::debug!(error = %e, "request body not fully sent");
+                    }
+                }
+                head = &mut head_fut => {
+                    *body_done = finished.get();
+                    return head;
+                }
+            }
+        }
+    }
+
+    /// Sends the response downstream and returns the upstream connection to
+    /// the pool when it is clean.
+    #[allow(clippy::too_many_arguments)]
+    async fn respond(
+        &self,
+        down: &mut Downstream,
+        mut up: UpstreamConn,
+        req: &RequestHead,
+        req_info: &MessageInfo,
+        resp: ResponseHead,
+        body_done: bool,
+        drain: &Drain,
+        is_head: bool,
+    ) -> Result<Next, Failure> {
+        let before_head = |err: Error| Failure {
+            err,
+            head_sent: false,
+            close: true,
+        };
+        let info = response_info(&resp, is_head).map_err(before_head)?;
+        let code = resp.code();
+        let no_body = is_head || code == 204 || code == 304;
+        let mut close = !req_info.keep_alive || !body_done || drain.is_draining();
+        let framing = match info.body {
+            BodyKind::Empty if no_body => Framing::NoBody,
+            BodyKind::Empty => Framing::Length(0),
+            BodyKind::Length(n) => Framing::Length(n),
+            BodyKind::Chunked if req.minor_version() >= 1 => Framing::Chunked,
+            BodyKind::Chunked | BodyKind::UntilClose => {
+                close = true;
+                Framing::Close
+            }
+        };
+        let connection = if close {
+            ConnectionField::Close
+        } else if req.minor_version() == 0 {
+            ConnectionField::KeepAlive
+        } else {
+            ConnectionField::None
+        };
+        down.wbuf.clear();
+        encode_response(&resp, &info, framing, connection, &mut down.wbuf);
+        down.resp_spans = resp.into_spans();
+        let mut body = info.body;
+        if let BodyKind::Length(n) = body
+            && n as usize <= INLINE_BODY
+            && n as usize <= up.buf.len()
+        {
+            down.wbuf.extend_from_slice(&up.buf[..n as usize]);
+            up.buf.advance(n as usize);
+            body = BodyKind::Empty;
+        }
+        self.counters().response(code);
+        let after_head = |err: Error| Failure {
+            err,
+            head_sent: true,
+            close: true,
+        };
+        down.stream
+            .write_all(&down.wbuf)
+            .await
+            .map_err(|e| after_head(Error::io(Side::Downstream, "response write failed", e)))?;
+        let mut src = Source {
+            io: &mut up.stream,
+            buf: &mut up.buf,
+            side: Side::Upstream,
+            timeout: self.settings.response_timeout,
+        };
+        let mut sink = Sink {
+            io: &mut down.stream,
+            buf: &mut down.wbuf,
+            side: Side::Downstream,
+            chunked: framing == Framing::Chunked,
+        };
+        relay(body, &mut src, &mut sink).await.map_err(after_head)?;
+        if info.keep_alive && body_done && up.buf.is_empty() {
+            self.pool.put(up);
+        }
+        Ok(if close { Next::Close } else { Next::KeepAlive })
+    }
+}
+
+impl ConnectionHandler for HttpProxy {
+    async fn serve(self: Rc<Self>, conn: Accepted, drain: Drain) {
+        self.serve_connection(conn, drain).await
+    }
+}
+
+/// Splits a request target into (authority, origin-form target). Origin-form
+/// has no authority; absolute-form `http://host/path?q` yields `host` and
+/// `/path?q` (`?q` or empty when the path is empty; the rewrite adds the
+/// `/`); `*` stays `*`. Anything else is refused.
+fn split_target(target: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
+    if target.first() == Some(&b'/') || target == b"*" {
+        return Some((None, target));
+    }
+    let scheme_len = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
+        7
+    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case(b"https://") {
+        8
+    } else {
+        return None;
+    };
+    let rest = &target[scheme_len..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() || authority.contains(&b'@') {
+        return None;
+    }
+    let path = &rest[end..];
+    Some((Some(authority), path))
+}
+
+/// Reads upstream heads until a final (non-1xx) one; interim responses are
+/// relayed to HTTP/1.1 clients. The response timeout only runs once the
+/// request body has been sent (`body_finished`).
+async fn read_response_head<R, W>(
+    ur: &mut R,
+    buf: &mut BytesMut,
+    dw: &mut W,
+    client_minor: u8,
+    body_finished: &Cell<bool>,
+    settings: &ProxySettings,
+    spans: &mut Vec<HeaderSpan>,
+) -> Result<ResponseHead, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut received = false;
+    let mut deadline = Instant::now() + settings.response_timeout;
+    loop {
+        if !buf.is_empty() {
+            received = true;
+            if let Some(head) =
+                parse_response(buf, settings.max_header_bytes, settings.max_headers, spans)?
+            {
+                if head.code() >= 200 {
+                    return Ok(head);
+                }
+                if head.code() == 101 {
+                    return Err(Error::new(
+                        ErrorKind::InvalidHead,
+                        Side::Upstream,
+                        "unexpected 101",
+                    ));
+                }
+                if client_minor >= 1 {
+                    let info = response_info(&head, false)?;
+                    let mut out = BytesMut::with_capacity(head.raw().len() + 16);
+                    encode_response(
+                        &head,
+                        &info,
+                        Framing::NoBody,
+                        ConnectionField::None,
+                        &mut out,
+                    );
+                    dw.write_all(&out).await.map_err(|e| {
+                        Error::io(Side::Downstream, "interim response write failed", e)
+                    })?;
+                }
+                *spans = head.into_spans();
+                deadline = Instant::now() + settings.response_timeout;
+                continue;
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(BUFFER);
+        }
+        match tokio::time::timeout_at(deadline, ur.read_buf(buf)).await {
+            Err(_) if !body_finished.get() => {
+                deadline = Instant::now() + settings.response_timeout;
+            }
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    Side::Upstream,
+                    "response head timed out",
+                ));
+            }
+            Ok(Ok(0)) => {
+                return Err(Error::new(
+                    ErrorKind::Closed,
+                    Side::Upstream,
+                    "closed before response head",
+                )
+                .retry_safe(!received));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(
+                    Error::io(Side::Upstream, "response head read failed", e).retry_safe(!received)
+                );
+            }
+        }
+    }
+}
+
+/// Closes a downstream connection gracefully: shuts down the write side,
+/// then discards what the client still sends for a short while so that the
+/// last response is not lost to a reset.
+async fn linger_close(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut scratch = [0u8; 4096];
+    let deadline = Instant::now() + LINGER;
+    let mut discarded = 0usize;
+    while discarded < 256 * 1024 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_targets() {
+        assert_eq!(split_target(b"/a?b"), Some((None, &b"/a?b"[..])));
+        assert_eq!(split_target(b"*"), Some((None, &b"*"[..])));
+        assert_eq!(
+            split_target(b"http://Example.com:8080/x/y?z"),
+            Some((Some(&b"Example.com:8080"[..]), &b"/x/y?z"[..]))
+        );
+        assert_eq!(split_target(b"HTTP://h"), Some((Some(&b"h"[..]), &b""[..])));
+        assert_eq!(
+            split_target(b"http://h?q"),
+            Some((Some(&b"h"[..]), &b"?q"[..]))
+        );
+        assert_eq!(split_target(b"http:///x"), None);
+        assert_eq!(split_target(b"http://u@h/"), None);
+        assert_eq!(split_target(b"h:80"), None);
+    }
+}

@@ -1,0 +1,39 @@
+//! Tunables of the HTTP/1.1 proxy: timeouts and head-size limits.
+
+use std::time::Duration;
+
+/// Limits and timeouts applied by [`crate::HttpProxy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Time allowed to receive a complete request head once its first byte
+    /// arrived (and for the first request, from accept); exceeding it mid-head
+    /// answers 408 and closes.
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests before it
+    /// is closed silently; also bounds each body read and idle pooled upstream
+    /// connections.
+    pub idle_timeout: Duration,
+    /// Time allowed to establish an upstream TCP connection (timeout: 504).
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream response head once the request was sent
+    /// (timeout: 504), and for each read of the response body.
+    pub response_timeout: Duration,
+    /// Largest accepted request (and upstream response) head in bytes; larger
+    /// request heads get 431.
+    pub max_header_bytes: usize,
+    /// Most header fields accepted in one head; more gets 431.
+    pub max_headers: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            max_header_bytes: 65536,
+            max_headers: 100,
+        }
+    }
+}
