@@ -65,6 +65,7 @@ impl<T> SnapshotCell<T> {
 /// A worker-local view of a [`SnapshotCell`]. Cloning the handle and reading the
 /// snapshot touch only worker-local memory unless a new generation was published.
 #[derive(Debug)]
+#[allow(clippy::redundant_allocation)] // The Rc layer keeps per-request clones worker-local.
 pub struct LocalSnapshot<T> {
     cell: Arc<SnapshotCell<T>>,
     cached: RefCell<Rc<Arc<Published<T>>>>,
@@ -80,6 +81,7 @@ impl<T> LocalSnapshot<T> {
     /// The newest snapshot: refreshed from the cell when its generation moved on.
     /// The returned handle keeps that generation alive for as long as it is held,
     /// so an in-flight request finishes on the snapshot it started with.
+    #[allow(clippy::redundant_allocation)] // See the struct: cloning the Rc is not atomic.
     pub fn current(&self) -> Rc<Arc<Published<T>>> {
         let generation = self.cell.generation();
         let mut cached = self.cached.borrow_mut();

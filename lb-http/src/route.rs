@@ -232,10 +232,12 @@ impl RouteTable {
         if let Some(t) = self.exact.get(host).and_then(|p| p.lookup(path)) {
             return Some(t);
         }
-        if let Some((_, suffix)) = host.split_once('.') {
-            if let Some(t) = self.wildcard.get(suffix).and_then(|p| p.lookup(path)) {
-                return Some(t);
-            }
+        if let Some(t) = host
+            .split_once('.')
+            .and_then(|(_, suffix)| self.wildcard.get(suffix))
+            .and_then(|p| p.lookup(path))
+        {
+            return Some(t);
         }
         if let Some(t) = self.any.as_ref().and_then(|p| p.lookup(path)) {
             return Some(t);

@@ -165,7 +165,7 @@ fn bad_input_keeps_what_was_serving() {
 
     // 2. The Service file stops being YAML at all: its objects stay.
     replace(&lb.manifest_path("svc.yaml"), "this: is: not: yaml: [\n");
-    generation = lb.wait_generation_above(generation, Duration::from_secs(10));
+    lb.wait_generation_above(generation, Duration::from_secs(10));
     assert_eq!(lb.get("reload.test", "/").backend(), "a");
     assert_eq!(lb.get("extra.test", "/").backend(), "b");
     assert!(lb.wait_log("svc.yaml", Duration::from_secs(5)));
