@@ -48,6 +48,8 @@ pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
 const BUFFER: usize = 16 * 1024;
 /// Bodies up to this size that are already buffered go out with their head.
 const INLINE_BODY: usize = 64 * 1024;
+/// Response bytes held while a request body is still being sent upstream.
+const EARLY_RESPONSE_LIMIT: usize = 16 * 1024 * 1024;
 /// Longest time a closing connection keeps reading (and discarding) so that
 /// unread request bytes do not turn the close into a reset.
 const LINGER: Duration = Duration::from_millis(500);
@@ -435,7 +437,7 @@ impl HttpProxy {
         let finished = Cell::new(*body_done);
         let (mut dr, mut dw) = down.stream.split();
         let (mut ur, mut uw) = up.stream.split();
-        let head_fut = read_response_head(
+        let mut head_fut = Box::pin(read_response_head(
             &mut ur,
             &mut up.buf,
             &mut dw,
@@ -443,7 +445,7 @@ impl HttpProxy {
             &finished,
             &self.settings,
             &mut down.resp_spans,
-        );
+        ));
         if *body_done {
             return head_fut.await;
         }
@@ -466,9 +468,9 @@ impl HttpProxy {
             }
             result
         };
-        tokio::pin!(head_fut, body_fut);
+        tokio::pin!(body_fut);
         let mut body_running = true;
-        loop {
+        let head = loop {
             tokio::select! {
                 r = &mut body_fut, if body_running => {
                     body_running = false;
@@ -480,12 +482,34 @@ impl HttpProxy {
                         tracing::debug!(error = %e, "request body not fully sent");
                     }
                 }
-                head = &mut head_fut => {
-                    *body_done = finished.get();
-                    return head;
+                head = &mut head_fut => break head?,
+            }
+        };
+        drop(head_fut);
+        // The upstream answered while the request body is still flowing (an
+        // echo-style server): keep sending the body, and hold the response
+        // bytes that arrive meanwhile (bounded) so neither side stalls.
+        while body_running {
+            tokio::select! {
+                r = &mut body_fut => {
+                    body_running = false;
+                    if let Err(e) = r {
+                        if e.side() == Side::Downstream {
+                            return Err(e);
+                        }
+                        tracing::debug!(error = %e, "request body not fully sent");
+                    }
+                }
+                r = ur.read_buf(&mut up.buf), if up.buf.len() < EARLY_RESPONSE_LIMIT => {
+                    match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
                 }
             }
         }
+        *body_done = finished.get();
+        Ok(head)
     }
 
     /// Sends the response downstream and returns the upstream connection to
