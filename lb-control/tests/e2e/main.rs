@@ -6,5 +6,6 @@ mod support;
 mod bodies;
 mod check;
 mod lifecycle;
+mod quickstart;
 mod reload;
 mod routing;
