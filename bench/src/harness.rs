@@ -151,15 +151,20 @@ pub fn parse_wrk(out: &str) -> WrkResult {
     r
 }
 
-/// Runs wrk pinned to `cores` against `url` and parses the result.
+/// Runs wrk pinned to `cores` against `url` (with extra request `headers`) and parses the result.
 pub fn run_wrk(
     cores: &str,
     url: &str,
     connections: u32,
     seconds: u32,
+    headers: &[&str],
 ) -> std::io::Result<WrkResult> {
-    let out = Command::new("taskset")
-        .args(["-c", cores, "wrk", "-t1", "--latency"])
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cores, "wrk", "-t1", "--latency"]);
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
+    let out = cmd
         .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
         .arg("--timeout")

@@ -49,7 +49,9 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     if o.scenario.is_empty() {
-        return Err("usage: bench http1 [--seconds N] [--rounds N] [--connections N]".into());
+        return Err(
+            "usage: bench http1|http1-close [--seconds N] [--rounds N] [--connections N]".into(),
+        );
     }
     Ok(o)
 }
@@ -141,7 +143,7 @@ struct Figures {
     rss_kib: u64,
 }
 
-fn http1(o: &Options) -> Result<String, String> {
+fn http1(o: &Options, paths: &[&str], headers: &[&str]) -> Result<String, String> {
     let dir = scratch("http1");
     let cores = other_cores();
     let echo_args = vec![
@@ -169,7 +171,7 @@ fn http1(o: &Options) -> Result<String, String> {
         }
     }
     let mut out = String::new();
-    for body in ["/fixed", "/bytes/1024", "/bytes/65536"] {
+    for body in paths {
         let mut figs: Vec<Figures> = procs.iter().map(|_| Figures::default()).collect();
         for _ in 0..o.rounds {
             for (i, (proc_, port, _)) in procs.iter().enumerate() {
@@ -180,6 +182,7 @@ fn http1(o: &Options) -> Result<String, String> {
                     &format!("http://127.0.0.1:{port}{body}"),
                     o.connections,
                     o.seconds,
+                    headers,
                 )
                 .map_err(|e| format!("wrk: {e}"))?;
                 let after = pid.and_then(cpu_micros);
@@ -263,8 +266,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match o.scenario.as_str() {
-        "http1" => http1(&o),
-        other => Err(format!("unknown scenario {other}; available: http1")),
+        "http1" => http1(&o, &["/fixed", "/bytes/1024", "/bytes/65536"], &[]),
+        "http1-close" => http1(&o, &["/fixed"], &["Connection: close"]),
+        other => Err(format!(
+            "unknown scenario {other}; available: http1, http1-close"
+        )),
     };
     match result {
         Ok(table) => {
