@@ -474,13 +474,7 @@ impl HttpProxy {
             tokio::select! {
                 r = &mut body_fut, if body_running => {
                     body_running = false;
-                    if let Err(e) = r {
-                        if e.side() == Side::Downstream {
-                            return Err(e);
-                        }
-                        // The upstream stopped reading; it may still answer.
-                        tracing::debug!(error = %e, "request body not fully sent");
-                    }
+                    body_outcome(r)?;
                 }
                 head = &mut head_fut => break head?,
             }
@@ -493,12 +487,7 @@ impl HttpProxy {
             tokio::select! {
                 r = &mut body_fut => {
                     body_running = false;
-                    if let Err(e) = r {
-                        if e.side() == Side::Downstream {
-                            return Err(e);
-                        }
-                        tracing::debug!(error = %e, "request body not fully sent");
-                    }
+                    body_outcome(r)?;
                 }
                 r = ur.read_buf(&mut up.buf), if up.buf.len() < EARLY_RESPONSE_LIMIT => {
                     match r {
@@ -591,6 +580,20 @@ impl HttpProxy {
             self.pool.put(up);
         }
         Ok(if close { Next::Close } else { Next::KeepAlive })
+    }
+}
+
+/// Judges a finished request-body relay: a downstream failure ends the
+/// exchange; an upstream one (it stopped reading) is logged, since the
+/// upstream may still answer.
+fn body_outcome<T>(r: Result<T, Error>) -> Result<(), Error> {
+    match r {
+        Err(e) if e.side() == Side::Downstream => Err(e),
+        Err(e) => {
+            tracing::debug!(error = %e, "request body not fully sent");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
     }
 }
 

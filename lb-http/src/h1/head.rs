@@ -152,6 +152,21 @@ fn record_spans(base: &[u8], parsed: &[httparse::Header<'_>], out: &mut Vec<Head
     }));
 }
 
+/// The head length once httparse saw a complete head within `max_bytes`;
+/// `None` while more bytes may still complete it; too large otherwise.
+fn complete_len(
+    status: httparse::Status<usize>,
+    buffered: usize,
+    max_bytes: usize,
+    side: Side,
+) -> Result<Option<usize>, Error> {
+    match status {
+        httparse::Status::Complete(len) if len <= max_bytes => Ok(Some(len)),
+        httparse::Status::Partial if buffered < max_bytes => Ok(None),
+        _ => Err(too_large(side)),
+    }
+}
+
 /// Parses a request head at the start of `buf`. On success the head is split
 /// off `buf` (what follows stays for the body); `Ok(None)` means more bytes
 /// are needed. `spans` is a reusable vector that the head takes over.
@@ -168,10 +183,8 @@ pub fn parse_request(
     let status = httparse::ParserConfig::default()
         .parse_request_with_uninit_headers(&mut req, buf, slots)
         .map_err(|e| head_error(side, e))?;
-    let len = match status {
-        httparse::Status::Complete(len) if len <= max_bytes => len,
-        httparse::Status::Partial if buf.len() < max_bytes => return Ok(None),
-        _ => return Err(too_large(side)),
+    let Some(len) = complete_len(status, buf.len(), max_bytes, side)? else {
+        return Ok(None);
     };
     let base: &[u8] = buf;
     let method = Span::of(base, req.method.unwrap_or_default().as_bytes());
@@ -203,10 +216,8 @@ pub fn parse_response(
     let status = httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut resp, buf, slots)
         .map_err(|e| head_error(side, e))?;
-    let len = match status {
-        httparse::Status::Complete(len) if len <= max_bytes => len,
-        httparse::Status::Partial if buf.len() < max_bytes => return Ok(None),
-        _ => return Err(too_large(side)),
+    let Some(len) = complete_len(status, buf.len(), max_bytes, side)? else {
+        return Ok(None);
     };
     let base: &[u8] = buf;
     let code = resp.code.unwrap_or(0);
