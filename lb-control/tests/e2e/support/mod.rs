@@ -50,9 +50,39 @@ impl Lb {
     /// Writes `lb.toml` (with `extra` TOML appended) and the given manifest
     /// files, starts `lb serve` and waits until `/readyz` answers 200.
     pub fn start(tag: &str, manifests: &[(&str, &str)], extra: &str) -> Lb {
-        let mut lb = Self::spawn_unready(tag, manifests, extra);
-        lb.wait_ready(Duration::from_secs(20));
-        lb
+        // free_port() releases the port before lb binds it, so a concurrent
+        // test can take it first: try again with fresh ports in that case.
+        for _ in 0..5 {
+            let mut lb = Self::spawn_unready(tag, manifests, extra);
+            if lb.wait_ready_or_port_taken(Duration::from_secs(20)) {
+                return lb;
+            }
+        }
+        panic!("lb could not bind free ports after 5 tries");
+    }
+
+    /// Like [`Lb::wait_ready`], but returns false when lb exited because a
+    /// port it was given had been taken meanwhile.
+    fn wait_ready_or_port_taken(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                if self.log_text().contains("Address already in use") {
+                    self.child = None;
+                    return false;
+                }
+                panic!("lb exited early with {status}; log:\n{}", self.log_text());
+            }
+            if admin_get(self.admin, "/readyz").map(|r| r.status) == Some(200) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("lb not ready after {limit:?}; log:\n{}", self.log_text());
     }
 
     /// Like [`Lb::start`] but returns right after spawning the process.
