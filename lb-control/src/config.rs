@@ -63,6 +63,11 @@ pub struct Runtime {
     /// How long SIGTERM waits for in-flight requests.
     #[serde(with = "duration_serde")]
     pub shutdown_grace: Duration,
+    /// I/O engine: `auto` (io_uring, else epoll with a logged reason),
+    /// `uring` (fail without it) or `epoll`.
+    pub io: lb_core::runtime::IoSetting,
+    /// Pin each worker to one CPU of the process's allowed set.
+    pub pin: bool,
 }
 
 impl Default for Runtime {
@@ -70,6 +75,8 @@ impl Default for Runtime {
         Self {
             workers: 0,
             shutdown_grace: Duration::from_secs(30),
+            io: lb_core::runtime::IoSetting::Auto,
+            pin: true,
         }
     }
 }

@@ -57,7 +57,20 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     let workers = worker_count(cfg.runtime.workers);
     let counters = Arc::new(CounterSet::new(workers));
     let cell = Arc::new(SnapshotCell::new(HttpSnapshot::default()));
-    let state = Arc::new(AdminState::new(Arc::clone(&cell), Arc::clone(&counters)));
+    let io = match runtime::resolve_io(cfg.runtime.io) {
+        Ok((io, None)) => io,
+        Ok((io, Some(reason))) => {
+            tracing::warn!("io_uring unavailable, using epoll: {reason}");
+            io
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut admin_state = AdminState::new(Arc::clone(&cell), Arc::clone(&counters));
+    admin_state.io_mode = io.as_str();
+    let state = Arc::new(admin_state);
 
     let admin_listener = match admin::bind(cfg.admin.listen).await {
         Ok(l) => l,
@@ -85,6 +98,8 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         listeners,
         drain,
         grace: cfg.runtime.shutdown_grace,
+        io,
+        pin: cfg.runtime.pin,
     };
     let (w_cell, w_counters) = (Arc::clone(&cell), Arc::clone(&counters));
     let handles = match runtime::start(plan, move |i| {
@@ -102,7 +117,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         }
     };
     state.set_ready(true);
-    tracing::info!(workers, http = ?cfg.ingress.http, admin = %cfg.admin.listen, "lb serving");
+    tracing::info!(workers, io = io.as_str(), http = ?cfg.ingress.http, admin = %cfg.admin.listen, "lb serving");
 
     let signals = (
         signal(SignalKind::terminate()),

@@ -21,4 +21,7 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `io = "uring"` was demanded and io_uring cannot be used.
+    #[error("io_uring unavailable: {0}")]
+    Uring(String),
 }

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::Error;
+use crate::stream::{IoMode, Stream};
+use crate::uring::{self, UringListener};
 
 /// Number of workers for a configured count: 0 means one per available core.
 pub fn worker_count(configured: usize) -> usize {
@@ -63,7 +65,7 @@ impl DrainController {
 #[derive(Debug)]
 pub struct Accepted {
     /// The connection.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// The client's address.
     pub peer: SocketAddr,
     /// The local address it arrived on.
@@ -88,6 +90,58 @@ pub struct WorkerPlan {
     pub drain: Drain,
     /// How long open connections may take to finish once draining starts.
     pub grace: Duration,
+    /// The I/O engine every worker uses (decided once, see [`resolve_io`]).
+    pub io: IoMode,
+    /// Pin worker `i` to the `i`-th CPU the process may run on.
+    pub pin: bool,
+}
+
+/// The configured I/O choice: `auto` tries io_uring and falls back to epoll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoSetting {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring or fail.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+/// Decides the I/O mode for a setting: `Ok((mode, fallback_reason))`, or an
+/// error when `uring` was demanded and cannot be had.
+pub fn resolve_io(setting: IoSetting) -> Result<(IoMode, Option<String>), Error> {
+    match setting {
+        IoSetting::Epoll => Ok((IoMode::Epoll, None)),
+        IoSetting::Uring => match uring::probe() {
+            Ok(()) => Ok((IoMode::Uring, None)),
+            Err(reason) => Err(Error::Uring(reason)),
+        },
+        IoSetting::Auto => match uring::probe() {
+            Ok(()) => Ok((IoMode::Uring, None)),
+            Err(reason) => Ok((IoMode::Epoll, Some(reason))),
+        },
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask, so `taskset` and
+/// systemd `CPUAffinity=` are respected), in ascending order.
+pub fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    let Ok(set) = sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+fn pin_to(cpu: usize) -> Result<(), String> {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(|e| e.to_string())?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| e.to_string())
 }
 
 /// Starts one thread per entry of `plan.listeners`; `make` builds each worker's
@@ -100,13 +154,21 @@ where
 {
     let make = Arc::new(make);
     let mut handles = Vec::new();
+    let cpus = if plan.pin { allowed_cpus() } else { Vec::new() };
+    let io = plan.io;
     for (index, listeners) in plan.listeners.into_iter().enumerate() {
         let make = Arc::clone(&make);
         let drain = plan.drain.clone();
         let grace = plan.grace;
+        let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
         let handle = std::thread::Builder::new()
             .name(format!("lb-worker-{index}"))
             .spawn(move || {
+                if let Some(cpu) = cpu
+                    && let Err(e) = pin_to(cpu)
+                {
+                    tracing::warn!(worker = index, cpu, error = %e, "cannot pin worker");
+                }
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -119,8 +181,22 @@ where
                 };
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
+                    let driver = match io {
+                        IoMode::Epoll => None,
+                        IoMode::Uring => match uring::install() {
+                            Ok(drive) => Some(tokio::task::spawn_local(drive)),
+                            Err(e) => {
+                                tracing::error!(worker = index, error = %e, "cannot set up io_uring");
+                                return;
+                            }
+                        },
+                    };
                     let handler = Rc::new(make(index));
                     run_worker(index, listeners, handler, drain, grace).await;
+                    if let Some(driver) = driver {
+                        uring::uninstall();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), driver).await;
+                    }
                 });
             })
             .map_err(|source| Error::Worker { index, source })?;
@@ -139,7 +215,7 @@ async fn run_worker<H: ConnectionHandler>(
     let active = Rc::new(Cell::new(0usize));
     let mut accept_tasks = Vec::new();
     for (listener_index, std_listener) in listeners.into_iter().enumerate() {
-        let listener = match TcpListener::from_std(std_listener) {
+        let mut listener = match Listener::new(std_listener) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(worker = index, error = %e, "cannot register listener");
@@ -166,7 +242,7 @@ async fn run_worker<H: ConnectionHandler>(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
+                let _ = stream.set_nodelay();
                 let conn = Accepted {
                     stream,
                     peer,
@@ -200,5 +276,36 @@ async fn run_worker<H: ConnectionHandler>(
             open = active.get(),
             "grace period over, closing connections"
         );
+    }
+}
+
+/// A worker's listening socket on either engine.
+enum Listener {
+    Epoll(TcpListener),
+    Uring(UringListener),
+}
+
+impl Listener {
+    fn new(l: StdListener) -> std::io::Result<Self> {
+        if uring::is_installed() {
+            Ok(Listener::Uring(uring::listener(l)?))
+        } else {
+            l.set_nonblocking(true)?;
+            Ok(Listener::Epoll(TcpListener::from_std(l)?))
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Listener::Epoll(l) => l.local_addr(),
+            Listener::Uring(l) => l.local_addr(),
+        }
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Stream, SocketAddr)> {
+        match self {
+            Listener::Epoll(l) => l.accept().await.map(|(s, a)| (Stream::Epoll(s), a)),
+            Listener::Uring(l) => l.accept().await.map(|(s, a)| (Stream::Uring(s), a)),
+        }
     }
 }

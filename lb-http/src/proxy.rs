@@ -24,8 +24,8 @@ use bytes::{Buf, BytesMut};
 use lb_core::counters::{CounterSet, WorkerCounters};
 use lb_core::runtime::{Accepted, ConnectionHandler, Drain};
 use lb_core::snapshot::{LocalSnapshot, SnapshotCell};
+use lb_core::stream::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Side};
@@ -86,7 +86,7 @@ struct Failure {
 
 /// Per-connection state, reused across the requests of one connection.
 struct Downstream {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     spans: Vec<HeaderSpan>,
@@ -154,7 +154,6 @@ impl HttpProxy {
         counters.accepted_connections.inc();
         counters.active_connections.inc();
         let _guard = ActiveGuard(counters);
-        let _ = conn.stream.set_nodelay(true);
         let mut down = Downstream {
             stream: conn.stream,
             rbuf: BytesMut::with_capacity(BUFFER),
@@ -719,7 +718,7 @@ where
 /// Closes a downstream connection gracefully: shuts down the write side,
 /// then discards what the client still sends for a short while so that the
 /// last response is not lost to a reset.
-async fn linger_close(stream: &mut TcpStream) {
+async fn linger_close(stream: &mut Stream) {
     let _ = stream.shutdown().await;
     let mut scratch = [0u8; 4096];
     let deadline = Instant::now() + LINGER;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
+use lb_core::stream::Stream;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Side};
@@ -25,7 +25,7 @@ const SWEEP_EVERY: u32 = 1024;
 #[derive(Debug)]
 pub struct UpstreamConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read from the upstream and not consumed yet.
     pub buf: BytesMut,
     addr: SocketAddr,
@@ -37,22 +37,21 @@ impl UpstreamConn {
     /// Connects to `addr` within `timeout` (timeout: [`ErrorKind::ConnectTimeout`],
     /// other failures: [`ErrorKind::ConnectFailed`]).
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, Error> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Err(_) => {
+        let stream = match Stream::connect(addr, timeout).await {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 return Err(Error::new(
                     ErrorKind::ConnectTimeout,
                     Side::Upstream,
                     "upstream connect timed out",
                 ));
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 return Err(Error::io(Side::Upstream, "upstream connect failed", e)
                     .with_kind(ErrorKind::ConnectFailed)
                     .retry_safe(true));
             }
-            Ok(Ok(s)) => s,
+            Ok(s) => s,
         };
-        let _ = stream.set_nodelay(true);
         Ok(Self {
             stream,
             buf: BytesMut::with_capacity(READ_BUFFER),
@@ -78,12 +77,7 @@ impl UpstreamConn {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
-            // EOF, unexpected data, or an error: not reusable.
-            _ => false,
-        }
+        self.stream.looks_alive()
     }
 }
 

@@ -349,6 +349,19 @@ pub fn snapshot(app: SocketAddr) -> HttpSnapshot {
     }
 }
 
+/// The I/O mode under test: `LB_TEST_IO=epoll|uring`, else what `auto` picks.
+pub fn test_io() -> lb_core::stream::IoMode {
+    use lb_core::runtime::{IoSetting, resolve_io};
+    let setting = match std::env::var("LB_TEST_IO").as_deref() {
+        Ok("epoll") => IoSetting::Epoll,
+        Ok("uring") => IoSetting::Uring,
+        _ => IoSetting::Auto,
+    };
+    resolve_io(setting)
+        .expect("the I/O mode under test is available")
+        .0
+}
+
 impl Proxy {
     pub fn start(snapshot: HttpSnapshot, settings: ProxySettings) -> Self {
         let listeners = bind_per_worker(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
@@ -358,6 +371,8 @@ impl Proxy {
             listeners,
             drain: rx,
             grace: Duration::from_secs(5),
+            io: test_io(),
+            pin: false,
         };
         let cell = Arc::new(SnapshotCell::new(snapshot));
         let counters = Arc::new(CounterSet::new(1));

@@ -86,6 +86,7 @@ impl Lb {
     }
 
     /// Like [`Lb::start`] but returns right after spawning the process.
+    /// The I/O mode is `LB_TEST_IO` (`uring`, `epoll`), else `auto`.
     pub fn spawn_unready(tag: &str, manifests: &[(&str, &str)], extra: &str) -> Lb {
         let dir = scratch_dir(tag);
         for (name, body) in manifests {
@@ -94,8 +95,9 @@ impl Lb {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
-            "[runtime]\nworkers = 2\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"{admin}\"\n[ingress]\nclass = \"lb\"\nhttp = [\"{http}\"]\nhttps = []\n[sources]\nfiles = [\"{}\"]\n{extra}",
-            dir.join("manifests").display()
+            "[runtime]\nworkers = 2\nshutdown_grace = \"10s\"\nio = \"{io}\"\npin = false\n[admin]\nlisten = \"{admin}\"\n[ingress]\nclass = \"lb\"\nhttp = [\"{http}\"]\nhttps = []\n[sources]\nfiles = [\"{}\"]\n{extra}",
+            dir.join("manifests").display(),
+            io = test_io(),
         );
         std::fs::write(dir.join("lb.toml"), config).expect("write lb.toml");
         let mut lb = Lb {
@@ -300,4 +302,13 @@ pub fn service_yaml(
     }
     out.push('\n');
     out
+}
+
+/// The `[runtime] io` value under test: `LB_TEST_IO` (`uring` or `epoll`), else `auto`.
+pub fn test_io() -> &'static str {
+    match std::env::var("LB_TEST_IO").as_deref() {
+        Ok("epoll") => "epoll",
+        Ok("uring") => "uring",
+        _ => "auto",
+    }
 }

@@ -1,0 +1,212 @@
+//! The TCP stream type the proxies use, whichever I/O mode the worker runs:
+//! a tokio (epoll) socket or a socket on the worker's io_uring ring. Both
+//! implement tokio's `AsyncRead`/`AsyncWrite`, and both split into borrowed
+//! read and write halves usable at the same time on one task.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::uring::{self, UringStream};
+
+/// Which I/O engine a worker uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// io_uring (one ring per worker).
+    Uring,
+    /// epoll through tokio.
+    Epoll,
+}
+
+impl IoMode {
+    /// The mode's name as shown in `/metrics` and `/config`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::Uring => "uring",
+            IoMode::Epoll => "epoll",
+        }
+    }
+}
+
+/// A connected TCP stream.
+#[derive(Debug)]
+pub enum Stream {
+    /// A socket on the tokio (epoll) reactor.
+    Epoll(TcpStream),
+    /// A socket on this worker's io_uring ring.
+    Uring(UringStream),
+}
+
+impl Stream {
+    /// Connects to `addr` within `timeout` (`TimedOut` when it expires), on
+    /// the ring when this thread runs one, else through tokio.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
+        if uring::is_installed() {
+            let s = uring::connect(addr, timeout).await?;
+            let _ = socket2::SockRef::from(s.fd()).set_tcp_nodelay(true);
+            return Ok(Stream::Uring(s));
+        }
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            Ok(r) => {
+                let s = r?;
+                let _ = s.set_nodelay(true);
+                Ok(Stream::Epoll(s))
+            }
+        }
+    }
+
+    /// Disables Nagle's algorithm.
+    pub fn set_nodelay(&self) -> io::Result<()> {
+        match self {
+            Stream::Epoll(s) => s.set_nodelay(true),
+            Stream::Uring(s) => socket2::SockRef::from(s.fd()).set_tcp_nodelay(true),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Stream::Epoll(s) => s.peer_addr(),
+            Stream::Uring(s) => socket2::SockRef::from(s.fd())
+                .peer_addr()?
+                .as_socket()
+                .ok_or_else(|| io::Error::other("not an IP socket")),
+        }
+    }
+
+    /// Whether an idle connection still looks usable: nothing to read and
+    /// not closed by the peer. Never waits.
+    pub fn looks_alive(&self) -> bool {
+        let sock = match self {
+            Stream::Epoll(s) => socket2::SockRef::from(s),
+            Stream::Uring(s) => {
+                if s.has_buffered() {
+                    return false;
+                }
+                socket2::SockRef::from(s.fd())
+            }
+        };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match sock.peek(&mut probe) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            // EOF or unexpected bytes: not reusable.
+            Ok(_) => false,
+        }
+    }
+
+    /// Splits into read and write halves borrowing the stream.
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        match self {
+            Stream::Epoll(s) => {
+                let (r, w) = s.split();
+                (ReadHalf::Epoll(r), WriteHalf::Epoll(w))
+            }
+            Stream::Uring(s) => (ReadHalf::Uring(s), WriteHalf::Uring(s)),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Epoll(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Uring(s) => s.poll_read_ref(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Epoll(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Uring(s) => s.poll_write_ref(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Epoll(s) => Pin::new(s).poll_flush(cx),
+            Stream::Uring(s) => s.poll_flush_ref(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Epoll(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Uring(s) => s.poll_shutdown_ref(cx),
+        }
+    }
+}
+
+/// The reading half of a [`Stream`].
+#[derive(Debug)]
+pub enum ReadHalf<'a> {
+    /// Of an epoll stream.
+    Epoll(tokio::net::tcp::ReadHalf<'a>),
+    /// Of a ring stream.
+    Uring(&'a UringStream),
+}
+
+/// The writing half of a [`Stream`].
+#[derive(Debug)]
+pub enum WriteHalf<'a> {
+    /// Of an epoll stream.
+    Epoll(tokio::net::tcp::WriteHalf<'a>),
+    /// Of a ring stream.
+    Uring(&'a UringStream),
+}
+
+impl AsyncRead for ReadHalf<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Epoll(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Uring(s) => s.poll_read_ref(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Epoll(w) => Pin::new(w).poll_write(cx, data),
+            WriteHalf::Uring(s) => s.poll_write_ref(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Epoll(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Uring(s) => s.poll_flush_ref(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Epoll(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Uring(s) => s.poll_shutdown_ref(cx),
+        }
+    }
+}
