@@ -5,6 +5,7 @@ mod support;
 
 mod bodies;
 mod check;
+mod io;
 mod lifecycle;
 mod quickstart;
 mod reload;
