@@ -6,7 +6,6 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use lb_core::uring;
@@ -45,12 +44,7 @@ fn rss_kib() -> u64 {
 
 /// One round: `n` client connections through the ring to a ring listener,
 /// each abandoned somewhere along the way.
-async fn round(
-    rng: &mut Rng,
-    listener: &Rc<std::cell::RefCell<uring::UringListener>>,
-    addr: SocketAddr,
-    n: usize,
-) {
+async fn round(rng: &mut Rng, listener: &mut uring::UringListener, addr: SocketAddr, n: usize) {
     for _ in 0..n {
         let what = rng.below(8);
         let wait = Duration::from_micros(rng.below(300));
@@ -87,7 +81,7 @@ async fn round(
                     .as_socket()
                     .unwrap();
                 let server = loop {
-                    let (s, peer) = listener.borrow_mut().accept().await.expect("accept");
+                    let (s, peer) = listener.accept().await.expect("accept");
                     if peer == me {
                         break s;
                     }
@@ -149,13 +143,11 @@ fn abandoned_operations_leak_no_descriptor_and_no_memory() {
         let driver = tokio::task::spawn_local(uring::install().expect("ring"));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = std_listener.local_addr().unwrap();
-        let listener = Rc::new(std::cell::RefCell::new(
-            uring::listener(std_listener).unwrap(),
-        ));
+        let mut listener = uring::listener(std_listener).unwrap();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
 
         // Warm up allocator pools and the slab before taking the baseline.
-        round(&mut rng, &listener, addr, 500).await;
+        round(&mut rng, &mut listener, addr, 500).await;
         settle().await;
         let fds = open_fds();
         let rss = rss_kib();
@@ -163,7 +155,7 @@ fn abandoned_operations_leak_no_descriptor_and_no_memory() {
         let start = Instant::now();
         let mut rounds = 0;
         while rounds < 20 && start.elapsed() < Duration::from_secs(60) {
-            round(&mut rng, &listener, addr, 500).await;
+            round(&mut rng, &mut listener, addr, 500).await;
             rounds += 1;
         }
         settle().await;
