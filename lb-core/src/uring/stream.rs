@@ -9,6 +9,11 @@
 //! send error surfaces on the next write or flush. Dropping a stream cancels
 //! its receive; a send in flight is allowed to finish, and the descriptor is
 //! closed when the last operation holding it completes.
+//!
+//! Bulk data skips the extra copy: while receives keep filling the buffer, a
+//! read first tries a non-blocking `recv` straight into the caller's buffer,
+//! and a write of 16 KiB or more first tries a non-blocking `send` from the
+//! caller's slice; only what would block goes through the ring.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -31,6 +36,8 @@ const RECV_BUF: usize = 16 * 1024;
 const RECV_MAX: usize = 128 * 1024;
 /// Largest single copy accepted by one write.
 const SEND_MAX: usize = 256 * 1024;
+/// Writes at least this large try a direct non-blocking send first.
+const DIRECT_SEND_MIN: usize = 16 * 1024;
 /// Send buffers larger than this are not kept once idle.
 const SEND_KEEP: usize = 64 * 1024;
 
@@ -164,6 +171,19 @@ impl UringStream {
             if out.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
+            // While data streams in (the last receive filled its buffer),
+            // more is most likely queued already: take it straight into the
+            // caller's buffer, saving the copy through ours.
+            if r.grow {
+                match self.recv_direct(out) {
+                    Some(Ok(n)) => {
+                        r.grow = n > 0 && out.remaining() == 0;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Some(Err(e)) => return Poll::Ready(Err(e)),
+                    None => r.grow = false,
+                }
+            }
             let mut buf = std::mem::take(&mut r.buf);
             // Start small; a receive that filled the buffer doubles it.
             let want = if r.grow {
@@ -195,6 +215,25 @@ impl UringStream {
         }
     }
 
+    /// A non-blocking `recv` into the unfilled part of `out`: `None` when
+    /// nothing is queued (would block).
+    fn recv_direct(&self, out: &mut ReadBuf<'_>) -> Option<io::Result<usize>> {
+        // SAFETY: the bytes `recv` reports are initialised by the kernel
+        // before `assume_init`; the rest of the slice is never read.
+        let dst = unsafe { out.unfilled_mut() };
+        match socket2::SockRef::from(&*self.fd).recv_with_flags(dst, libc::MSG_DONTWAIT) {
+            Ok(n) => {
+                // SAFETY: `recv` initialised the first `n` bytes of the unfilled part.
+                unsafe { out.assume_init(n) };
+                out.advance(n);
+                Some(Ok(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Waits for the send in flight, if any. Sends carry `MSG_WAITALL`, so
     /// the kernel completes one only when all of it went out (or failed).
     fn poll_sent(&self, w: &mut WriteSide, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -219,6 +258,20 @@ impl UringStream {
         ready!(self.poll_sent(&mut w, cx))?;
         if data.is_empty() {
             return Poll::Ready(Ok(0));
+        }
+        // Large writes first try the socket directly (no copy); what does
+        // not fit goes through the ring.
+        if data.len() >= DIRECT_SEND_MIN {
+            match socket2::SockRef::from(&*self.fd)
+                .send_with_flags(data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            {
+                Ok(n) if n > 0 => return Poll::Ready(Ok(n)),
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
         let n = data.len().min(SEND_MAX);
         let mut buf = std::mem::take(&mut w.spare);
