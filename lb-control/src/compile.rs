@@ -5,14 +5,14 @@
 //! Ingress v1 semantics: class selection (ingressClassName, IngressClass
 //! controller, the legacy annotation and the default class), oldest Ingress
 //! wins a conflicting host+path, backends are Service ports resolved by
-//! number or name to the ready endpoints of the Service's EndpointSlices.
+//! number or name, whose endpoints [`crate::endpoints`] selects for the
+//! ClusterIP path (readiness, `internalTrafficPolicy`, topology).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{
     IngressBackend, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressPortStatus,
     IngressStatus,
@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::diag::Diagnostic;
+use crate::endpoints::{Findings, SliceIndex, TrafficPath};
 use crate::model::{Object, Typed};
 use crate::store::Store;
 
@@ -31,8 +32,7 @@ use crate::store::Store;
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 /// The pre-IngressClass annotation naming an Ingress's class.
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
-/// EndpointSlice label naming the Service it belongs to.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use crate::endpoints::SERVICE_NAME_LABEL;
 
 /// Everything one compilation produces.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +63,7 @@ pub struct Summary {
     pub routes: usize,
     /// Distinct Service ports routed to.
     pub backends: usize,
-    /// Ready endpoints over all backends.
+    /// Selected endpoints over all backends.
     pub endpoints: usize,
 }
 
@@ -201,77 +201,20 @@ struct Planned<'a> {
     backend: BackendKey,
 }
 
-/// Finds the Service port an Ingress backend names.
+/// Finds the Service port an Ingress backend names; when a number is used
+/// for both TCP and UDP (DNS), the TCP one.
 fn find_service_port<'a>(svc: &'a Service, port: &PortRef) -> Option<&'a ServicePort> {
     let ports = svc.spec.as_ref()?.ports.as_deref()?;
-    ports.iter().find(|p| match port {
+    let named = |p: &&ServicePort| match port {
         PortRef::Number(n) => p.port == *n,
         PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
-    })
-}
-
-/// Ready endpoints of `service_port` from the Service's EndpointSlices.
-fn endpoints_for(
-    store: &Store,
-    namespace: &str,
-    service: &str,
-    service_port: &ServicePort,
-    warned: &mut BTreeSet<String>,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<SocketAddr> {
-    let want = service_port.name.as_deref().unwrap_or("");
-    let mut out = BTreeSet::new();
-    for obj in store.of_kind("EndpointSlice") {
-        let Object::EndpointSlice(es) = obj else {
-            continue;
-        };
-        let slice: &EndpointSlice = &es.value;
-        if slice.metadata.namespace.as_deref() != Some(namespace) {
-            continue;
-        }
-        let owner = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL));
-        if owner.map(String::as_str) != Some(service) {
-            continue;
-        }
-        if slice.address_type == "FQDN" {
-            let key = format!(
-                "{namespace}/{}",
-                slice.metadata.name.as_deref().unwrap_or("")
-            );
-            if warned.insert(key) {
-                diags.push(
-                    obj.diagnostic(
-                        Diagnostic::warning("FQDN endpoints are not supported; slice skipped")
-                            .field("addressType"),
-                    ),
-                );
-            }
-            continue;
-        }
-        let port = slice
-            .ports
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find(|p| p.name.as_deref().unwrap_or("") == want)
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok());
-        let Some(port) = port else { continue };
-        for ep in &slice.endpoints {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready) != Some(false);
-            if !ready {
-                continue;
-            }
-            if let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) {
-                out.insert(SocketAddr::new(ip, port));
-            }
-        }
-    }
-    out.into_iter().collect()
+    };
+    let tcp = |p: &&ServicePort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
+    ports
+        .iter()
+        .filter(named)
+        .find(tcp)
+        .or_else(|| ports.iter().find(named))
 }
 
 fn port_ref(backend: &IngressBackend) -> Option<(String, PortRef)> {
@@ -340,7 +283,8 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
         plan_ingress(obj, ing, &mut planned);
     }
     let mut backends: BTreeMap<BackendKey, Vec<SocketAddr>> = BTreeMap::new();
-    let mut warned = BTreeSet::new();
+    let slices = SliceIndex::new(store);
+    let mut findings = Findings::default();
     for p in &mut planned {
         let (service, port) = (p.backend.service.clone(), p.backend.port.clone());
         let ns = p.backend.namespace.clone();
@@ -354,11 +298,28 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
             ))
             .field(format!("{}.service.name", p.field_backend())),
             Some(s) => match find_service_port(&s.value, &port) {
+                Some(sp) if sp.protocol.as_deref().is_some_and(|p| p != "TCP") => {
+                    p.backend.port = PortRef::Number(sp.port);
+                    Diagnostic::warning(format!(
+                        "Service {ns}/{service} port {port} is {}; HTTP needs TCP; requests get 503",
+                        sp.protocol.as_deref().unwrap_or_default()
+                    ))
+                    .field(format!("{}.service.port", p.field_backend()))
+                }
                 Some(sp) => {
                     p.backend.port = PortRef::Number(sp.port);
                     if !backends.contains_key(&p.backend) {
-                        let eps = endpoints_for(store, &ns, &service, sp, &mut warned, &mut diags);
-                        backends.insert(p.backend.clone(), eps);
+                        // Ingress (and Gateway) routing is ClusterIP traffic.
+                        let selection = crate::endpoints::select(
+                            &slices,
+                            s,
+                            sp,
+                            TrafficPath::Internal,
+                            &cfg.node,
+                            &mut findings,
+                        );
+                        diags.extend(findings.drain());
+                        backends.insert(p.backend.clone(), selection.addrs());
                     }
                     continue;
                 }
@@ -566,7 +527,7 @@ mod tests {
 
     fn cfg() -> Config {
         Config::parse(
-            "[ingress]\nhttp = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"[::1]:8080\"]\n",
+            "[node]\nname = \"edge-1\"\nzone = \"zone-a\"\n[ingress]\nhttp = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"[::1]:8080\"]\n",
             Path::new("t.toml"),
         )
         .expect("config")

@@ -2,7 +2,7 @@
 //! parsing (an unknown key is an error naming the key and its line), and
 //! durations written as `"250ms"`, `"30s"`, `"5m"`, `"1h"`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,14 +33,18 @@ pub struct Config {
     pub sources: Sources,
 }
 
-/// `[node]`.
+/// `[node]`: who this appliance is in the cluster's topology. Endpoint
+/// selection compares `name` with EndpointSlice `nodeName` (traffic policy
+/// `Local`, `PreferSameNode`) and `zone` with `hints.forZones`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Node {
     /// Node name, matched against EndpointSlice `nodeName` (default: the hostname, or `lb`).
     pub name: String,
-    /// Zone, matched against topology hints.
+    /// Zone, matched against topology hints (`hints.forZones`); none: zone hints never match.
     pub zone: Option<String>,
+    /// This node's addresses, where NodePort listeners bind (default `["127.0.0.1"]`).
+    pub addresses: Vec<IpAddr>,
 }
 
 impl Default for Node {
@@ -50,7 +54,11 @@ impl Default for Node {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "lb".to_owned());
-        Self { name, zone: None }
+        Self {
+            name,
+            zone: None,
+            addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        }
     }
 }
 
@@ -228,6 +236,21 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.node.name.is_empty() {
+            return Err("node.name: must not be empty".into());
+        }
+        if self.node.zone.as_deref() == Some("") {
+            return Err("node.zone: must not be empty (leave the key out for no zone)".into());
+        }
+        if let Some(dup) = self
+            .node
+            .addresses
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| self.node.addresses[..i].contains(a).then_some(a))
+        {
+            return Err(format!("node.addresses: {dup} is listed twice"));
+        }
         if self.ingress.class.is_empty() {
             return Err("ingress.class: must not be empty".into());
         }
@@ -362,6 +385,7 @@ mod tests {
 [node]
 name = "edge-1"
 zone = "zone-a"
+addresses = ["127.0.0.1", "::1"]
 [runtime]
 workers = 0
 shutdown_grace = "30s"
@@ -390,6 +414,13 @@ files = ["config/manifests"]
         .expect("parses");
         assert_eq!(cfg.node.name, "edge-1");
         assert_eq!(cfg.node.zone.as_deref(), Some("zone-a"));
+        assert_eq!(
+            cfg.node.addresses,
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse::<IpAddr>().unwrap()
+            ]
+        );
         assert_eq!(cfg.runtime.shutdown_grace, Duration::from_secs(30));
         assert_eq!(cfg.ingress.https, vec!["127.0.0.1:8443".parse().unwrap()]);
         assert_eq!(
@@ -408,6 +439,8 @@ files = ["config/manifests"]
         assert_eq!(cfg.admin.listen, "127.0.0.1:9901".parse().unwrap());
         assert_eq!(cfg.http.max_headers, 100);
         assert!(!cfg.node.name.is_empty());
+        assert_eq!(cfg.node.zone, None);
+        assert_eq!(cfg.node.addresses, vec![IpAddr::from([127, 0, 0, 1])]);
     }
 
     #[test]
@@ -439,6 +472,19 @@ files = ["config/manifests"]
         assert!(err.contains("loadbalancer.pools"), "{err}");
         let err = parse("[http]\nmax_headers = 0\n").unwrap_err();
         assert!(err.contains("http.max_headers"), "{err}");
+        let err = parse("[node]\nname = \"\"\n").unwrap_err();
+        assert!(err.contains("node.name"), "{err}");
+        let err = parse("[node]\nzone = \"\"\n").unwrap_err();
+        assert!(err.contains("node.zone"), "{err}");
+        let err = parse("[node]\naddresses = [\"127.0.0.1\", \"127.0.0.1\"]\n").unwrap_err();
+        assert!(err.contains("node.addresses"), "{err}");
+        let err = parse("[node]\n\naddresses = [\"localhost\"]\n").unwrap_err();
+        assert!(
+            err.contains("node.addresses") && err.contains("line 3"),
+            "{err}"
+        );
+        let err = parse("[node]\nregion = \"r\"\n").unwrap_err();
+        assert!(err.contains("region") && err.contains("line 2"), "{err}");
         let err = parse("not toml [").unwrap_err();
         assert!(err.contains("line 1"), "{err}");
     }

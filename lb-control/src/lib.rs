@@ -8,6 +8,7 @@ pub mod check;
 pub mod compile;
 pub mod config;
 pub mod diag;
+pub mod endpoints;
 pub mod logging;
 pub mod model;
 pub mod publish;

@@ -1,5 +1,6 @@
 //! Semantic checks for core (`v1`) and `discovery.k8s.io/v1` objects:
-//! Service ports, EndpointSlice address types and addresses, TLS Secrets.
+//! Service ports, traffic policies, IP families and topology settings,
+//! EndpointSlice address types, addresses and ports, TLS Secrets.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -14,10 +15,94 @@ pub fn valid_port(n: i32) -> bool {
     (1..=65535).contains(&n)
 }
 
+/// Values of `service.kubernetes.io/topology-mode` (and the older
+/// `service.kubernetes.io/topology-aware-hints`) that mean something.
+pub const TOPOLOGY_MODE_VALUES: &[&str] = &["Auto", "auto", "Disabled", "disabled", ""];
+
+/// `spec.trafficDistribution` values lb knows.
+pub const TRAFFIC_DISTRIBUTIONS: &[&str] = &["PreferClose", "PreferSameZone", "PreferSameNode"];
+
 /// Checks a Service: port numbers, target ports, protocols, and names
-/// (required and unique when there is more than one port).
+/// (required and unique when there is more than one port); traffic policies,
+/// IP family policy and families as the API server validates them. Unknown
+/// topology annotation values and `trafficDistribution` values are warnings
+/// (ignored, as kube-proxy does).
 pub fn validate_service(svc: &Service, out: &mut Issues) {
+    for annotation in [
+        "service.kubernetes.io/topology-mode",
+        "service.kubernetes.io/topology-aware-hints",
+    ] {
+        if let Some(v) = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(annotation))
+            && !TOPOLOGY_MODE_VALUES.contains(&v.as_str())
+        {
+            out.warning(
+                format!("metadata.annotations[{annotation}]"),
+                format!("unknown value {v:?} (expected Auto or Disabled); topology-aware routing stays off"),
+            );
+        }
+    }
     let Some(spec) = &svc.spec else { return };
+    for (field, value) in [
+        ("spec.internalTrafficPolicy", &spec.internal_traffic_policy),
+        ("spec.externalTrafficPolicy", &spec.external_traffic_policy),
+    ] {
+        if let Some(v) = value
+            && !matches!(v.as_str(), "Cluster" | "Local")
+        {
+            out.error(
+                field,
+                format!("unknown variant {v:?}, expected one of Cluster, Local"),
+            );
+        }
+    }
+    if let Some(v) = &spec.ip_family_policy
+        && !matches!(
+            v.as_str(),
+            "SingleStack" | "PreferDualStack" | "RequireDualStack"
+        )
+    {
+        out.error(
+            "spec.ipFamilyPolicy",
+            format!(
+                "unknown variant {v:?}, expected one of SingleStack, PreferDualStack, RequireDualStack"
+            ),
+        );
+    }
+    let families = spec.ip_families.as_deref().unwrap_or_default();
+    if families.len() > 2 {
+        out.error(
+            "spec.ipFamilies",
+            format!("at most two families allowed, found {}", families.len()),
+        );
+    }
+    for (i, f) in families.iter().enumerate() {
+        if !matches!(f.as_str(), "IPv4" | "IPv6") {
+            out.error(
+                format!("spec.ipFamilies[{i}]"),
+                format!("unknown variant {f:?}, expected one of IPv4, IPv6"),
+            );
+        } else if families[..i].contains(f) {
+            out.error(
+                format!("spec.ipFamilies[{i}]"),
+                format!("duplicate family {f}"),
+            );
+        }
+    }
+    if let Some(v) = &spec.traffic_distribution
+        && !TRAFFIC_DISTRIBUTIONS.contains(&v.as_str())
+    {
+        out.warning(
+            "spec.trafficDistribution",
+            format!(
+                "unknown value {v:?} (lb knows {}); ignored",
+                TRAFFIC_DISTRIBUTIONS.join(", ")
+            ),
+        );
+    }
     let ports = spec.ports.as_deref().unwrap_or_default();
     let mut names = std::collections::BTreeSet::new();
     for (i, p) in ports.iter().enumerate() {
@@ -73,7 +158,8 @@ pub fn validate_service(svc: &Service, out: &mut Issues) {
 }
 
 /// Checks an EndpointSlice: `addressType` is IPv4, IPv6 or FQDN, every
-/// address parses for its type, and port numbers are valid.
+/// address parses for its type, port numbers and protocols are valid and
+/// no two ports share a name and protocol.
 pub fn validate_endpoint_slice(slice: &EndpointSlice, out: &mut Issues) {
     let ty = slice.address_type.as_str();
     if !matches!(ty, "IPv4" | "IPv6" | "FQDN") {
@@ -119,6 +205,33 @@ pub fn validate_endpoint_slice(slice: &EndpointSlice, out: &mut Issues) {
             out.error(
                 format!("ports[{i}].port"),
                 format!("port {n} is not in 1-65535"),
+            );
+        }
+        if let Some(proto) = &p.protocol
+            && !matches!(proto.as_str(), "TCP" | "UDP" | "SCTP")
+        {
+            out.error(
+                format!("ports[{i}].protocol"),
+                format!("unknown variant {proto:?}, expected one of TCP, UDP, SCTP"),
+            );
+        }
+    }
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    let id = |p: &k8s_openapi::api::discovery::v1::EndpointPort| {
+        (
+            p.name.clone().unwrap_or_default(),
+            p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+        )
+    };
+    for (i, p) in ports.iter().enumerate() {
+        let (name, proto) = id(p);
+        if ports[..i]
+            .iter()
+            .any(|q| id(q) == (name.clone(), proto.clone()))
+        {
+            out.error(
+                format!("ports[{i}].name"),
+                format!("duplicate port name {name:?} for protocol {proto}"),
             );
         }
     }
@@ -207,12 +320,66 @@ mod tests {
                 serde_json::json!({"ports": [{"name": "a", "port": 80}, {"name": "a", "port": 81}]}),
                 "spec.ports[1].name",
             ),
+            (
+                serde_json::json!({"internalTrafficPolicy": "Node"}),
+                "spec.internalTrafficPolicy",
+            ),
+            (
+                serde_json::json!({"externalTrafficPolicy": "Global"}),
+                "spec.externalTrafficPolicy",
+            ),
+            (
+                serde_json::json!({"ipFamilyPolicy": "DualStack"}),
+                "spec.ipFamilyPolicy",
+            ),
+            (
+                serde_json::json!({"ipFamilies": ["IPv4", "IPv5"]}),
+                "spec.ipFamilies[1]",
+            ),
+            (
+                serde_json::json!({"ipFamilies": ["IPv6", "IPv6"]}),
+                "spec.ipFamilies[1]",
+            ),
         ];
         for (spec, field) in cases {
             let issues = service(spec.clone());
             assert_eq!(fields(&issues), [field], "{spec}");
             assert!(issues.has_errors());
         }
+    }
+
+    #[test]
+    fn service_traffic_settings() {
+        assert!(
+            service(serde_json::json!({
+                "internalTrafficPolicy": "Local", "externalTrafficPolicy": "Cluster",
+                "ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6", "IPv4"],
+                "trafficDistribution": "PreferSameNode"
+            }))
+            .0
+            .is_empty()
+        );
+        let issues = service(serde_json::json!({"ipFamilies": ["IPv4", "IPv6", "IPv4"]}));
+        assert_eq!(fields(&issues), ["spec.ipFamilies", "spec.ipFamilies[2]"]);
+        // Unknown topology settings are warnings: the Service still serves.
+        let issues = service(serde_json::json!({"trafficDistribution": "PreferRegion"}));
+        assert_eq!(fields(&issues), ["spec.trafficDistribution"]);
+        assert!(!issues.has_errors());
+        let svc: Service = deserialize(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "s", "annotations": {
+                "service.kubernetes.io/topology-mode": "auto",
+                "service.kubernetes.io/topology-aware-hints": "yes"
+            }}
+        }))
+        .unwrap();
+        let mut issues = Issues::default();
+        validate_service(&svc, &mut issues);
+        assert_eq!(
+            fields(&issues),
+            ["metadata.annotations[service.kubernetes.io/topology-aware-hints]"]
+        );
+        assert!(!issues.has_errors());
     }
 
     fn slice(v: serde_json::Value) -> Issues {
@@ -235,6 +402,9 @@ mod tests {
                                           "ports": [{"port": 8080}]}),
         );
         assert!(ok.0.is_empty());
+        // One name, two protocols: fine.
+        assert!(slice(serde_json::json!({"addressType": "IPv4", "endpoints": [],
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns", "port": 53}]})).0.is_empty());
         assert!(slice(serde_json::json!({"addressType": "IPv6", "endpoints": [{"addresses": ["fd00::1"]}]})).0.is_empty());
         assert!(slice(serde_json::json!({"addressType": "FQDN", "endpoints": [{"addresses": ["a.example"]}]})).0.is_empty());
         let cases = [
@@ -261,6 +431,15 @@ mod tests {
             (
                 serde_json::json!({"addressType": "IPv4", "endpoints": [], "ports": [{"port": 0}]}),
                 "ports[0].port",
+            ),
+            (
+                serde_json::json!({"addressType": "IPv4", "endpoints": [], "ports": [{"port": 80, "protocol": "HTTP"}]}),
+                "ports[0].protocol",
+            ),
+            (
+                serde_json::json!({"addressType": "IPv4", "endpoints": [],
+                    "ports": [{"name": "a", "port": 80}, {"name": "a", "port": 81, "protocol": "TCP"}]}),
+                "ports[1].name",
             ),
         ];
         for (v, field) in cases {
