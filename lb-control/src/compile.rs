@@ -384,10 +384,13 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
         })
         .collect();
 
+    let l4 = crate::l4::compile_l4(store, cfg, &slices);
+    diags.extend(l4.diagnostics);
+
     let mut status_of: Vec<_> = served.iter().map(|(o, _)| o.key()).collect();
     status_of.sort();
     let lb_status = load_balancer_status(cfg);
-    let status = status_of
+    let mut status: Vec<serde_json::Value> = status_of
         .into_iter()
         .map(|k| {
             serde_json::json!({
@@ -398,6 +401,7 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
             })
         })
         .collect();
+    status.extend(l4.status);
 
     let summary = Summary {
         objects: store.counts(),
@@ -409,7 +413,11 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
         endpoints: backends.iter().map(|b| b.endpoints.len()).sum(),
     };
     Compiled {
-        snapshot: HttpSnapshot { routes, backends },
+        snapshot: HttpSnapshot {
+            routes,
+            backends,
+            l4: l4.snapshot,
+        },
         diagnostics: diags,
         summary,
         status,

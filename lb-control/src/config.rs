@@ -181,12 +181,37 @@ impl Default for Gateway {
     }
 }
 
-/// `[loadbalancer]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[loadbalancer]`: Services of `type: LoadBalancer` served at L4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoadBalancer {
     /// Address pools for LoadBalancer VIPs.
     pub pools: Vec<IpNet>,
+    /// `spec.loadBalancerClass` served.
+    pub class: String,
+    /// Also serve LoadBalancer Services that name no class.
+    pub default: bool,
+    /// Upstream connect timeout of an L4 connection (each endpoint tried).
+    #[serde(with = "duration_serde")]
+    pub connect_timeout: Duration,
+    /// An L4 connection with no bytes either way for this long is closed.
+    #[serde(with = "duration_serde")]
+    pub idle_timeout: Duration,
+    /// Maglev lookup table size per Service port (a prime).
+    pub maglev_table_size: u32,
+}
+
+impl Default for LoadBalancer {
+    fn default() -> Self {
+        Self {
+            pools: Vec::new(),
+            class: "lb.example.com/lb".into(),
+            default: true,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(3600),
+            maglev_table_size: lb_core::maglev::DEFAULT_TABLE_SIZE,
+        }
+    }
 }
 
 /// `[sources]`.
@@ -236,6 +261,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let m = self.loadbalancer.maglev_table_size;
+        if !lb_core::maglev::is_prime(m) || m > lb_core::maglev::MAX_TABLE_SIZE {
+            return Err(format!(
+                "loadbalancer.maglev_table_size: {m} is not a prime of at most {}",
+                lb_core::maglev::MAX_TABLE_SIZE
+            ));
+        }
         if self.node.name.is_empty() {
             return Err("node.name: must not be empty".into());
         }

@@ -9,6 +9,8 @@ pub mod compile;
 pub mod config;
 pub mod diag;
 pub mod endpoints;
+pub mod l4;
+pub mod listeners;
 pub mod logging;
 pub mod model;
 pub mod publish;

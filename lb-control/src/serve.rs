@@ -2,21 +2,29 @@
 //! bind the listeners, start one worker per core, then react to file changes
 //! (reload), SIGHUP (reload) and SIGTERM/SIGINT (drain and exit 0).
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::counters::CounterSet;
+use lb_core::l4::L4Proxy;
 use lb_core::listener::bind_per_worker;
-use lb_core::runtime::{self, DrainController, WorkerPlan, worker_count};
+use lb_core::runtime::{
+    self, Accepted, ConnectionHandler, Drain, DrainController, WorkerPlan, worker_count,
+};
 use lb_core::snapshot::SnapshotCell;
 use lb_http::{HttpProxy, HttpSnapshot, ProxySettings};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, AdminState, ReloadResult};
 use crate::check::load_and_compile;
+use crate::compile::Compiled;
 use crate::config::Config;
+use crate::listeners::{L4_TAG, L4Listeners};
 use crate::publish::publish;
 use crate::source::files::{FileSource, watch};
 
@@ -82,7 +90,8 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&state)));
 
     let mut source = FileSource::new(cfg.sources.files.clone());
-    publish(&state, &cfg, load_and_compile(&cfg, &mut source));
+    let (mut l4, commands) = L4Listeners::new(workers);
+    apply(&state, &cfg, load_and_compile(&cfg, &mut source), &mut l4);
 
     let listeners = match bind_per_worker(&cfg.ingress.http, workers) {
         Ok(l) => l,
@@ -100,15 +109,21 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         grace: cfg.runtime.shutdown_grace,
         io,
         pin: cfg.runtime.pin,
+        commands,
     };
     let (w_cell, w_counters) = (Arc::clone(&cell), Arc::clone(&counters));
-    let handles = match runtime::start(plan, move |i| {
-        HttpProxy::new(
+    let handles = match runtime::start(plan, move |i| Dispatch {
+        http: Rc::new(HttpProxy::new(
             Arc::clone(&w_cell),
             Arc::clone(&w_counters),
             i,
             settings.clone(),
-        )
+        )),
+        l4: Rc::new(L4Proxy::new(
+            Arc::clone(&w_cell),
+            Arc::clone(&w_counters),
+            i,
+        )),
     }) {
         Ok(h) => h,
         Err(e) => {
@@ -150,11 +165,11 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                         continue;
                     }
                 }
-                publish(&state, &cfg, load_and_compile(&cfg, &mut source));
+                apply(&state, &cfg, load_and_compile(&cfg, &mut source), &mut l4);
             }
             Some(()) = changes.recv() => {
                 tracing::info!("manifest files changed: reloading");
-                publish(&state, &cfg, load_and_compile(&cfg, &mut source));
+                apply(&state, &cfg, load_and_compile(&cfg, &mut source), &mut l4);
             }
         }
     }
@@ -175,6 +190,36 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     }
     admin_task.abort();
     ExitCode::SUCCESS
+}
+
+/// Publishes a compiled configuration and brings the L4 listeners in line:
+/// listeners of addresses no longer served close first, then the snapshot
+/// swaps in, then new addresses are bound (so a new listener always finds
+/// its Service).
+fn apply(state: &AdminState, cfg: &Config, compiled: Compiled, l4: &mut L4Listeners) {
+    let wanted: BTreeSet<SocketAddr> = compiled.snapshot.l4.services.keys().copied().collect();
+    l4.remove_stale(&wanted);
+    publish(state, cfg, compiled);
+    for (addr, error) in l4.add_missing(&wanted) {
+        tracing::error!(%addr, "L4 address not served: {error}");
+    }
+}
+
+/// One worker's connection handler: HTTP listeners go to the HTTP proxy, L4
+/// listeners (tag [`L4_TAG`]) to the L4 proxy.
+struct Dispatch {
+    http: Rc<HttpProxy>,
+    l4: Rc<L4Proxy<HttpSnapshot>>,
+}
+
+impl ConnectionHandler for Dispatch {
+    async fn serve(self: Rc<Self>, conn: Accepted, drain: Drain) {
+        if conn.tag == L4_TAG {
+            Rc::clone(&self.l4).serve(conn, drain).await;
+        } else {
+            Rc::clone(&self.http).serve(conn, drain).await;
+        }
+    }
 }
 
 /// Logs settings that changed in the file but only take effect on restart.

@@ -10,7 +10,9 @@ use crate::Error;
 /// Listen backlog for every listener.
 pub const BACKLOG: i32 = 4096;
 
-/// Binds a non-blocking TCP listener on `addr` with SO_REUSEADDR and SO_REUSEPORT set.
+/// Binds a non-blocking TCP listener on `addr` with SO_REUSEADDR,
+/// SO_REUSEPORT and IP_FREEBIND set (so a VIP can be bound before the
+/// address exists on the host).
 pub fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener, Error> {
     let bind = || -> std::io::Result<TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -21,6 +23,12 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener, Error> {
         }
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
+        // A VIP may be bound before it is configured on the host.
+        if addr.is_ipv6() {
+            socket.set_freebind_v6(true)?;
+        } else {
+            socket.set_freebind_v4(true)?;
+        }
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
         Ok(socket.into())

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::collections::HashMap;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Error;
 use crate::stream::{IoMode, Stream};
@@ -70,8 +72,12 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// The local address it arrived on.
     pub local: SocketAddr,
-    /// Index of the listener address (into the address list given to [`start`]).
+    /// Index of the listener address (into the address list given to
+    /// [`start`]); 0 for listeners added later.
     pub listener: usize,
+    /// [`STATIC_TAG`] for listeners given at start, else the tag of the
+    /// [`ListenerCommand::Add`] that added the listener.
+    pub tag: u32,
 }
 
 /// Serves connections on one worker. One handler is made per worker and lives
@@ -94,6 +100,8 @@ pub struct WorkerPlan {
     pub io: IoMode,
     /// Pin worker `i` to the `i`-th CPU the process may run on.
     pub pin: bool,
+    /// Per worker, the receiving end of its listener changes (empty: none).
+    pub commands: Vec<mpsc::UnboundedReceiver<ListenerCommand>>,
 }
 
 /// The configured I/O choice: `auto` tries io_uring and falls back to epoll.
@@ -156,7 +164,9 @@ where
     let mut handles = Vec::new();
     let cpus = if plan.pin { allowed_cpus() } else { Vec::new() };
     let io = plan.io;
+    let mut commands: Vec<Option<_>> = plan.commands.into_iter().map(Some).collect();
     for (index, listeners) in plan.listeners.into_iter().enumerate() {
+        let commands = commands.get_mut(index).and_then(Option::take);
         let make = Arc::clone(&make);
         let drain = plan.drain.clone();
         let grace = plan.grace;
@@ -192,7 +202,7 @@ where
                         },
                     };
                     let handler = Rc::new(make(index));
-                    run_worker(index, listeners, handler, drain, grace).await;
+                    run_worker(index, listeners, commands, handler, drain, grace).await;
                     if let Some(driver) = driver {
                         uring::uninstall();
                         let _ = tokio::time::timeout(Duration::from_secs(1), driver).await;
@@ -208,29 +218,136 @@ where
 async fn run_worker<H: ConnectionHandler>(
     index: usize,
     listeners: Vec<StdListener>,
+    mut commands: Option<mpsc::UnboundedReceiver<ListenerCommand>>,
     handler: Rc<H>,
     drain: Drain,
     grace: Duration,
 ) {
     let active = Rc::new(Cell::new(0usize));
     let mut accept_tasks = Vec::new();
+    let mut dynamic: HashMap<u64, (oneshot::Sender<()>, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    let ctx = AcceptCtx {
+        index,
+        handler: Rc::clone(&handler),
+        active: Rc::clone(&active),
+        drain: drain.clone(),
+    };
     for (listener_index, std_listener) in listeners.into_iter().enumerate() {
+        if let Some(task) = ctx.spawn(std_listener, listener_index, STATIC_TAG, None) {
+            accept_tasks.push(task);
+        }
+    }
+    let mut drain_wait = drain.clone();
+    loop {
+        let command = tokio::select! {
+            biased;
+            _ = drain_wait.wait() => break,
+            c = async {
+                match commands.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => c,
+        };
+        match command {
+            None => commands = None,
+            Some(ListenerCommand::Add { id, tag, listener }) => {
+                let (stop_tx, stop_rx) = oneshot::channel();
+                if let Some(task) = ctx.spawn(listener, 0, tag, Some(stop_rx)) {
+                    dynamic.insert(id, (stop_tx, task));
+                }
+            }
+            Some(ListenerCommand::Remove { id }) => {
+                if let Some((stop, task)) = dynamic.remove(&id) {
+                    let _ = stop.send(());
+                    let _ = task.await;
+                }
+            }
+        }
+    }
+    for task in accept_tasks {
+        let _ = task.await;
+    }
+    for (_, (_, task)) in dynamic {
+        let _ = task.await;
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while active.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if active.get() > 0 {
+        tracing::warn!(
+            worker = index,
+            open = active.get(),
+            "grace period over, closing connections"
+        );
+    }
+}
+
+/// The tag of the listeners given at start (see [`Accepted::tag`]).
+pub const STATIC_TAG: u32 = 0;
+
+/// A change to a worker's set of listeners while it runs.
+#[derive(Debug)]
+pub enum ListenerCommand {
+    /// Start accepting on `listener`; its connections carry `tag`.
+    Add {
+        /// Identifies the listener for a later `Remove`.
+        id: u64,
+        /// Handed to the handler with every connection ([`Accepted::tag`]).
+        tag: u32,
+        /// This worker's SO_REUSEPORT socket for the address.
+        listener: StdListener,
+    },
+    /// Stop accepting on listener `id` and close it; connections it accepted
+    /// carry on.
+    Remove {
+        /// The id given to `Add`.
+        id: u64,
+    },
+}
+
+struct AcceptCtx<H> {
+    index: usize,
+    handler: Rc<H>,
+    active: Rc<Cell<usize>>,
+    drain: Drain,
+}
+
+impl<H: ConnectionHandler> AcceptCtx<H> {
+    /// Spawns the accept loop of one listener; it ends on drain or `stop`.
+    fn spawn(
+        &self,
+        std_listener: StdListener,
+        listener_index: usize,
+        tag: u32,
+        stop: Option<oneshot::Receiver<()>>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let index = self.index;
         let mut listener = match Listener::new(std_listener) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(worker = index, error = %e, "cannot register listener");
-                continue;
+                return None;
             }
         };
-        let handler = Rc::clone(&handler);
-        let active = Rc::clone(&active);
-        let mut drain = drain.clone();
-        accept_tasks.push(tokio::task::spawn_local(async move {
+        let handler = Rc::clone(&self.handler);
+        let active = Rc::clone(&self.active);
+        let mut drain = self.drain.clone();
+        Some(tokio::task::spawn_local(async move {
             let local = listener.local_addr().ok();
+            let mut stop = stop;
             loop {
                 let accepted = tokio::select! {
                     biased;
                     _ = drain.wait() => break,
+                    _ = async {
+                        match stop.as_mut() {
+                            Some(rx) => { let _ = rx.await; }
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => break,
                     r = listener.accept() => r,
                 };
                 let (stream, peer) = match accepted {
@@ -248,6 +365,7 @@ async fn run_worker<H: ConnectionHandler>(
                     peer,
                     local: local.unwrap_or(peer),
                     listener: listener_index,
+                    tag,
                 };
                 active.set(active.get() + 1);
                 let active = Rc::clone(&active);
@@ -259,23 +377,7 @@ async fn run_worker<H: ConnectionHandler>(
                 });
             }
             // Dropping the listener here closes this worker's socket for the address.
-        }));
-    }
-    let mut drain_wait = drain.clone();
-    drain_wait.wait().await;
-    for task in accept_tasks {
-        let _ = task.await;
-    }
-    let deadline = tokio::time::Instant::now() + grace;
-    while active.get() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if active.get() > 0 {
-        tracing::warn!(
-            worker = index,
-            open = active.get(),
-            "grace period over, closing connections"
-        );
+        }))
     }
 }
 

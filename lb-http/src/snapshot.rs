@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use lb_core::l4::{HasL4, L4Snapshot};
 use serde::Serialize;
 
 use crate::route::RouteTable;
@@ -28,6 +29,15 @@ pub struct HttpSnapshot {
     pub routes: RouteTable,
     /// All backends referenced by `routes`, indexed by [`BackendId`].
     pub backends: Vec<Backend>,
+    /// Services served at L4, by listening address.
+    #[serde(skip_serializing_if = "L4Snapshot::is_empty")]
+    pub l4: L4Snapshot,
+}
+
+impl HasL4 for HttpSnapshot {
+    fn l4(&self) -> &L4Snapshot {
+        &self.l4
+    }
 }
 
 impl HttpSnapshot {

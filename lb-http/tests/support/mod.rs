@@ -346,6 +346,7 @@ pub fn snapshot(app: SocketAddr) -> HttpSnapshot {
                 endpoints: vec![dead],
             },
         ],
+        ..HttpSnapshot::default()
     }
 }
 
@@ -373,6 +374,7 @@ impl Proxy {
             grace: Duration::from_secs(5),
             io: test_io(),
             pin: false,
+            commands: Vec::new(),
         };
         let cell = Arc::new(SnapshotCell::new(snapshot));
         let counters = Arc::new(CounterSet::new(1));

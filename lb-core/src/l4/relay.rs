@@ -1,0 +1,94 @@
+//! The TCP relay: bytes both ways between client and upstream, each
+//! direction's end of stream passed on as a half-close, until both
+//! directions are done or nothing has moved for the idle timeout.
+
+use std::cell::Cell;
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::stream::Stream;
+
+/// Relay buffer per direction.
+const BUF: usize = 64 * 1024;
+
+/// Bytes moved by a finished relay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Client to upstream.
+    pub up: u64,
+    /// Upstream to client.
+    pub down: u64,
+}
+
+/// Why a relay ended early.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// Nothing moved either way for the idle timeout.
+    Idle(Moved),
+    /// A socket error.
+    Error(io::Error, Moved),
+}
+
+/// Relays between `client` and `upstream` until both directions have ended
+/// (each end of stream is passed on with a write shutdown), or until neither
+/// direction moved a byte for `idle`. The two directions run concurrently
+/// and each finishes every write it started.
+pub async fn relay(
+    client: &mut Stream,
+    upstream: &mut Stream,
+    idle: Duration,
+) -> Result<Moved, RelayEnd> {
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
+    let last = Cell::new(Instant::now());
+    let up = Cell::new(0u64);
+    let down = Cell::new(0u64);
+    let both = async {
+        tokio::try_join!(
+            pump(&mut cr, &mut uw, &last, &up),
+            pump(&mut ur, &mut cw, &last, &down)
+        )
+    };
+    let watchdog = async {
+        loop {
+            let deadline = last.get() + idle;
+            tokio::time::sleep_until(deadline).await;
+            if last.get() + idle <= Instant::now() {
+                return;
+            }
+        }
+    };
+    let moved = |u: &Cell<u64>, d: &Cell<u64>| Moved {
+        up: u.get(),
+        down: d.get(),
+    };
+    tokio::select! {
+        r = both => match r {
+            Ok(_) => Ok(moved(&up, &down)),
+            Err(e) => Err(RelayEnd::Error(e, moved(&up, &down))),
+        },
+        () = watchdog => Err(RelayEnd::Idle(moved(&up, &down))),
+    }
+}
+
+/// Copies `r` to `w` until end of stream, then shuts `w` down.
+async fn pump<R, W>(r: &mut R, w: &mut W, last: &Cell<Instant>, count: &Cell<u64>) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            w.shutdown().await?;
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).await?;
+        count.set(count.get() + n as u64);
+        last.set(Instant::now());
+    }
+}
