@@ -6,6 +6,7 @@ mod support;
 mod bodies;
 mod check;
 mod io;
+mod l4;
 mod lifecycle;
 mod quickstart;
 mod reload;
