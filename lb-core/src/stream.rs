@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::uring::{self, UringStream};
@@ -98,6 +100,52 @@ impl Stream {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             // EOF or unexpected bytes: not reusable.
             Ok(_) => false,
+        }
+    }
+
+    /// Runs the non-blocking operation `f` on the socket (for example a
+    /// `splice`), waiting for readability (or, with `write`, writability)
+    /// whenever it would block. Bytes a ring stream buffered from earlier
+    /// reads are not seen by `f`.
+    pub async fn io<R>(
+        &self,
+        write: bool,
+        mut f: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            Stream::Epoll(s) => {
+                let interest = if write {
+                    Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                loop {
+                    s.ready(interest).await?;
+                    match s.try_io(interest, || f(s.as_fd())) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        r => return r,
+                    }
+                }
+            }
+            Stream::Uring(u) => loop {
+                match f(u.fd().as_fd()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.ready(write).await?,
+                    r => return r,
+                }
+            },
+        }
+    }
+
+    /// Shuts the sending direction down now (nothing is buffered to flush
+    /// when only [`Stream::io`] wrote).
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        let sock = match self {
+            Stream::Epoll(s) => socket2::SockRef::from(s),
+            Stream::Uring(u) => socket2::SockRef::from(u.fd()),
+        };
+        match sock.shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(()),
         }
     }
 

@@ -310,6 +310,31 @@ impl UringStream {
         Poll::Ready(Ok(()))
     }
 
+    /// Waits until the socket is readable (or, with `writable`, writable),
+    /// through a one-shot poll on the ring.
+    pub async fn ready(&self, writable: bool) -> io::Result<()> {
+        let mask = if writable {
+            libc::POLLOUT
+        } else {
+            libc::POLLIN | libc::POLLRDHUP
+        };
+        let sqe = opcode::PollAdd::new(types::Fd(self.fd.raw()), mask as u32).build();
+        // SAFETY: a poll carries no pointers; the keep holds the descriptor.
+        let id = unsafe {
+            self.reactor.submit(
+                sqe,
+                Keep {
+                    fd: Some(Rc::clone(&self.fd)),
+                    ..Keep::default()
+                },
+            )
+        };
+        OpFuture::new(Rc::clone(&self.reactor), id)
+            .await
+            .io_result()
+            .map(drop)
+    }
+
     /// Whether bytes are buffered that a read would return without waiting.
     pub fn has_buffered(&self) -> bool {
         let r = self.read.borrow();
