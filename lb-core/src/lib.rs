@@ -3,9 +3,12 @@
 //! immutable snapshot published at a single swap point.
 #![deny(unsafe_code)]
 
+pub mod conntrack;
 pub mod counters;
 pub mod error;
+pub mod flowhash;
 pub mod listener;
+pub mod maglev;
 pub mod runtime;
 pub mod snapshot;
 pub mod stream;
