@@ -1,12 +1,15 @@
 //! The lb data plane: one worker thread per core, each with its own runtime,
-//! SO_REUSEPORT listeners and counters, reading configuration only through the
-//! immutable snapshot published at a single swap point.
+//! io_uring ring (or epoll), SO_REUSEPORT listeners and counters, reading
+//! configuration only through the immutable snapshot published at a single
+//! swap point; L4 relays with Maglev tables and connection tracking. Only the
+//! `uring` module may use `unsafe`.
 #![deny(unsafe_code)]
 
 pub mod conntrack;
 pub mod counters;
 pub mod error;
 pub mod flowhash;
+pub mod l4;
 pub mod listener;
 pub mod maglev;
 pub mod runtime;
