@@ -411,6 +411,20 @@ mod tests {
     }
 
     #[test]
+    fn loadbalancer_keys_parse_and_the_maglev_size_must_be_prime() {
+        let cfg = parse(
+            "[loadbalancer]\npools = [\"127.0.10.0/29\"]\nclass = \"x/y\"\ndefault = false\nconnect_timeout = \"2s\"\nidle_timeout = \"1h\"\nmaglev_table_size = 251\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.loadbalancer.class, "x/y");
+        assert!(!cfg.loadbalancer.default);
+        assert_eq!(cfg.loadbalancer.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(cfg.loadbalancer.maglev_table_size, 251);
+        let err = parse("[loadbalancer]\nmaglev_table_size = 65536\n").unwrap_err();
+        assert!(err.contains("maglev_table_size"), "{err}");
+    }
+
+    #[test]
     fn full_example_parses() {
         let cfg = parse(
             r#"
