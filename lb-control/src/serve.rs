@@ -15,9 +15,8 @@ use lb_http::{HttpProxy, HttpSnapshot, ProxySettings};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, AdminState, ReloadResult};
-use crate::check::load_and_compile;
 use crate::config::Config;
-use crate::publish::publish;
+use crate::publish::load_and_publish;
 use crate::source::files::{FileSource, watch};
 
 /// Runs `lb serve` to completion and returns the process exit code.
@@ -69,7 +68,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&state)));
 
     let mut source = FileSource::new(cfg.sources.files.clone());
-    publish(&state, &cfg, load_and_compile(&cfg, &mut source));
+    load_and_publish(&state, &cfg, &mut source);
 
     let listeners = match bind_per_worker(&cfg.ingress.http, workers) {
         Ok(l) => l,
@@ -135,11 +134,11 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                         continue;
                     }
                 }
-                publish(&state, &cfg, load_and_compile(&cfg, &mut source));
+                load_and_publish(&state, &cfg, &mut source);
             }
             Some(()) = changes.recv() => {
                 tracing::info!("manifest files changed: reloading");
-                publish(&state, &cfg, load_and_compile(&cfg, &mut source));
+                load_and_publish(&state, &cfg, &mut source);
             }
         }
     }

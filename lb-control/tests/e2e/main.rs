@@ -5,7 +5,9 @@ mod support;
 
 mod bodies;
 mod check;
+mod endpoints;
 mod lifecycle;
+mod metrics;
 mod quickstart;
 mod reload;
 mod routing;
