@@ -41,6 +41,9 @@ pub struct ControlView {
 pub struct AdminState {
     ready: AtomicBool,
     reloads: [AtomicU64; 3],
+    /// Duration of the last load's compile and publish steps, in nanoseconds.
+    compile_nanos: AtomicU64,
+    publish_nanos: AtomicU64,
     /// The snapshot swap point.
     pub snapshot: Arc<SnapshotCell<HttpSnapshot>>,
     /// Per-worker counters.
@@ -56,6 +59,8 @@ impl AdminState {
         Self {
             ready: AtomicBool::new(false),
             reloads: Default::default(),
+            compile_nanos: AtomicU64::new(0),
+            publish_nanos: AtomicU64::new(0),
             snapshot,
             counters,
             io_mode: "epoll",
@@ -76,6 +81,20 @@ impl AdminState {
     /// Counts one configuration load.
     pub fn count_reload(&self, result: ReloadResult) {
         self.reloads[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long the last load took to read, validate and compile
+    /// (`lb_config_compile_seconds`).
+    pub fn set_compile_time(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.compile_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Records how long the last snapshot swap and generation bump took
+    /// (`lb_config_publish_seconds`).
+    pub fn set_publish_time(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.publish_nanos.store(nanos, Ordering::Relaxed);
     }
 
     /// Replaces the published view.
@@ -127,6 +146,25 @@ impl AdminState {
         for (i, result) in ["ok", "partial", "failed"].iter().enumerate() {
             let n = self.reloads[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "lb_config_reloads_total{{result=\"{result}\"}} {n}");
+        }
+        let seconds = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e9;
+        let load_times = [
+            (
+                "lb_config_compile_seconds",
+                "Seconds the last configuration load took to read, parse, validate and compile every object.",
+                seconds(&self.compile_nanos),
+            ),
+            (
+                "lb_config_publish_seconds",
+                "Seconds the last configuration load took to swap the snapshot in and bump the generation.",
+                seconds(&self.publish_nanos),
+            ),
+        ];
+        for (name, help, value) in load_times {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         let generation = self.snapshot.generation();
         let _ = writeln!(

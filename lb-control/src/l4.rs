@@ -302,6 +302,7 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
                     .as_deref()
                     .map_or_else(|| port.port.to_string(), str::to_owned)
             );
+            let mut on_vip = false;
             for b in binds {
                 if let Some(first) = owner.get(&b.addr) {
                     out.diagnostics.push(obj.diagnostic(
@@ -311,6 +312,7 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
                     continue;
                 }
                 owner.insert(b.addr, label.clone());
+                on_vip |= b.via == "loadBalancer";
                 out.snapshot.services.insert(
                     b.addr,
                     L4Service {
@@ -324,9 +326,11 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
                     },
                 );
             }
-            status_ports.push(port);
+            if on_vip {
+                status_ports.push(port);
+            }
         }
-        if lb && !vips.is_empty() {
+        if lb && !vips.is_empty() && !status_ports.is_empty() {
             let ports: Vec<serde_json::Value> = status_ports
                 .iter()
                 .map(|p| serde_json::json!({"port": p.port, "protocol": p.protocol.as_deref().unwrap_or("TCP")}))

@@ -1,10 +1,24 @@
 //! Publication: swap a compiled snapshot in, bump the generation, log every
-//! diagnostic and expose status and diagnostics on the admin API.
+//! diagnostic and expose status, diagnostics and the load's compile and
+//! publish times on the admin API.
+
+use std::time::Instant;
 
 use crate::admin::{AdminState, ControlView, ReloadResult};
+use crate::check::load_and_compile;
 use crate::compile::Compiled;
 use crate::config::Config;
 use crate::diag::Severity;
+use crate::source::files::FileSource;
+
+/// Loads every source, compiles and publishes; records how long the load
+/// and compile took. Returns the new generation.
+pub fn load_and_publish(state: &AdminState, cfg: &Config, source: &mut FileSource) -> u64 {
+    let start = Instant::now();
+    let compiled = load_and_compile(cfg, source);
+    state.set_compile_time(start.elapsed());
+    publish(state, cfg, compiled)
+}
 
 /// Publishes `compiled` and returns the new generation.
 pub fn publish(state: &AdminState, cfg: &Config, compiled: Compiled) -> u64 {
@@ -27,7 +41,9 @@ pub fn publish(state: &AdminState, cfg: &Config, compiled: Compiled) -> u64 {
             .map(ToString::to_string)
             .collect(),
     };
+    let swap = Instant::now();
     let generation = state.snapshot.publish(compiled.snapshot);
+    state.set_publish_time(swap.elapsed());
     state.set_view(view);
     state.count_reload(if errors == 0 {
         ReloadResult::Ok

@@ -22,7 +22,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, AdminState, ReloadResult};
 use crate::check::load_and_compile;
-use crate::compile::Compiled;
 use crate::config::Config;
 use crate::listeners::{L4_TAG, L4Listeners};
 use crate::publish::publish;
@@ -91,7 +90,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
 
     let mut source = FileSource::new(cfg.sources.files.clone());
     let (mut l4, commands) = L4Listeners::new(workers);
-    apply(&state, &cfg, load_and_compile(&cfg, &mut source), &mut l4);
+    apply(&state, &cfg, &mut source, &mut l4);
 
     let listeners = match bind_per_worker(&cfg.ingress.http, workers) {
         Ok(l) => l,
@@ -165,11 +164,11 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                         continue;
                     }
                 }
-                apply(&state, &cfg, load_and_compile(&cfg, &mut source), &mut l4);
+                apply(&state, &cfg, &mut source, &mut l4);
             }
             Some(()) = changes.recv() => {
                 tracing::info!("manifest files changed: reloading");
-                apply(&state, &cfg, load_and_compile(&cfg, &mut source), &mut l4);
+                apply(&state, &cfg, &mut source, &mut l4);
             }
         }
     }
@@ -192,11 +191,14 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Publishes a compiled configuration and brings the L4 listeners in line:
-/// listeners of addresses no longer served close first, then the snapshot
-/// swaps in, then new addresses are bound (so a new listener always finds
-/// its Service).
-fn apply(state: &AdminState, cfg: &Config, compiled: Compiled, l4: &mut L4Listeners) {
+/// Loads, compiles (timed for `lb_config_compile_seconds`) and publishes the
+/// configuration, and brings the L4 listeners in line: listeners of
+/// addresses no longer served close first, then the snapshot swaps in, then
+/// new addresses are bound (so a new listener always finds its Service).
+fn apply(state: &AdminState, cfg: &Config, source: &mut FileSource, l4: &mut L4Listeners) {
+    let start = std::time::Instant::now();
+    let compiled = load_and_compile(cfg, source);
+    state.set_compile_time(start.elapsed());
     let wanted: BTreeSet<SocketAddr> = compiled.snapshot.l4.services.keys().copied().collect();
     l4.remove_stale(&wanted);
     publish(state, cfg, compiled);

@@ -5,9 +5,11 @@ mod support;
 
 mod bodies;
 mod check;
+mod endpoints;
 mod io;
 mod l4;
 mod lifecycle;
+mod metrics;
 mod quickstart;
 mod reload;
 mod routing;
