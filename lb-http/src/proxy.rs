@@ -44,8 +44,11 @@ use crate::upstream::{UpstreamConn, UpstreamPool};
 
 /// Idle upstream connections kept per endpoint.
 pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
-/// Initial capacity of per-connection buffers.
+/// Buffer growth step while streaming bodies.
 const BUFFER: usize = 16 * 1024;
+/// Initial (and head-reading) buffer size of a downstream connection: small,
+/// because an idle keep-alive connection keeps its buffers.
+const HEAD_BUFFER: usize = 4 * 1024;
 /// Bodies up to this size that are already buffered go out with their head.
 const INLINE_BODY: usize = 64 * 1024;
 /// Response bytes held while a request body is still being sent upstream.
@@ -156,8 +159,8 @@ impl HttpProxy {
         let _guard = ActiveGuard(counters);
         let mut down = Downstream {
             stream: conn.stream,
-            rbuf: BytesMut::with_capacity(BUFFER),
-            wbuf: BytesMut::with_capacity(BUFFER),
+            rbuf: BytesMut::with_capacity(HEAD_BUFFER),
+            wbuf: BytesMut::with_capacity(HEAD_BUFFER),
             spans: Vec::new(),
             resp_spans: Vec::new(),
             host: String::new(),
@@ -228,7 +231,7 @@ impl HttpProxy {
             }
             let deadline = head_deadline.unwrap_or(idle_deadline);
             if down.rbuf.capacity() - down.rbuf.len() < 1024 {
-                down.rbuf.reserve(BUFFER);
+                down.rbuf.reserve(HEAD_BUFFER);
             }
             let read = tokio::select! {
                 biased;

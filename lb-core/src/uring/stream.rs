@@ -2,7 +2,7 @@
 //! linked timeout, recv and send through buffers the operation owns.
 //!
 //! A stream keeps one receive and one send in flight at most. Reads copy out
-//! of the receive buffer (16 KiB, doubling up to 128 KiB while receives fill
+//! of the receive buffer (4 KiB, doubling up to 128 KiB while receives fill
 //! it). A write copies into a send buffer handed to the kernel at once and
 //! returns; it waits only while the previous send is in flight. Sends carry
 //! `MSG_WAITALL`, so nothing written is ever left for a later poll to push; a
@@ -30,8 +30,8 @@ use tokio::io::ReadBuf;
 
 use super::reactor::{Completion, Keep, Reactor, SockFd};
 
-/// Initial receive buffer size.
-const RECV_BUF: usize = 16 * 1024;
+/// Initial receive buffer size (small: an idle connection's receive holds it).
+const RECV_BUF: usize = 4 * 1024;
 /// Largest receive buffer a busy stream grows to.
 const RECV_MAX: usize = 128 * 1024;
 /// Largest single copy accepted by one write.
