@@ -6,8 +6,10 @@
 //! pipe to socket: the data never enters user space), waiting for socket
 //! readiness on the worker's engine (a poll on the io_uring ring, or epoll).
 //! Where a pipe cannot be had, the relay copies through a buffer instead.
+//! Pipes left empty by a relay that ended cleanly go back to a per-worker
+//! pool, so short connections do not pay for creating and closing them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -52,14 +54,17 @@ pub async fn relay(
     let last = Cell::new(Instant::now());
     let up = Cell::new(0u64);
     let down = Cell::new(0u64);
-    let pipes = (new_pipe(), new_pipe());
+    let pipes = (take_pipe(), take_pipe());
     let both = async {
         match pipes {
             (Ok(p1), Ok(p2)) => {
                 tokio::try_join!(
-                    splice_pump(client, upstream, p1, &last, &up),
-                    splice_pump(upstream, client, p2, &last, &down)
+                    splice_pump(client, upstream, &p1, &last, &up),
+                    splice_pump(upstream, client, &p2, &last, &down)
                 )?;
+                // Both directions ended cleanly: the pipes are empty, reuse them.
+                give_pipe(p1);
+                give_pipe(p2);
             }
             _ => {
                 let (mut cr, mut cw) = client.split();
@@ -97,8 +102,32 @@ pub async fn relay(
 /// Largest splice per call.
 const SPLICE_CHUNK: usize = 256 * 1024;
 
-fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?)
+/// A pipe: read end, write end.
+type Pipe = (OwnedFd, OwnedFd);
+
+/// Empty pipes kept per worker for the next relays.
+const PIPE_POOL: usize = 256;
+
+thread_local! {
+    static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty pipe from this worker's pool, or a new one.
+fn take_pipe() -> io::Result<Pipe> {
+    match PIPES.with(|p| p.borrow_mut().pop()) {
+        Some(pipe) => Ok(pipe),
+        None => Ok(pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?),
+    }
+}
+
+/// Returns an empty pipe to this worker's pool (closed when the pool is full).
+fn give_pipe(pipe: Pipe) {
+    PIPES.with(|p| {
+        let mut pool = p.borrow_mut();
+        if pool.len() < PIPE_POOL {
+            pool.push(pipe);
+        }
+    });
 }
 
 /// Splices `src` to `dst` through `pipe` until end of stream, then shuts
@@ -106,7 +135,7 @@ fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 async fn splice_pump(
     src: &Stream,
     dst: &Stream,
-    pipe: (OwnedFd, OwnedFd),
+    pipe: &Pipe,
     last: &Cell<Instant>,
     count: &Cell<u64>,
 ) -> io::Result<()> {
