@@ -144,7 +144,7 @@ async fn splice_pump(
     loop {
         let n = src
             .io(false, |fd| {
-                Ok(splice(fd, None, &pipe_w, None, SPLICE_CHUNK, flags)?)
+                Ok(splice(fd, None, pipe_w, None, SPLICE_CHUNK, flags)?)
             })
             .await?;
         if n == 0 {
@@ -154,7 +154,7 @@ async fn splice_pump(
         let mut left = n;
         while left > 0 {
             left -= dst
-                .io(true, |fd| Ok(splice(&pipe_r, None, fd, None, left, flags)?))
+                .io(true, |fd| Ok(splice(pipe_r, None, fd, None, left, flags)?))
                 .await?;
         }
         count.set(count.get() + n as u64);
