@@ -1,10 +1,12 @@
 //! The benchmark harness: starts proxies and backends pinned to cores, runs
-//! wrk against each in interleaved rounds, and reads each proxy's CPU time and
-//! peak RSS from /proc. Every process it starts is stopped when its guard drops.
+//! wrk against each (with a generated Lua hook that adds the p99.9 latency),
+//! and reads each proxy's CPU time and peak RSS from /proc. Every process it
+//! starts is stopped when its guard drops.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A started process, killed and reaped on drop.
@@ -31,6 +33,34 @@ impl Proc {
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Proc {
+            child,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Starts `program` like [`Proc::start`] with stdout and stderr appended
+    /// to `log`, so a refusal to start can be read back (see [`log_tail`]).
+    pub fn start_logged(
+        name: &str,
+        cores: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> std::io::Result<Proc> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new("taskset")
+            .arg("-c")
+            .arg(cores)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
             .spawn()?;
         Ok(Proc {
             child,
@@ -71,6 +101,27 @@ pub fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
     false
 }
 
+/// The last `lines` lines of the file at `path` (empty when unreadable).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Fails when something already listens on one of `ports` (another bench
+/// run, a stray proxy): the scenario would measure it instead of its own.
+pub fn ports_free(ports: &[u16]) -> Result<(), String> {
+    for &port in ports {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Err(format!(
+                "something already listens on {addr} (another bench run?)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// CPU time (user + system) of `pid` and all its threads, in microseconds.
 pub fn cpu_micros(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -106,13 +157,28 @@ pub struct WrkResult {
     pub rps: f64,
     /// Requests completed.
     pub requests: u64,
-    /// Latency percentiles in microseconds: p50, p99.
+    /// Median latency in microseconds.
     pub p50_us: f64,
     /// 99th percentile latency in microseconds.
     pub p99_us: f64,
+    /// 99.9th percentile latency in microseconds (printed by [`P999_SCRIPT`]).
+    pub p999_us: f64,
     /// Socket errors plus non-2xx/3xx responses.
     pub errors: u64,
+    /// Socket errors alone: the sum of [`WrkResult::socket_kinds`].
+    pub socket_errors: u64,
+    /// Socket errors by kind: connect, read, write, timeout.
+    pub socket_kinds: [u64; 4],
+    /// Responses with a status of 400 or more.
+    pub non_2xx: u64,
 }
+
+/// The wrk Lua script that prints the 99.9th latency percentile (µs), which
+/// `--latency` leaves out, on a line of its own that [`parse_wrk`] reads.
+pub const P999_SCRIPT: &str = "-- lb bench: print the p99.9 latency, which wrk --latency does not show.\n\
+done = function(summary, latency, requests)\n\
+  io.write(string.format(\"lb-bench p99.9 %.1f us\\n\", latency:percentile(99.9)))\n\
+end\n";
 
 fn parse_latency(v: &str) -> Option<f64> {
     let v = v.trim();
@@ -138,17 +204,93 @@ pub fn parse_wrk(out: &str) -> WrkResult {
             ["50%", v] => r.p50_us = parse_latency(v).unwrap_or(0.0),
             ["99%", v] => r.p99_us = parse_latency(v).unwrap_or(0.0),
             [n, "requests", "in", ..] => r.requests = n.parse().unwrap_or(0),
-            ["Non-2xx", "or", "3xx", "responses:", n] => r.errors += n.parse::<u64>().unwrap_or(0),
+            ["lb-bench", "p99.9", v, "us"] => r.p999_us = v.parse().unwrap_or(0.0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => r.non_2xx = n.parse().unwrap_or(0),
             ["Socket", "errors:", rest @ ..] => {
-                r.errors += rest
-                    .iter()
-                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
-                    .sum::<u64>();
+                for pair in rest.chunks(2) {
+                    if let [kind, n] = pair {
+                        let n = n.trim_end_matches(',').parse::<u64>().unwrap_or(0);
+                        let i = ["connect", "read", "write", "timeout"]
+                            .iter()
+                            .position(|k| k == kind);
+                        if let Some(i) = i {
+                            r.socket_kinds[i] = n;
+                        }
+                    }
+                }
+                r.socket_errors = r.socket_kinds.iter().sum();
             }
             _ => {}
         }
     }
+    r.errors = r.socket_errors + r.non_2xx;
     r
+}
+
+/// A wrk run in progress; killed on drop if not finished.
+#[derive(Debug)]
+pub struct WrkRun {
+    child: Option<Child>,
+    script: PathBuf,
+}
+
+impl WrkRun {
+    /// Waits for wrk to finish and parses what it printed.
+    pub fn finish(mut self) -> std::io::Result<WrkResult> {
+        let child = self.child.take().ok_or(std::io::ErrorKind::NotFound)?;
+        let out = child.wait_with_output()?;
+        Ok(parse_wrk(&String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Drop for WrkRun {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.script);
+    }
+}
+
+/// Starts wrk pinned to `cores` against `url` (with extra request `headers`),
+/// with [`P999_SCRIPT`] written to a scratch file for the run.
+pub fn spawn_wrk(
+    cores: &str,
+    url: &str,
+    connections: u32,
+    seconds: u32,
+    headers: &[&str],
+) -> std::io::Result<WrkRun> {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let script = std::env::temp_dir().join(format!("lb-bench-{}-p999-{n}.lua", std::process::id()));
+    std::fs::write(&script, P999_SCRIPT)?;
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cores, "wrk", "-t1", "--latency", "-s"])
+        .arg(&script);
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
+    let child = cmd
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--timeout")
+        .arg("5s")
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    match child {
+        Ok(c) => Ok(WrkRun {
+            child: Some(c),
+            script,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&script);
+            Err(e)
+        }
+    }
 }
 
 /// Runs wrk pinned to `cores` against `url` (with extra request `headers`) and parses the result.
@@ -159,19 +301,7 @@ pub fn run_wrk(
     seconds: u32,
     headers: &[&str],
 ) -> std::io::Result<WrkResult> {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", cores, "wrk", "-t1", "--latency"]);
-    for h in headers {
-        cmd.arg("-H").arg(h);
-    }
-    let out = cmd
-        .arg(format!("-c{connections}"))
-        .arg(format!("-d{seconds}s"))
-        .arg("--timeout")
-        .arg("5s")
-        .arg(url)
-        .output()?;
-    Ok(parse_wrk(&String::from_utf8_lossy(&out.stdout)))
+    spawn_wrk(cores, url, connections, seconds, headers)?.finish()
 }
 
 /// The median of `values` (0 when empty).
@@ -197,13 +327,39 @@ mod tests {
 
     #[test]
     fn parses_wrk_output() {
-        let out = "Running 1s test @ http://127.0.0.1:1/\n  Latency Distribution\n     50%  384.00us\n     75%  1.20ms\n     99%    1.34ms\n  63176 requests in 1.00s, 5 MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 4\nRequests/sec:  63176.22\n";
+        let out = "Running 1s test @ http://127.0.0.1:1/\n  Latency Distribution\n     50%  384.00us\n     75%  1.20ms\n     99%    1.34ms\n  63176 requests in 1.00s, 5 MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 4\nRequests/sec:  63176.22\nTransfer/sec:      5.00MB\nlb-bench p99.9 2051.0 us\n";
         let r = parse_wrk(out);
         assert_eq!(r.requests, 63176);
         assert!((r.rps - 63176.22).abs() < 0.01);
         assert!((r.p50_us - 384.0).abs() < 0.01);
         assert!((r.p99_us - 1340.0).abs() < 0.01);
         assert_eq!(r.errors, 7);
+        assert_eq!(r.socket_errors, 3);
+        assert_eq!(r.socket_kinds, [0, 2, 0, 1]);
+        assert_eq!(r.non_2xx, 4);
+        assert!((r.p999_us - 2051.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn p999_absent_is_zero() {
+        let r = parse_wrk("     99%    1.34ms\nRequests/sec:  1.00\n");
+        assert_eq!(r.p999_us, 0.0);
+        assert_eq!(r.errors, 0);
+    }
+
+    #[test]
+    fn p999_script_prints_the_parsed_line() {
+        assert!(P999_SCRIPT.contains("latency:percentile(99.9)"));
+        assert!(P999_SCRIPT.contains("lb-bench p99.9 %.1f us\\n"));
+    }
+
+    #[test]
+    fn a_port_in_use_is_not_free() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        assert!(ports_free(&[port]).is_err());
+        drop(l);
+        assert!(ports_free(&[port]).is_ok());
     }
 
     #[test]

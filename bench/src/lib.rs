@@ -1,10 +1,14 @@
 //! Benchmark harness and the echo backend used by tests, demos and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod backends;
+pub mod chart;
 pub mod echo;
 pub mod harness;
+pub mod l4_proxies;
 pub mod proxies;
 pub mod report;
 pub mod scenarios;
+pub mod sys;
 
 pub use echo::EchoServer;

@@ -18,6 +18,8 @@ pub mod ports {
     pub const HAPROXY: u16 = 19503;
     /// nginx's server.
     pub const NGINX: u16 = 19504;
+    /// Every port above, for [`crate::harness::ports_free`].
+    pub const ALL: [u16; 5] = [BACKEND, LB, LB_ADMIN, HAPROXY, NGINX];
 }
 
 /// The path of a binary built next to the running one (`lb`, `lb-echo`).
@@ -83,15 +85,58 @@ pub fn start_lb(dir: &Path) -> Result<Proc, String> {
     Proc::start("lb", "0", &sibling("lb")?, &args).map_err(|e| e.to_string())
 }
 
+/// What the scenarios change in the HAProxy and nginx configurations.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Client connections the proxy must hold at once (HAProxy `maxconn`;
+    /// nginx `worker_connections` gets this plus room for upstream connections).
+    pub max_conns: u32,
+    /// A response header `x-bench-variant` with this value, so that two
+    /// configurations differ for reloads; none when `None`.
+    pub variant: Option<&'static str>,
+    /// Run nginx with a master process (so `SIGHUP` reloads it), logging at
+    /// `notice` so that each reload is in its error log.
+    pub nginx_master: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            max_conns: 4000,
+            variant: None,
+            nginx_master: false,
+        }
+    }
+}
+
 /// HAProxy's configuration: one thread, HTTP mode, upstream keep-alive.
 pub fn haproxy_config(dir: &Path) -> Result<PathBuf, String> {
+    haproxy_config_tuned(dir, &Tuning::default())
+}
+
+/// HAProxy's configuration with `t` applied, written to `dir/haproxy.cfg`.
+pub fn haproxy_config_tuned(dir: &Path, t: &Tuning) -> Result<PathBuf, String> {
     let cfg = dir.join("haproxy.cfg");
+    let variant = t
+        .variant
+        .map(|v| format!("  http-response set-header x-bench-variant {v}\n"))
+        .unwrap_or_default();
+    // HAProxy reserves 2 x maxconn descriptors and, with strict-limits (on by
+    // default since 2.3), refuses to start when it cannot raise its limit that
+    // far; idle clients need one descriptor each, so above the default let it
+    // start within the hard limit instead.
+    let ulimit = if t.max_conns > 4000 {
+        "  no strict-limits\n"
+    } else {
+        ""
+    };
     write(
         &cfg,
         &format!(
-            "global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\nfrontend f\n  bind 127.0.0.1:{}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:{}\n",
+            "global\n  nbthread 1\n  maxconn {m}\n{ulimit}defaults\n  mode http\n  maxconn {m}\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\nfrontend f\n  bind 127.0.0.1:{}\n{variant}  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:{}\n",
             ports::HAPROXY,
-            ports::BACKEND
+            ports::BACKEND,
+            m = t.max_conns,
         ),
     )?;
     Ok(cfg)
@@ -106,29 +151,64 @@ pub fn start_haproxy(dir: &Path) -> Result<Proc, String> {
 
 /// nginx's configuration: one worker, no master, upstream keep-alive.
 pub fn nginx_config(dir: &Path) -> Result<PathBuf, String> {
+    nginx_config_tuned(dir, &Tuning::default())
+}
+
+/// nginx's configuration with `t` applied, written to `dir/nginx.conf`.
+pub fn nginx_config_tuned(dir: &Path, t: &Tuning) -> Result<PathBuf, String> {
     let cfg = dir.join("nginx.conf");
+    // The default keeps the table small (nginx preallocates one slot per
+    // connection); larger limits leave room for upstream connections.
+    let (worker_conns, nofile) = if t.max_conns > 4000 {
+        let hard = crate::sys::nofile_limits().map_or(u64::from(t.max_conns) * 2, |l| l.1);
+        (
+            t.max_conns + 2000,
+            format!("worker_rlimit_nofile {hard};\n"),
+        )
+    } else {
+        (4096, String::new())
+    };
+    let variant = t
+        .variant
+        .map(|v| format!(" add_header x-bench-variant {v};"))
+        .unwrap_or_default();
     write(
         &cfg,
         &format!(
-            "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  upstream b {{ server 127.0.0.1:{b}; keepalive 64; }}\n  server {{\n    listen 127.0.0.1:{n};\n    location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
+            "worker_processes 1;\ndaemon off;\nmaster_process {master};\n{nofile}pid {d}/nginx.pid;\nerror_log {d}/nginx.err{level};\nevents {{ worker_connections {worker_conns}; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  upstream b {{ server 127.0.0.1:{b}; keepalive 64; }}\n  server {{\n    listen 127.0.0.1:{n};\n    location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\";{variant} }}\n  }}\n}}\n",
             d = dir.display(),
             b = ports::BACKEND,
-            n = ports::NGINX
+            n = ports::NGINX,
+            master = if t.nginx_master { "on" } else { "off" },
+            // With a master, log its reloads ("reconfiguring") too.
+            level = if t.nginx_master { " notice" } else { "" },
         ),
     )?;
     Ok(cfg)
 }
 
+/// The arguments that start nginx with its prefix, error log and config in `dir`.
+pub fn nginx_args(dir: &Path, cfg: &Path) -> Vec<String> {
+    vec![
+        "-p".into(),
+        dir.display().to_string(),
+        "-e".into(),
+        dir.join("nginx.err").display().to_string(),
+        "-c".into(),
+        cfg.display().to_string(),
+    ]
+}
+
 /// Starts nginx (one worker, no master) on core 0.
 pub fn start_nginx(dir: &Path) -> Result<Proc, String> {
     let cfg = nginx_config(dir)?;
-    let args = vec![
-        "-p".into(),
-        dir.display().to_string(),
-        "-c".into(),
-        cfg.display().to_string(),
-    ];
-    Proc::start("nginx", "0", Path::new("/usr/sbin/nginx"), &args).map_err(|e| e.to_string())
+    Proc::start(
+        "nginx",
+        "0",
+        Path::new("/usr/sbin/nginx"),
+        &nginx_args(dir, &cfg),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Starts the echo backend on the other cores.

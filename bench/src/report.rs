@@ -33,6 +33,8 @@ pub struct Figures {
     pub p50: Vec<f64>,
     /// p99 latency in µs, one per round.
     pub p99: Vec<f64>,
+    /// p99.9 latency in µs, one per round.
+    pub p999: Vec<f64>,
     /// Errors summed over rounds.
     pub errors: u64,
     /// Peak RSS of the proxy in KiB (0 when not measured).
@@ -48,7 +50,7 @@ pub fn ratio(a: &[f64], b: &[f64]) -> f64 {
 /// "lb", "haproxy" and "nginx" for the ratio line.
 pub fn figures_table(names: &[&str], figs: &[Figures]) -> String {
     let mut out = String::new();
-    out.push_str("| path | req/s | CPU µs/req | p50 µs | p99 µs | peak RSS MiB | errors |\n|---|---|---|---|---|---|---|\n");
+    out.push_str("| path | req/s | CPU µs/req | p50 µs | p99 µs | p99.9 µs | peak RSS MiB | errors |\n|---|---|---|---|---|---|---|---|\n");
     for (name, f) in names.iter().zip(figs) {
         let cpu = if f.cpu_us_per_req.is_empty() {
             "-".into()
@@ -62,25 +64,43 @@ pub fn figures_table(names: &[&str], figs: &[Figures]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {name} | {:.0} | {cpu} | {:.0} | {:.0} | {rss} | {} |",
+            "| {name} | {:.0} | {cpu} | {:.0} | {:.0} | {:.0} | {rss} | {} |",
             median(f.rps.clone()),
             median(f.p50.clone()),
             median(f.p99.clone()),
+            median(f.p999.clone()),
             f.errors
         );
     }
-    let find = |n: &str| names.iter().position(|x| *x == n).map(|i| &figs[i]);
-    if let (Some(lb), Some(ha), Some(ng)) = (find("lb"), find("haproxy"), find("nginx")) {
+    if let Some(r) = ratios(names, figs) {
         let _ = writeln!(
             out,
             "\nratios: req/s lb/haproxy {:.2}, lb/nginx {:.2}; CPU/req lb/haproxy {:.2}, lb/nginx {:.2}",
-            ratio(&lb.rps, &ha.rps),
-            ratio(&lb.rps, &ng.rps),
-            ratio(&lb.cpu_us_per_req, &ha.cpu_us_per_req),
-            ratio(&lb.cpu_us_per_req, &ng.cpu_us_per_req)
+            r[0], r[1], r[2], r[3]
         );
     }
     out
+}
+
+/// The names of the four ratios [`ratios`] returns, in order.
+pub const RATIO_NAMES: [&str; 4] = [
+    "req/s lb/HAProxy",
+    "req/s lb/nginx",
+    "CPU/req lb/HAProxy",
+    "CPU/req lb/nginx",
+];
+
+/// lb's req/s and CPU/request relative to HAProxy and nginx (see
+/// [`RATIO_NAMES`]), when `names` include "lb", "haproxy" and "nginx".
+pub fn ratios(names: &[&str], figs: &[Figures]) -> Option<[f64; 4]> {
+    let find = |n: &str| names.iter().position(|x| *x == n).and_then(|i| figs.get(i));
+    let (lb, ha, ng) = (find("lb")?, find("haproxy")?, find("nginx")?);
+    Some([
+        ratio(&lb.rps, &ha.rps),
+        ratio(&lb.rps, &ng.rps),
+        ratio(&lb.cpu_us_per_req, &ha.cpu_us_per_req),
+        ratio(&lb.cpu_us_per_req, &ng.cpu_us_per_req),
+    ])
 }
 
 /// Where a scenario's results go: `bench/results/<scenario>.<ext>`.
@@ -88,4 +108,42 @@ pub fn result_path(scenario: &str, ext: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("results")
         .join(format!("{scenario}.{ext}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figs(rps: f64, cpu: f64) -> Figures {
+        Figures {
+            rps: vec![rps],
+            cpu_us_per_req: vec![cpu],
+            p50: vec![100.0],
+            p99: vec![900.0],
+            p999: vec![1500.0],
+            ..Figures::default()
+        }
+    }
+
+    #[test]
+    fn table_has_p999_and_ratios() {
+        let names = ["direct", "lb", "haproxy", "nginx"];
+        let f = [
+            Figures::default(),
+            figs(200.0, 10.0),
+            figs(100.0, 20.0),
+            figs(400.0, 5.0),
+        ];
+        let t = figures_table(&names, &f);
+        assert!(t.contains("| p99 µs | p99.9 µs |"), "{t}");
+        assert!(
+            t.contains("| lb | 200 | 10.00 | 100 | 900 | 1500 | - | 0 |"),
+            "{t}"
+        );
+        assert!(t.contains(
+            "req/s lb/haproxy 2.00, lb/nginx 0.50; CPU/req lb/haproxy 0.50, lb/nginx 2.00"
+        ));
+        assert_eq!(ratios(&names, &f), Some([2.0, 0.5, 0.5, 2.0]));
+        assert_eq!(ratios(&names[..2], &f[..2]), None);
+    }
 }

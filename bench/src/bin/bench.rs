@@ -7,10 +7,11 @@
 
 use std::process::ExitCode;
 
+use bench::backends::Backend;
 use bench::report::{machine, result_path};
-use bench::scenarios::{Options, http1};
+use bench::scenarios::{Options, conns, http1, l4, reload, scale};
 
-const SCENARIOS: &str = "http1, http1-close";
+const SCENARIOS: &str = "http1, http1-close, conns, reload, scale, l4";
 
 fn parse_args() -> Result<(String, Options), String> {
     let mut args = std::env::args().skip(1);
@@ -19,7 +20,12 @@ fn parse_args() -> Result<(String, Options), String> {
         seconds: 5,
         rounds: 3,
         connections: 50,
+        backend: Backend::default(),
+        idle: 10_000,
+        changes: 100,
+        objects: scale::DEFAULT_OBJECTS.to_vec(),
     };
+    let mut seconds_given = false;
     while let Some(a) = args.next() {
         let mut num = |what: &str| -> Result<u32, String> {
             args.next()
@@ -27,7 +33,14 @@ fn parse_args() -> Result<(String, Options), String> {
                 .ok_or(format!("{what} needs a number"))
         };
         match a.as_str() {
-            "--seconds" => o.seconds = num("--seconds")?,
+            "--seconds" => {
+                o.seconds = num("--seconds")?;
+                seconds_given = true;
+            }
+            "--idle" => o.idle = num("--idle")? as usize,
+            "--changes" => o.changes = num("--changes")?,
+            "--objects" => o.objects = scale::parse_objects(&args.next().unwrap_or_default())?,
+            "--backend" => o.backend = Backend::parse(&args.next().unwrap_or_default())?,
             "--rounds" => o.rounds = num("--rounds")? as usize,
             "--connections" => o.connections = num("--connections")?,
             s if !s.starts_with('-') && scenario.is_empty() => scenario = s.to_owned(),
@@ -36,8 +49,11 @@ fn parse_args() -> Result<(String, Options), String> {
     }
     if scenario.is_empty() {
         return Err(format!(
-            "usage: bench SCENARIO [--seconds N] [--rounds N] [--connections N]\nscenarios: {SCENARIOS}"
+            "usage: bench SCENARIO [--seconds N] [--rounds N] [--connections N] [--backend nginx|echo] [--idle N] [--changes N] [--objects N,N]\nscenarios: {SCENARIOS}"
         ));
+    }
+    if scenario == "reload" && !seconds_given {
+        o.seconds = 20;
     }
     Ok((scenario, o))
 }
@@ -53,11 +69,27 @@ fn main() -> ExitCode {
     let (title, result) = match scenario.as_str() {
         "http1" => (
             "http1: lb vs HAProxy vs nginx vs direct (keep-alive)",
-            http1::run(&o, &["/fixed", "/bytes/1024", "/bytes/65536"], &[]),
+            http1::run(&o, "http1", &["/fixed", "/bytes/1024", "/bytes/65536"], &[]),
         ),
         "http1-close" => (
             "http1-close: lb vs HAProxy vs nginx vs direct (new connection per request)",
-            http1::run(&o, &["/fixed"], &["Connection: close"]),
+            http1::run(&o, "http1-close", &["/fixed"], &["Connection: close"]),
+        ),
+        "conns" => (
+            "conns: memory per idle keep-alive connection, lb vs HAProxy vs nginx vs direct",
+            conns::run(&o),
+        ),
+        "reload" => (
+            "reload: failed requests during configuration changes under load",
+            reload::run(&o),
+        ),
+        "l4" => (
+            "l4: TCP proxying, lb vs HAProxy vs nginx vs direct",
+            l4::run(&o),
+        ),
+        "scale" => (
+            "scale: lb startup, compile, publish, reload and memory by object count",
+            scale::run(&o),
         ),
         other => (
             "",

@@ -1,20 +1,31 @@
 //! `http1` and `http1-close`: wrk against lb, HAProxy, nginx and the direct
-//! path, interleaved rounds, one table per response size.
+//! path, interleaved rounds, one table per response size, and a chart of
+//! lb's ratios to HAProxy and nginx per response size.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Options;
-use crate::harness::{Proc, cpu_micros, peak_rss_kib, run_wrk, scratch, wait_listening};
-use crate::proxies::{other_cores, ports, start_echo, start_haproxy, start_lb, start_nginx};
-use crate::report::{Figures, figures_table};
+use crate::chart::{Bars, Series};
+use crate::harness::{
+    Proc, cpu_micros, peak_rss_kib, ports_free, run_wrk, scratch, wait_listening,
+};
+use crate::proxies::{other_cores, ports, start_haproxy, start_lb, start_nginx};
+use crate::report::{Figures, RATIO_NAMES, figures_table, ratios, result_path};
 
-/// Runs wrk for each of `paths` (with request `headers`) against every proxy.
-pub fn run(o: &Options, paths: &[&str], headers: &[&str]) -> Result<String, String> {
-    let dir = scratch("http1");
+/// Runs wrk for each of `paths` (with request `headers`) against every proxy
+/// and writes the ratio chart to `bench/results/<scenario>.svg`.
+pub fn run(
+    o: &Options,
+    scenario: &str,
+    paths: &[&str],
+    headers: &[&str],
+) -> Result<String, String> {
+    ports_free(&ports::ALL)?;
+    let dir = scratch(scenario);
     let cores = other_cores();
-    let _backend = start_echo()?;
+    let _backend = o.backend.start(&dir)?;
     let procs = [
         (None, ports::BACKEND, "direct"),
         (Some(start_lb(&dir)?), ports::LB, "lb"),
@@ -28,7 +39,8 @@ pub fn run(o: &Options, paths: &[&str], headers: &[&str]) -> Result<String, Stri
         }
     }
     let names: Vec<&str> = procs.iter().map(|p| p.2).collect();
-    let mut out = String::new();
+    let mut out = format!("backend: {}\n", o.backend.name());
+    let mut chart = ratio_chart(scenario, o);
     for body in paths {
         let mut figs: Vec<Figures> = procs.iter().map(|_| Figures::default()).collect();
         for _ in 0..o.rounds {
@@ -48,6 +60,7 @@ pub fn run(o: &Options, paths: &[&str], headers: &[&str]) -> Result<String, Stri
                 f.rps.push(r.rps);
                 f.p50.push(r.p50_us);
                 f.p99.push(r.p99_us);
+                f.p999.push(r.p999_us);
                 f.errors += r.errors;
                 if let (Some(b), Some(a)) = (before, after) {
                     f.cpu_us_per_req
@@ -62,8 +75,36 @@ pub fn run(o: &Options, paths: &[&str], headers: &[&str]) -> Result<String, Stri
             o.rounds, o.seconds, o.connections
         );
         out.push_str(&figures_table(&names, &figs));
+        if let Some(r) = ratios(&names, &figs) {
+            chart.groups.push((*body).to_owned());
+            for (s, v) in chart.series.iter_mut().zip(r) {
+                s.values.push(v);
+            }
+        }
     }
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
+    chart.write_svg(&result_path(scenario, "svg"))?;
     Ok(out)
+}
+
+/// An empty chart of lb's four ratios, one group per load to come.
+fn ratio_chart(scenario: &str, o: &Options) -> Bars {
+    Bars {
+        title: format!(
+            "{scenario}: lb / HAProxy and lb / nginx, {} connections",
+            o.connections
+        ),
+        y_desc: "ratio (req/s: higher is better; CPU/req: lower)".into(),
+        groups: Vec::new(),
+        series: RATIO_NAMES
+            .iter()
+            .map(|n| Series {
+                name: (*n).to_owned(),
+                values: Vec::new(),
+            })
+            .collect(),
+        reference: Some(1.0),
+        decimals: 2,
+    }
 }

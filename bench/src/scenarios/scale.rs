@@ -1,0 +1,321 @@
+//! `scale`: how lb copes with many objects. For each `--objects` count, lb
+//! (one worker, core 0) is started on that many Services, EndpointSlices and
+//! Ingresses in a few YAML files, and the scenario reports the time to
+//! `/readyz` 200, the compile and publish times lb measured itself
+//! (`lb_config_compile_seconds`, `lb_config_publish_seconds`), the time from
+//! SIGHUP to the next `lb_snapshot_generation`, and VmRSS. lb only: HAProxy
+//! and nginx do not read Kubernetes objects, so there is nothing to compare.
+//!
+//! The object generator is public so the `compile` criterion benchmark of
+//! lb-control compiles exactly the same mix.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::Options;
+use crate::harness::{Proc, log_tail, median, scratch};
+use crate::proxies::{sibling, write};
+
+/// Object counts run when `--objects` is not given.
+pub const DEFAULT_OBJECTS: [usize; 3] = [1_000, 10_000, 100_000];
+
+/// How long one load may take before the scenario gives up.
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// Rules per generated Ingress.
+pub const RULES: usize = 3;
+/// Paths per Ingress, over all of its rules.
+pub const PATHS: usize = 6;
+
+/// Parses `--objects`: comma-separated positive counts (`1000,10000`).
+pub fn parse_objects(s: &str) -> Result<Vec<usize>, String> {
+    let counts: Result<Vec<usize>, _> = s.split(',').map(|n| n.trim().parse()).collect();
+    match counts {
+        Ok(c) if !c.is_empty() && c.iter().all(|&n| n > 0) => Ok(c),
+        _ => Err(format!(
+            "--objects needs counts such as 1000,10000, not {s:?}"
+        )),
+    }
+}
+
+fn service(app: usize) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: app-{app}\n  namespace: ns-{ns}\n  labels: {{app: app-{app}, tier: web}}\nspec:\n  selector: {{app: app-{app}}}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080, protocol: TCP}}\n  - {{name: metrics, port: 9090, protocol: TCP}}\n",
+        ns = app % 20
+    )
+}
+
+fn endpoint_slice(app: usize) -> String {
+    let (hi, lo) = ((app >> 8) & 0xff, app & 0xff);
+    let mut out = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: app-{app}-x7k2p\n  namespace: ns-{ns}\n  labels:\n    kubernetes.io/service-name: app-{app}\naddressType: IPv4\nports:\n- {{name: http, port: 8080, protocol: TCP}}\n- {{name: metrics, port: 9090, protocol: TCP}}\nendpoints:\n",
+        ns = app % 20
+    );
+    for e in 1..=3 {
+        let _ = writeln!(
+            out,
+            "- addresses: [\"10.{hi}.{lo}.{e}\"]\n  conditions: {{ready: {}}}\n  nodeName: node-{}",
+            e != 3 || app.is_multiple_of(2),
+            (app + e) % 50
+        );
+    }
+    out
+}
+
+fn ingress(app: usize) -> String {
+    let path = |p: &str, kind: &str, port: &str| {
+        format!(
+            "      - path: {p}\n        pathType: {kind}\n        backend: {{service: {{name: app-{app}, port: {port}}}}}\n"
+        )
+    };
+    let (num, name) = ("{number: 80}", "{name: http}");
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: app-{app}\n  namespace: ns-{ns}\n  creationTimestamp: \"2024-01-{day:02}T{h:02}:{m:02}:00Z\"\nspec:\n  ingressClassName: lb\n  rules:\n  - host: app-{app}.example.com\n    http:\n      paths:\n{}{}{}  - host: \"*.app-{app}.example.net\"\n    http:\n      paths:\n{}{}  - host: admin-{app}.example.com\n    http:\n      paths:\n{}",
+        path("/", "Prefix", num),
+        path("/api/v1", "Prefix", name),
+        path("/healthz", "Exact", num),
+        path("/", "Prefix", num),
+        path("/static/assets", "ImplementationSpecific", name),
+        path("/metrics", "Exact", "{number: 9090}"),
+        ns = app % 20,
+        day = 1 + app % 28,
+        h = (app / 28) % 24,
+        m = (app / 672) % 60,
+    )
+}
+
+/// `n` objects, one YAML document each, in the order Service, EndpointSlice,
+/// Ingress of app 0, then of app 1, and so on: a third of each kind. Every
+/// Ingress has [`RULES`] rules (exact and `*.` hosts) and [`PATHS`] paths
+/// (Prefix, Exact, ImplementationSpecific; ports by number and by name).
+pub fn object_docs(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i % 3 {
+            0 => service(i / 3),
+            1 => endpoint_slice(i / 3),
+            _ => ingress(i / 3),
+        })
+        .collect()
+}
+
+/// The same `n` objects as multi-document YAML files, one per kind:
+/// `(file name, text)`.
+pub fn manifest_files(n: usize) -> Vec<(&'static str, String)> {
+    let mut files = [
+        ("services.yaml", String::new()),
+        ("endpointslices.yaml", String::new()),
+        ("ingresses.yaml", String::new()),
+    ];
+    for (i, doc) in object_docs(n).into_iter().enumerate() {
+        let text = &mut files[i % 3].1;
+        text.push_str("---\n");
+        text.push_str(&doc);
+    }
+    files.into_iter().filter(|(_, t)| !t.is_empty()).collect()
+}
+
+/// A free loopback port, so that a scale run never talks to another lb.
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("port: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// Writes `dir/lb.toml` (one worker, free ports, `dir/manifests`) and the
+/// manifest files; returns the config path and the admin address.
+fn write_config(dir: &Path, files: &[(&str, String)]) -> Result<(PathBuf, SocketAddr), String> {
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).map_err(|e| format!("{}: {e}", manifests.display()))?;
+    for (name, text) in files {
+        write(&manifests.join(name), text)?;
+    }
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let cfg = dir.join("lb.toml");
+    let text = format!(
+        "[runtime]\nworkers = 1\n[admin]\nlisten = \"{admin}\"\n[ingress]\nhttp = [\"127.0.0.1:{}\"]\nhttps = []\n[sources]\nfiles = [\"{}\"]\n",
+        free_port()?,
+        manifests.display()
+    );
+    write(&cfg, &text)?;
+    Ok((cfg, admin))
+}
+
+/// One GET to lb's admin API: `(status, body)`; `None` while it cannot connect.
+fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    // The admin API shares the control thread, which may be compiling.
+    s.set_read_timeout(Some(LIMIT)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    Some((status, raw.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
+/// The value of an unlabelled series in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn vm_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    kib as f64 / 1024.0
+}
+
+/// What one start and one reload of lb measured (times in ms).
+#[derive(Debug, Default, Clone)]
+struct Sample {
+    startup: f64,
+    compile: f64,
+    publish: f64,
+    rss_start: f64,
+    reload: f64,
+    reload_compile: f64,
+    reload_publish: f64,
+    rss_reload: f64,
+}
+
+/// `/metrics` as `(generation, compile ms, publish ms)`.
+fn load_metrics(admin: SocketAddr) -> Result<(f64, f64, f64), String> {
+    let (_, m) = admin_get(admin, "/metrics").ok_or("lb: /metrics unreachable")?;
+    let get = |name| metric(&m, name).ok_or(format!("lb: {name} missing from /metrics"));
+    Ok((
+        get("lb_snapshot_generation")?,
+        get("lb_config_compile_seconds")? * 1e3,
+        get("lb_config_publish_seconds")? * 1e3,
+    ))
+}
+
+/// Starts lb on the manifests in `dir`, measures, reloads once, stops it.
+fn measure(dir: &Path, cfg: &Path, admin: SocketAddr) -> Result<Sample, String> {
+    let log = dir.join("lb.log");
+    let args = vec!["serve".into(), "--config".into(), cfg.display().to_string()];
+    let start = Instant::now();
+    let mut lb = Proc::start_logged("lb", "0", &sibling("lb")?, &args, &log)
+        .map_err(|e| format!("lb: {e}"))?;
+    let fail = |what: &str| format!("lb {what}; log:\n{}", log_tail(&log, 20));
+    while admin_get(admin, "/readyz").map(|r| r.0) != Some(200) {
+        if start.elapsed() > LIMIT || lb.child.try_wait().ok().flatten().is_some() {
+            return Err(fail("did not become ready"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut s = Sample {
+        startup: start.elapsed().as_secs_f64() * 1e3,
+        rss_start: vm_rss_mib(lb.pid()),
+        ..Sample::default()
+    };
+    if lb.child.try_wait().ok().flatten().is_some() {
+        return Err(fail("exited"));
+    }
+    let (generation, compile, publish) = load_metrics(admin)?;
+    (s.compile, s.publish) = (compile, publish);
+
+    let hup = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-HUP", &lb.pid().to_string()])
+        .status();
+    if !sent.is_ok_and(|st| st.success()) {
+        return Err(fail("could not be sent SIGHUP"));
+    }
+    loop {
+        let (g, compile, publish) = load_metrics(admin)?;
+        if g > generation {
+            s.reload = hup.elapsed().as_secs_f64() * 1e3;
+            (s.reload_compile, s.reload_publish) = (compile, publish);
+            break;
+        }
+        if hup.elapsed() > LIMIT {
+            return Err(fail("did not publish a new generation after SIGHUP"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    s.rss_reload = vm_rss_mib(lb.pid());
+    Ok(s)
+}
+
+/// Runs the scenario for every count in `o.objects`, `o.rounds` starts each.
+pub fn run(o: &Options) -> Result<String, String> {
+    let mut out = format!(
+        "\nlb only (HAProxy and nginx do not read Kubernetes objects: no comparison row). \
+         Objects: Services, EndpointSlices (3 endpoints) and Ingresses ({RULES} rules, \
+         {PATHS} paths) in equal numbers, in 3 YAML files; lb with `workers = 1` on core 0; \
+         median of {} start(s) + SIGHUP reload(s) per count. Compile = read, parse, validate \
+         and compile every object (`lb_config_compile_seconds`); publish = snapshot swap and \
+         generation bump (`lb_config_publish_seconds`).\n\n\
+         | objects | routes | start to /readyz ms | compile ms | publish µs | SIGHUP to new generation ms | reload compile ms | reload publish µs | VmRSS after start MiB | VmRSS after reload MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        o.rounds
+    );
+    for &n in &o.objects {
+        let dir = scratch(&format!("scale-{n}"));
+        let (cfg, admin) = write_config(&dir, &manifest_files(n))?;
+        let samples: Result<Vec<Sample>, String> = (0..o.rounds.max(1))
+            .map(|_| measure(&dir, &cfg, admin))
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        let samples = samples?;
+        let m = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+        let _ = writeln!(
+            out,
+            "| {n} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            n / 3 * PATHS,
+            m(|s| s.startup),
+            m(|s| s.compile),
+            m(|s| s.publish) * 1e3,
+            m(|s| s.reload),
+            m(|s| s.reload_compile),
+            m(|s| s.reload_publish) * 1e3,
+            m(|s| s.rss_start),
+            m(|s| s.rss_reload),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_object_counts() {
+        assert_eq!(parse_objects("1000, 10000").unwrap(), [1000, 10000]);
+        assert!(parse_objects("").is_err());
+        assert!(parse_objects("0").is_err());
+        assert!(parse_objects("1k").is_err());
+    }
+
+    #[test]
+    fn generates_exactly_n_objects_of_mixed_kinds() {
+        let docs = object_docs(7);
+        assert_eq!(docs.len(), 7);
+        let kinds: Vec<_> = docs
+            .iter()
+            .map(|d| d.lines().nth(1).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            kinds[..3],
+            ["kind: Service", "kind: EndpointSlice", "kind: Ingress"]
+        );
+        let files = manifest_files(7);
+        assert_eq!(files.len(), 3);
+        let total: usize = files.iter().map(|(_, t)| t.matches("---\n").count()).sum();
+        assert_eq!(total, 7);
+        let ingress = &docs[2];
+        assert_eq!(ingress.matches("- host:").count(), RULES);
+        assert_eq!(ingress.matches("pathType:").count(), PATHS);
+    }
+}
