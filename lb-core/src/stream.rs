@@ -105,11 +105,14 @@ impl Stream {
 
     /// Runs the non-blocking operation `f` on the socket (for example a
     /// `splice`), waiting for readability (or, with `write`, writability)
-    /// whenever it would block. Bytes a ring stream buffered from earlier
-    /// reads are not seen by `f`.
+    /// whenever it would block; with `wait_first`, a ring stream waits for
+    /// readiness before the first try (saving a try that would most likely
+    /// block). Bytes a ring stream buffered from earlier reads are not seen
+    /// by `f`.
     pub async fn io<R>(
         &self,
         write: bool,
+        wait_first: bool,
         mut f: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
     ) -> io::Result<R> {
         match self {
@@ -127,12 +130,17 @@ impl Stream {
                     }
                 }
             }
-            Stream::Uring(u) => loop {
-                match f(u.fd().as_fd()) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.ready(write).await?,
-                    r => return r,
+            Stream::Uring(u) => {
+                if wait_first {
+                    u.ready(write).await?;
                 }
-            },
+                loop {
+                    match f(u.fd().as_fd()) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.ready(write).await?,
+                        r => return r,
+                    }
+                }
+            }
         }
     }
 

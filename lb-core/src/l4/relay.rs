@@ -141,9 +141,12 @@ async fn splice_pump(
 ) -> io::Result<()> {
     let (pipe_r, pipe_w) = pipe;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    // After a read smaller than a full chunk the socket is most likely
+    // drained: the next read waits for readiness before trying.
+    let mut drained = false;
     loop {
         let n = src
-            .io(false, |fd| {
+            .io(false, drained, |fd| {
                 Ok(splice(fd, None, pipe_w, None, SPLICE_CHUNK, flags)?)
             })
             .await?;
@@ -151,10 +154,13 @@ async fn splice_pump(
             dst.shutdown_write()?;
             return Ok(());
         }
+        drained = n < SPLICE_CHUNK;
         let mut left = n;
         while left > 0 {
             left -= dst
-                .io(true, |fd| Ok(splice(pipe_r, None, fd, None, left, flags)?))
+                .io(true, false, |fd| {
+                    Ok(splice(pipe_r, None, fd, None, left, flags)?)
+                })
                 .await?;
         }
         count.set(count.get() + n as u64);
