@@ -243,3 +243,56 @@ fn half_close_passes_through_and_reload_keeps_established_connections() {
         );
     }
 }
+
+#[test]
+fn ipv6_vip_reaches_ipv4_endpoints_and_a_connection_keeps_its_endpoint_when_one_is_added() {
+    let (_servers, eps) = backends(3);
+    let port = free_port();
+    let svc = |n: usize| {
+        l4_service(
+            "dual",
+            "LoadBalancer",
+            port,
+            "  loadBalancerIP: \"::1\"\n",
+            &eps[..n],
+        )
+    };
+    let lb = Lb::start("l4-v6", &[("svc.yaml", &svc(1))], "");
+    let addr: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    assert_eq!(
+        backend_via(addr).as_deref(),
+        Some("b0"),
+        "IPv6 client, IPv4 endpoint"
+    );
+
+    // A keep-alive connection to b0, then two more endpoints appear.
+    let mut kept = TcpStream::connect(addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let who = |s: &mut TcpStream| {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: l4\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !got.ends_with(b"}") && !got.ends_with(b"}\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let at = text.find("\"backend\":\"").unwrap() + 11;
+        text[at..].split('"').next().unwrap().to_owned()
+    };
+    assert_eq!(who(&mut kept), "b0");
+    let generation = lb.generation();
+    std::fs::write(lb.manifest_path("svc.yaml"), svc(3)).unwrap();
+    lb.wait_generation_above(generation, Duration::from_secs(10));
+    for _ in 0..5 {
+        assert_eq!(
+            who(&mut kept),
+            "b0",
+            "an established connection keeps its endpoint"
+        );
+    }
+    // New connections now spread over all three.
+    assert_eq!(counts(addr, 150).len(), 3);
+}
