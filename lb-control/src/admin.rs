@@ -115,7 +115,7 @@ impl AdminState {
             let n = c.sum(|w| &w.responses[i]);
             let _ = writeln!(out, "lb_http_responses_total{{code=\"{class}\"}} {n}");
         }
-        let gauges: [(&str, &str, &str, u64); 3] = [
+        let gauges: [(&str, &str, &str, u64); 6] = [
             (
                 "lb_upstream_errors_total",
                 "counter",
@@ -133,6 +133,24 @@ impl AdminState {
                 "counter",
                 "Downstream connections accepted.",
                 c.sum(|w| &w.accepted_connections),
+            ),
+            (
+                "lb_l4_connections_total",
+                "counter",
+                "L4 connections relayed to an endpoint.",
+                c.sum(|w| &w.l4_connections),
+            ),
+            (
+                "lb_l4_unserved_total",
+                "counter",
+                "L4 connections closed because no endpoint accepted them.",
+                c.sum(|w| &w.l4_unserved),
+            ),
+            (
+                "lb_l4_affinity_entries",
+                "gauge",
+                "Client-IP affinity entries held by the workers.",
+                c.sum(|w| &w.l4_affinity_entries),
             ),
         ];
         for (name, kind, help, value) in gauges {

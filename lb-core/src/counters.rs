@@ -35,6 +35,12 @@ impl Counter {
         );
     }
 
+    /// Sets the value (for gauges). Must only be called from the owning worker thread.
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
     /// Reads the current value (any thread).
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -52,6 +58,12 @@ pub struct WorkerCounters {
     pub active_connections: Counter,
     /// Downstream connections accepted in total.
     pub accepted_connections: Counter,
+    /// L4 connections relayed to an endpoint, in total.
+    pub l4_connections: Counter,
+    /// L4 connections that found no endpoint to connect to.
+    pub l4_unserved: Counter,
+    /// Entries in this worker's `sessionAffinity: ClientIP` tables (gauge).
+    pub l4_affinity_entries: Counter,
 }
 
 impl WorkerCounters {

@@ -182,9 +182,21 @@ fn client_ip_affinity_pins_every_connection_to_one_endpoint() {
         "  loadBalancerIP: 127.0.79.1\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n",
         &eps,
     );
-    let _lb = Lb::start("l4-sticky", &[("svc.yaml", &svc)], "");
+    let lb = Lb::start("l4-sticky", &[("svc.yaml", &svc)], "");
     let seen = counts(SocketAddr::from(([127, 0, 79, 1], port)), 60);
     assert_eq!(seen.len(), 1, "one client, one endpoint: {seen:?}");
+    let metrics = admin_get(lb.admin, "/metrics").unwrap().text();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(value("lb_l4_connections_total"), 60, "{metrics}");
+    assert_eq!(value("lb_l4_unserved_total"), 0);
+    // One client address; each worker that served it remembers it once.
+    let entries = value("lb_l4_affinity_entries");
+    assert!((1..=2).contains(&entries), "{entries} affinity entries");
 }
 
 #[test]

@@ -80,6 +80,11 @@ impl<S: HasL4> L4Proxy<S> {
                     list.retain(|a| *a != first);
                     list.insert(0, first);
                 }
+                let entries: usize = tables.values().map(ConnTrack::len).sum();
+                self.counters
+                    .worker(self.worker)
+                    .l4_affinity_entries
+                    .set(entries as u64);
                 list
             }
         }
@@ -111,7 +116,11 @@ impl<S: HasL4> ConnectionHandler for L4Proxy<S> {
                 }
             }
         }
+        if upstream.is_none() {
+            counters.l4_unserved.inc();
+        }
         if let Some(mut up) = upstream {
+            counters.l4_connections.inc();
             match relay(&mut client, &mut up, service.idle_timeout).await {
                 Ok(_) => {}
                 Err(RelayEnd::Idle(_)) => {
