@@ -263,19 +263,7 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
             ignored += 1;
         }
     }
-    served.sort_by(|(a, _), (b, _)| {
-        let ka = (
-            a.creation_timestamp().is_none(),
-            a.creation_timestamp(),
-            a.key(),
-        );
-        let kb = (
-            b.creation_timestamp().is_none(),
-            b.creation_timestamp(),
-            b.key(),
-        );
-        ka.cmp(&kb)
-    });
+    served.sort_by(|(a, _), (b, _)| a.age_key().cmp(&b.age_key()));
 
     // Plan every route and resolve its backend.
     let mut planned = Vec::new();

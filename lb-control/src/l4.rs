@@ -141,18 +141,7 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
             _ => None,
         })
         .collect();
-    services.sort_by(|(a, _), (b, _)| {
-        (
-            a.creation_timestamp().is_none(),
-            a.creation_timestamp(),
-            a.key(),
-        )
-            .cmp(&(
-                b.creation_timestamp().is_none(),
-                b.creation_timestamp(),
-                b.key(),
-            ))
-    });
+    services.sort_by(|(a, _), (b, _)| a.age_key().cmp(&b.age_key()));
     // Addresses requested explicitly are never handed out by allocation.
     let mut taken: BTreeSet<IpAddr> = services
         .iter()

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use std::os::fd::{AsFd, BorrowedFd};
 
+use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -50,51 +51,50 @@ impl Stream {
     /// the ring when this thread runs one, else through tokio.
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
         if uring::is_installed() {
-            let s = uring::connect(addr, timeout).await?;
-            let _ = socket2::SockRef::from(s.fd()).set_tcp_nodelay(true);
-            return Ok(Stream::Uring(s));
+            let s = Stream::Uring(uring::connect(addr, timeout).await?);
+            let _ = s.set_nodelay();
+            return Ok(s);
         }
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
             Ok(r) => {
-                let s = r?;
-                let _ = s.set_nodelay(true);
-                Ok(Stream::Epoll(s))
+                let s = Stream::Epoll(r?);
+                let _ = s.set_nodelay();
+                Ok(s)
             }
+        }
+    }
+
+    /// The socket, for socket options and plain socket calls.
+    fn sock(&self) -> SockRef<'_> {
+        match self {
+            Stream::Epoll(s) => SockRef::from(s),
+            Stream::Uring(s) => SockRef::from(s.fd()),
         }
     }
 
     /// Disables Nagle's algorithm.
     pub fn set_nodelay(&self) -> io::Result<()> {
-        match self {
-            Stream::Epoll(s) => s.set_nodelay(true),
-            Stream::Uring(s) => socket2::SockRef::from(s.fd()).set_tcp_nodelay(true),
-        }
+        self.sock().set_tcp_nodelay(true)
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Stream::Epoll(s) => s.peer_addr(),
-            Stream::Uring(s) => socket2::SockRef::from(s.fd())
-                .peer_addr()?
-                .as_socket()
-                .ok_or_else(|| io::Error::other("not an IP socket")),
-        }
+        self.sock()
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
     }
 
     /// Whether an idle connection still looks usable: nothing to read and
     /// not closed by the peer. Never waits.
     pub fn looks_alive(&self) -> bool {
-        let sock = match self {
-            Stream::Epoll(s) => socket2::SockRef::from(s),
-            Stream::Uring(s) => {
-                if s.has_buffered() {
-                    return false;
-                }
-                socket2::SockRef::from(s.fd())
-            }
-        };
+        if let Stream::Uring(s) = self
+            && s.has_buffered()
+        {
+            return false;
+        }
+        let sock = self.sock();
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         match sock.peek(&mut probe) {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
@@ -147,14 +147,7 @@ impl Stream {
     /// Shuts the sending direction down now (nothing is buffered to flush
     /// when only [`Stream::io`] wrote).
     pub fn shutdown_write(&self) -> io::Result<()> {
-        let sock = match self {
-            Stream::Epoll(s) => socket2::SockRef::from(s),
-            Stream::Uring(u) => socket2::SockRef::from(u.fd()),
-        };
-        match sock.shutdown(std::net::Shutdown::Write) {
-            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
-            _ => Ok(()),
-        }
+        shutdown_write(self.sock())
     }
 
     /// Splits into read and write halves borrowing the stream.
@@ -169,16 +162,14 @@ impl Stream {
     }
 }
 
+// The whole stream reads and writes through its halves: one dispatch for both.
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Epoll(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Uring(s) => s.poll_read_ref(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().split().0).poll_read(cx, buf)
     }
 }
 
@@ -188,24 +179,23 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Epoll(s) => Pin::new(s).poll_write(cx, data),
-            Stream::Uring(s) => s.poll_write_ref(cx, data),
-        }
+        Pin::new(&mut self.get_mut().split().1).poll_write(cx, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Epoll(s) => Pin::new(s).poll_flush(cx),
-            Stream::Uring(s) => s.poll_flush_ref(cx),
-        }
+        Pin::new(&mut self.get_mut().split().1).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Epoll(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Uring(s) => s.poll_shutdown_ref(cx),
-        }
+        Pin::new(&mut self.get_mut().split().1).poll_shutdown(cx)
+    }
+}
+
+/// Shuts a socket's sending direction down; a peer already gone is not an error.
+pub(crate) fn shutdown_write(sock: SockRef<'_>) -> io::Result<()> {
+    match sock.shutdown(std::net::Shutdown::Write) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
     }
 }
 

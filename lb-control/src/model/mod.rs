@@ -243,6 +243,13 @@ impl Object {
         self.meta().creation_timestamp.as_ref()
     }
 
+    /// Sort key for "the older object wins": creation time (objects without
+    /// one after all that have one), then kind, namespace and name.
+    pub fn age_key(&self) -> (bool, Option<&Time>, ObjectKey) {
+        let created = self.creation_timestamp();
+        (created.is_none(), created, self.key())
+    }
+
     /// A diagnostic located at this object.
     pub fn diagnostic(&self, d: Diagnostic) -> Diagnostic {
         let meta = self.meta();

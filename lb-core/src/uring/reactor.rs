@@ -378,6 +378,19 @@ impl Reactor {
     /// operation still in flight is cancelled and released on its last
     /// completion.
     pub fn abandon(&self, id: usize) {
+        self.let_go(id, true);
+    }
+
+    /// Stops waiting for an operation without cancelling it: it runs to its
+    /// end and its slot (with what it keeps) is released then.
+    pub fn detach(&self, id: usize) {
+        self.let_go(id, false);
+    }
+
+    /// Releases slot `id` now if its operation is over (closing descriptors
+    /// a multishot accept handed over meanwhile), else marks it abandoned so
+    /// its last completion releases it, queueing a cancel when `cancel`.
+    fn let_go(&self, id: usize, cancel: bool) {
         let mut slab = self.slab.borrow_mut();
         let Some(slot) = slab.get_mut(id) else {
             return;
@@ -400,31 +413,13 @@ impl Reactor {
         if kind == Kind::MultiFd {
             results.into_iter().for_each(close_result_fd);
         }
-        if !done {
+        if cancel && !done {
             let cancel = opcode::AsyncCancel::new(id as u64)
                 .build()
                 .user_data(IGNORED);
             // SAFETY: a cancel entry carries no pointers.
             unsafe { self.push_all(&[cancel]) };
         }
-    }
-
-    /// Stops waiting for an operation without cancelling it: it runs to its
-    /// end and its slot (with what it keeps) is released then.
-    pub fn detach(&self, id: usize) {
-        let mut slab = self.slab.borrow_mut();
-        let Some(slot) = slab.get_mut(id) else {
-            return;
-        };
-        let removed = if !slot.results.is_empty() || slot.finished {
-            slab.remove(id)
-        } else {
-            slot.abandoned = true;
-            slot.waker = None;
-            None
-        };
-        drop(slab);
-        drop(removed);
     }
 
     /// Queues a close of `fd` through the ring (no completion awaited).

@@ -200,16 +200,7 @@ impl UringStream {
             // SAFETY: the receive writes into `buf`'s heap memory, which the
             // keep owns (moving a Vec does not move its heap buffer) until
             // the completion; `fd` is held by the keep as well.
-            r.op = Some(unsafe {
-                self.reactor.submit(
-                    sqe,
-                    Keep {
-                        buf: Some(buf),
-                        fd: Some(Rc::clone(&self.fd)),
-                        ..Keep::default()
-                    },
-                )
-            });
+            r.op = Some(unsafe { self.submit_on_fd(sqe, Some(buf)) });
             r.pos = 0;
             r.end = 0;
         }
@@ -281,16 +272,7 @@ impl UringStream {
             .build();
         // SAFETY: the send reads `buf`'s heap memory, owned by the keep until
         // the completion; `fd` is held by the keep as well.
-        w.op = Some(unsafe {
-            self.reactor.submit(
-                sqe,
-                Keep {
-                    buf: Some(buf),
-                    fd: Some(Rc::clone(&self.fd)),
-                    ..Keep::default()
-                },
-            )
-        });
+        w.op = Some(unsafe { self.submit_on_fd(sqe, Some(buf)) });
         Poll::Ready(Ok(n))
     }
 
@@ -303,11 +285,24 @@ impl UringStream {
     /// Flushes, then shuts the sending direction down.
     pub fn poll_shutdown_ref(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_flush_ref(cx))?;
-        match socket2::SockRef::from(&*self.fd).shutdown(std::net::Shutdown::Write) {
-            Err(e) if e.kind() != io::ErrorKind::NotConnected => return Poll::Ready(Err(e)),
-            _ => {}
-        }
-        Poll::Ready(Ok(()))
+        Poll::Ready(crate::stream::shutdown_write(socket2::SockRef::from(
+            &*self.fd,
+        )))
+    }
+
+    /// Submits an operation on this stream's descriptor; its slot keeps the
+    /// descriptor and `buf` until the last completion.
+    ///
+    /// # Safety
+    /// Every pointer in `sqe` must point into `buf`'s heap memory.
+    unsafe fn submit_on_fd(&self, sqe: io_uring::squeue::Entry, buf: Option<Vec<u8>>) -> usize {
+        let keep = Keep {
+            buf,
+            fd: Some(Rc::clone(&self.fd)),
+            ..Keep::default()
+        };
+        // SAFETY: forwarded from the caller; the keep owns buffer and descriptor.
+        unsafe { self.reactor.submit(sqe, keep) }
     }
 
     /// Waits until the socket is readable (or, with `writable`, writable),
@@ -320,15 +315,7 @@ impl UringStream {
         };
         let sqe = opcode::PollAdd::new(types::Fd(self.fd.raw()), mask as u32).build();
         // SAFETY: a poll carries no pointers; the keep holds the descriptor.
-        let id = unsafe {
-            self.reactor.submit(
-                sqe,
-                Keep {
-                    fd: Some(Rc::clone(&self.fd)),
-                    ..Keep::default()
-                },
-            )
-        };
+        let id = unsafe { self.submit_on_fd(sqe, None) };
         OpFuture::new(Rc::clone(&self.reactor), id)
             .await
             .io_result()
