@@ -10,5 +10,6 @@ pub mod proxies;
 pub mod report;
 pub mod scenarios;
 pub mod sys;
+pub mod udp_echo;
 
 pub use echo::EchoServer;

@@ -115,7 +115,7 @@ impl AdminState {
             let n = c.sum(|w| &w.responses[i]);
             let _ = writeln!(out, "lb_http_responses_total{{code=\"{class}\"}} {n}");
         }
-        let gauges: [(&str, &str, &str, u64); 6] = [
+        let gauges: [(&str, &str, &str, u64); 9] = [
             (
                 "lb_upstream_errors_total",
                 "counter",
@@ -143,7 +143,7 @@ impl AdminState {
             (
                 "lb_l4_unserved_total",
                 "counter",
-                "L4 connections closed because no endpoint accepted them.",
+                "L4 connections (and new UDP flows) that found no endpoint.",
                 c.sum(|w| &w.l4_unserved),
             ),
             (
@@ -151,6 +151,24 @@ impl AdminState {
                 "gauge",
                 "Client-IP affinity entries held by the workers.",
                 c.sum(|w| &w.l4_affinity_entries),
+            ),
+            (
+                "lb_l4_datagrams_total",
+                "counter",
+                "UDP datagrams relayed, both directions.",
+                c.sum(|w| &w.l4_datagrams),
+            ),
+            (
+                "lb_l4_datagrams_dropped_total",
+                "counter",
+                "UDP datagrams dropped (no endpoint, buffer full, send error).",
+                c.sum(|w| &w.l4_datagrams_dropped),
+            ),
+            (
+                "lb_l4_udp_flows",
+                "gauge",
+                "UDP flows in the workers' connection-tracking tables.",
+                c.sum(|w| &w.l4_udp_flows),
             ),
         ];
         for (name, kind, help, value) in gauges {

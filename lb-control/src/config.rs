@@ -199,6 +199,14 @@ pub struct LoadBalancer {
     pub idle_timeout: Duration,
     /// Maglev lookup table size per Service port (a prime).
     pub maglev_table_size: u32,
+    /// A UDP flow with no datagram either way for this long ends.
+    #[serde(with = "duration_serde")]
+    pub udp_idle_timeout: Duration,
+    /// UDP flows tracked per worker and Service address (LRU beyond).
+    pub udp_flows: usize,
+    /// How long a UDP flow keeps an endpoint that left its Service.
+    #[serde(with = "duration_serde")]
+    pub endpoint_grace: Duration,
 }
 
 impl Default for LoadBalancer {
@@ -210,6 +218,9 @@ impl Default for LoadBalancer {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(3600),
             maglev_table_size: lb_core::maglev::DEFAULT_TABLE_SIZE,
+            udp_idle_timeout: Duration::from_secs(60),
+            udp_flows: 65_536,
+            endpoint_grace: Duration::from_secs(10),
         }
     }
 }
@@ -267,6 +278,12 @@ impl Config {
                 "loadbalancer.maglev_table_size: {m} is not a prime of at most {}",
                 lb_core::maglev::MAX_TABLE_SIZE
             ));
+        }
+        if self.loadbalancer.udp_idle_timeout.is_zero() {
+            return Err("loadbalancer.udp_idle_timeout: must be more than 0".into());
+        }
+        if self.loadbalancer.udp_flows == 0 {
+            return Err("loadbalancer.udp_flows: must be at least 1".into());
         }
         if self.node.name.is_empty() {
             return Err("node.name: must not be empty".into());
@@ -422,6 +439,21 @@ mod tests {
         assert_eq!(cfg.loadbalancer.maglev_table_size, 251);
         let err = parse("[loadbalancer]\nmaglev_table_size = 65536\n").unwrap_err();
         assert!(err.contains("maglev_table_size"), "{err}");
+    }
+
+    #[test]
+    fn udp_flow_keys_parse_and_zero_is_refused() {
+        let cfg = parse(
+            "[loadbalancer]\nudp_idle_timeout = \"5s\"\nudp_flows = 100\nendpoint_grace = \"0s\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.loadbalancer.udp_idle_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.loadbalancer.udp_flows, 100);
+        assert_eq!(cfg.loadbalancer.endpoint_grace, Duration::ZERO);
+        let err = parse("[loadbalancer]\nudp_flows = 0\n").unwrap_err();
+        assert!(err.contains("loadbalancer.udp_flows"), "{err}");
+        let err = parse("[loadbalancer]\nudp_idle_timeout = \"0s\"\n").unwrap_err();
+        assert!(err.contains("loadbalancer.udp_idle_timeout"), "{err}");
     }
 
     #[test]

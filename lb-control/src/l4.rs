@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use lb_core::flowhash::hash_bytes;
-use lb_core::l4::{L4Service, L4Snapshot};
+use lb_core::l4::{FlowSettings, L4Service, L4Snapshot};
 use lb_core::maglev::{MaglevEndpoint, MaglevTable};
 
 use crate::config::Config;
@@ -123,6 +123,13 @@ fn allocate(
     None
 }
 
+/// A table's endpoints sorted by address (for [`L4Service::has_endpoint`]).
+fn sorted_endpoints(table: &MaglevTable<SocketAddr>) -> Vec<SocketAddr> {
+    let mut v: Vec<SocketAddr> = table.endpoints().iter().map(|e| *e.value()).collect();
+    v.sort_unstable();
+    v
+}
+
 /// One Service port's listening addresses, before endpoints are resolved.
 struct Bind {
     addr: SocketAddr,
@@ -148,7 +155,12 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
         .filter_map(|(_, s)| s.value.spec.as_ref()?.load_balancer_ip.as_deref())
         .filter_map(|ip| ip.parse().ok())
         .collect();
-    let mut owner: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    // Who serves each (address, is UDP): TCP and UDP share port numbers.
+    let mut owner: BTreeMap<(SocketAddr, bool), String> = BTreeMap::new();
+    out.snapshot.flows = FlowSettings {
+        capacity: cfg.loadbalancer.udp_flows,
+        grace: cfg.loadbalancer.endpoint_grace,
+    };
     for (obj, svc) in services {
         let Some(spec) = svc.value.spec.as_ref() else {
             continue;
@@ -227,16 +239,20 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
         let mut status_ports: Vec<&ServicePort> = Vec::new();
         for (i, port) in spec.ports.iter().flatten().enumerate() {
             let protocol = port.protocol.as_deref().unwrap_or("TCP");
-            if protocol != "TCP" {
-                out.diagnostics.push(obj.diagnostic(
-                    Diagnostic::warning(format!(
-                        "port {} is {protocol}; lb serves TCP Service ports only in this version",
-                        port.port
-                    ))
-                    .field(format!("spec.ports[{i}].protocol")),
-                ));
-                continue;
-            }
+            let udp = match protocol {
+                "TCP" => false,
+                "UDP" => true,
+                other => {
+                    out.diagnostics.push(obj.diagnostic(
+                        Diagnostic::warning(format!(
+                            "port {} is {other}; lb serves TCP and UDP Service ports only (SCTP is not supported)",
+                            port.port
+                        ))
+                        .field(format!("spec.ports[{i}].protocol")),
+                    ));
+                    continue;
+                }
+            };
             let Ok(number) = u16::try_from(port.port) else {
                 continue;
             };
@@ -293,25 +309,34 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
             );
             let mut on_vip = false;
             for b in binds {
-                if let Some(first) = owner.get(&b.addr) {
+                if let Some(first) = owner.get(&(b.addr, udp)) {
                     out.diagnostics.push(obj.diagnostic(
-                        Diagnostic::warning(format!("{} is already served by {first} (older); not served for this Service", b.addr))
+                        Diagnostic::warning(format!("{} ({protocol}) is already served by {first} (older); not served for this Service", b.addr))
                             .field(format!("spec.ports[{i}]")),
                     ));
                     continue;
                 }
-                owner.insert(b.addr, label.clone());
+                owner.insert((b.addr, udp), label.clone());
                 on_vip |= b.via == "loadBalancer";
-                out.snapshot.services.insert(
+                let map = if udp {
+                    &mut out.snapshot.udp
+                } else {
+                    &mut out.snapshot.services
+                };
+                map.insert(
                     b.addr,
                     L4Service {
                         name: label.clone(),
                         via: b.via,
-                        endpoints: table.endpoints().iter().map(|e| *e.value()).collect(),
+                        endpoints: sorted_endpoints(&table),
                         table: table.clone(),
                         affinity,
                         connect_timeout: cfg.loadbalancer.connect_timeout,
-                        idle_timeout: cfg.loadbalancer.idle_timeout,
+                        idle_timeout: if udp {
+                            cfg.loadbalancer.udp_idle_timeout
+                        } else {
+                            cfg.loadbalancer.idle_timeout
+                        },
                     },
                 );
             }

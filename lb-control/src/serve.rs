@@ -2,8 +2,6 @@
 //! bind the listeners, start one worker per core, then react to file changes
 //! (reload), SIGHUP (reload) and SIGTERM/SIGINT (drain and exit 0).
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -199,11 +197,11 @@ fn apply(state: &AdminState, cfg: &Config, source: &mut FileSource, l4: &mut L4L
     let start = std::time::Instant::now();
     let compiled = load_and_compile(cfg, source);
     state.set_compile_time(start.elapsed());
-    let wanted: BTreeSet<SocketAddr> = compiled.snapshot.l4.services.keys().copied().collect();
+    let wanted = L4Listeners::wanted(&compiled.snapshot.l4);
     l4.remove_stale(&wanted);
     publish(state, cfg, compiled);
-    for (addr, error) in l4.add_missing(&wanted) {
-        tracing::error!(%addr, "L4 address not served: {error}");
+    for (protocol, addr, error) in l4.add_missing(&wanted) {
+        tracing::error!(%addr, ?protocol, "L4 address not served: {error}");
     }
 }
 
@@ -221,6 +219,14 @@ impl ConnectionHandler for Dispatch {
         } else {
             Rc::clone(&self.http).serve(conn, drain).await;
         }
+    }
+
+    fn serve_datagrams(
+        self: Rc<Self>,
+        socket: lb_core::datagram::Datagram,
+        tag: u32,
+    ) -> impl Future<Output = ()> + 'static {
+        Rc::clone(&self.l4).serve_datagrams(socket, tag)
     }
 }
 

@@ -139,6 +139,9 @@ pub struct ConnTrack<K, B> {
     backends: HashMap<B, BackendState>,
     draining: Vec<B>,
     stats: ConnTrackStats,
+    /// Keys the table dropped by itself (evicted, expired, drained), kept
+    /// for [`ConnTrack::drain_dropped`] when recording is on.
+    dropped: Option<Vec<K>>,
 }
 
 impl<K: Hash + Eq + Clone, B: Hash + Eq + Clone> ConnTrack<K, B> {
@@ -158,6 +161,38 @@ impl<K: Hash + Eq + Clone, B: Hash + Eq + Clone> ConnTrack<K, B> {
             backends: HashMap::new(),
             draining: Vec::new(),
             stats: ConnTrackStats::default(),
+            dropped: None,
+        }
+    }
+
+    /// Makes the table remember the keys it drops by itself (LRU eviction,
+    /// idle expiry, drained backends), so a caller keeping per-flow state
+    /// beside the table (a UDP flow's socket) can release it.
+    pub fn record_dropped(mut self) -> Self {
+        self.dropped = Some(Vec::new());
+        self
+    }
+
+    /// Takes the keys dropped since the last call (empty unless
+    /// [`ConnTrack::record_dropped`] was set). Keys removed by the caller
+    /// ([`ConnTrack::remove`], [`ConnTrack::clear`]) are not included.
+    pub fn drain_dropped(&mut self) -> Vec<K> {
+        self.dropped
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Changes timeouts and capacity in place, keeping the entries (the
+    /// least recently used are dropped while over a smaller capacity).
+    pub fn reconfigure(&mut self, config: ConnTrackConfig) {
+        self.config = ConnTrackConfig {
+            capacity: config.capacity.min(MAX_CAPACITY),
+            ..config
+        };
+        while self.index.len() > self.config.capacity && self.tail != NIL {
+            self.stats.evicted += 1;
+            self.remove_node(self.tail);
         }
     }
 
@@ -259,7 +294,8 @@ impl<K: Hash + Eq + Clone, B: Hash + Eq + Clone> ConnTrack<K, B> {
     /// Forgets flow `key` (connection closed) and returns its backend.
     pub fn remove(&mut self, key: &K) -> Option<B> {
         let &i = self.index.get(key)?;
-        self.remove_node(i).map(|e| e.backend)
+        let entry = self.unlink_entry(i)?;
+        Some(entry.backend)
     }
 
     /// Tells the table which backends are in the current endpoint set (call when
@@ -348,6 +384,9 @@ impl<K: Hash + Eq + Clone, B: Hash + Eq + Clone> ConnTrack<K, B> {
         self.nodes.clear();
         self.backends.clear();
         self.draining.clear();
+        if let Some(dropped) = self.dropped.as_mut() {
+            dropped.clear();
+        }
         self.free = NIL;
         self.head = NIL;
         self.tail = NIL;
@@ -460,7 +499,16 @@ impl<K: Hash + Eq + Clone, B: Hash + Eq + Clone> ConnTrack<K, B> {
         self.push_front(i);
     }
 
+    /// Removes a node the table decided to drop, recording its key.
     fn remove_node(&mut self, i: u32) -> Option<Entry<K, B>> {
+        let entry = self.unlink_entry(i)?;
+        if let Some(dropped) = self.dropped.as_mut() {
+            dropped.push(entry.key.clone());
+        }
+        Some(entry)
+    }
+
+    fn unlink_entry(&mut self, i: u32) -> Option<Entry<K, B>> {
         self.unlink(i);
         let node = &mut self.nodes[i as usize];
         let entry = node.entry.take()?;
@@ -772,6 +820,50 @@ mod tests {
             }
             assert_eq!(t.len(), model.len());
         }
+        check(&t);
+    }
+
+    #[test]
+    fn dropped_keys_are_recorded_but_not_caller_removals() {
+        let t0 = Instant::now();
+        let mut t = flows(2).record_dropped();
+        t.lookup_or_insert(1, t0, || Some("a"));
+        t.lookup_or_insert(2, t0, || Some("b"));
+        // Full: inserting 3 evicts the least recently used (1).
+        t.lookup_or_insert(3, secs(t0, 1), || Some("a"));
+        assert_eq!(t.drain_dropped(), vec![1]);
+        t.remove(&2);
+        assert!(
+            t.drain_dropped().is_empty(),
+            "caller removals are not recorded"
+        );
+        // Idle expiry is recorded.
+        t.expire(secs(t0, 1) + IDLE);
+        assert_eq!(t.drain_dropped(), vec![3]);
+        // Drained backends are recorded once the grace period is over.
+        t.lookup_or_insert(4, t0, || Some("gone"));
+        t.update_endpoints(t0, |b| *b != "gone");
+        t.expire(t0 + GRACE);
+        assert_eq!(t.drain_dropped(), vec![4]);
+        check(&t);
+        // Without recording nothing is kept.
+        let mut plain = flows(1);
+        plain.lookup_or_insert(1, t0, || Some("a"));
+        plain.lookup_or_insert(2, t0, || Some("a"));
+        assert!(plain.drain_dropped().is_empty());
+    }
+
+    #[test]
+    fn reconfigure_shrinks_from_the_least_recently_used_end() {
+        let t0 = Instant::now();
+        let mut t = flows(4).record_dropped();
+        for k in 1..=4 {
+            t.lookup_or_insert(k, secs(t0, u64::from(k)), || Some("a"));
+        }
+        t.reconfigure(ConnTrackConfig::flows(2, IDLE, GRACE));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.drain_dropped(), vec![1, 2]);
+        assert_eq!(t.get(&4, secs(t0, 5)), Some(&"a"));
         check(&t);
     }
 }

@@ -64,6 +64,12 @@ pub struct WorkerCounters {
     pub l4_unserved: Counter,
     /// Entries in this worker's `sessionAffinity: ClientIP` tables (gauge).
     pub l4_affinity_entries: Counter,
+    /// UDP datagrams relayed (both directions), in total.
+    pub l4_datagrams: Counter,
+    /// UDP datagrams dropped (no endpoint, socket buffer full, send error).
+    pub l4_datagrams_dropped: Counter,
+    /// UDP flows in this worker's connection-tracking tables (gauge).
+    pub l4_udp_flows: Counter,
 }
 
 impl WorkerCounters {

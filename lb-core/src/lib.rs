@@ -7,6 +7,7 @@
 
 pub mod conntrack;
 pub mod counters;
+pub mod datagram;
 pub mod error;
 pub mod flowhash;
 pub mod l4;

@@ -1,7 +1,8 @@
 //! Listening sockets: one SO_REUSEPORT socket per worker per address, so the
-//! kernel spreads new connections across workers without a shared accept queue.
+//! kernel spreads new connections across workers without a shared accept queue
+//! (and, for UDP, each client flow's datagrams to one worker by 4-tuple hash).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -34,6 +35,31 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener, Error> {
         Ok(socket.into())
     };
     bind().map_err(|source| Error::Bind { addr, source })
+}
+
+/// Binds a non-blocking UDP socket on `addr` with SO_REUSEADDR, SO_REUSEPORT
+/// and IP_FREEBIND set. Datagrams sent from it leave from `addr`.
+pub fn bind_udp_reuseport(addr: SocketAddr) -> Result<UdpSocket, Error> {
+    let bind = || -> std::io::Result<UdpSocket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+            socket.set_freebind_v6(true)?;
+        } else {
+            socket.set_freebind_v4(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        Ok(socket.into())
+    };
+    bind().map_err(|source| Error::Bind { addr, source })
+}
+
+/// Binds `workers` UDP sockets on `addr`, one per worker.
+pub fn bind_udp_per_worker(addr: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, Error> {
+    (0..workers).map(|_| bind_udp_reuseport(addr)).collect()
 }
 
 /// Binds `workers` listeners on every address in `addrs`. The result is indexed

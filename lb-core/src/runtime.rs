@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Error;
+use crate::datagram::Datagram;
 use crate::stream::{IoMode, Stream};
 use crate::uring::{self, UringListener};
 
@@ -85,6 +86,19 @@ pub struct Accepted {
 pub trait ConnectionHandler: 'static {
     /// Serves one connection to completion. `drain` tells it when to wind down.
     fn serve(self: Rc<Self>, conn: Accepted, drain: Drain) -> impl Future<Output = ()> + 'static;
+
+    /// Serves the datagrams arriving on one UDP socket (added with
+    /// [`ListenerCommand::AddDatagram`]) until the future is dropped, which
+    /// happens when the socket is removed or the worker drains. The default
+    /// ignores them.
+    fn serve_datagrams(
+        self: Rc<Self>,
+        socket: Datagram,
+        tag: u32,
+    ) -> impl Future<Output = ()> + 'static {
+        let _ = (socket, tag);
+        std::future::ready(())
+    }
 }
 
 /// What every worker needs to start.
@@ -258,6 +272,12 @@ async fn run_worker<H: ConnectionHandler>(
                     dynamic.insert(id, (stop_tx, task));
                 }
             }
+            Some(ListenerCommand::AddDatagram { id, tag, socket }) => {
+                let (stop_tx, stop_rx) = oneshot::channel();
+                if let Some(task) = ctx.spawn_datagrams(socket, tag, stop_rx) {
+                    dynamic.insert(id, (stop_tx, task));
+                }
+            }
             Some(ListenerCommand::Remove { id }) => {
                 if let Some((stop, task)) = dynamic.remove(&id) {
                     let _ = stop.send(());
@@ -300,8 +320,17 @@ pub enum ListenerCommand {
         /// This worker's SO_REUSEPORT socket for the address.
         listener: StdListener,
     },
+    /// Start serving datagrams on `socket` ([`ConnectionHandler::serve_datagrams`]).
+    AddDatagram {
+        /// Identifies the socket for a later `Remove`.
+        id: u64,
+        /// Handed to the handler with the socket.
+        tag: u32,
+        /// This worker's SO_REUSEPORT UDP socket for the address.
+        socket: std::net::UdpSocket,
+    },
     /// Stop accepting on listener `id` and close it; connections it accepted
-    /// carry on.
+    /// carry on. For a UDP socket, its flows end with it.
     Remove {
         /// The id given to `Add`.
         id: u64,
@@ -316,6 +345,32 @@ struct AcceptCtx<H> {
 }
 
 impl<H: ConnectionHandler> AcceptCtx<H> {
+    /// Spawns the datagram loop of one UDP socket; it ends on drain or `stop`.
+    fn spawn_datagrams(
+        &self,
+        socket: std::net::UdpSocket,
+        tag: u32,
+        stop: oneshot::Receiver<()>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let socket = match Datagram::new(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(worker = self.index, error = %e, "cannot register UDP socket");
+                return None;
+            }
+        };
+        let serve = Rc::clone(&self.handler).serve_datagrams(socket, tag);
+        let mut drain = self.drain.clone();
+        Some(tokio::task::spawn_local(async move {
+            tokio::select! {
+                biased;
+                _ = drain.wait() => {}
+                _ = stop => {}
+                _ = serve => {}
+            }
+        }))
+    }
+
     /// Spawns the accept loop of one listener; it ends on drain or `stop`.
     fn spawn(
         &self,

@@ -15,7 +15,13 @@ use crate::support::{Lb, admin_get, free_port};
 
 /// A Service of `type` with one TCP port `port` (and `extra` spec lines)
 /// whose EndpointSlice lists `endpoints` (all on `target_port`).
-fn l4_service(name: &str, kind: &str, port: u16, extra: &str, endpoints: &[SocketAddr]) -> String {
+pub(crate) fn l4_service(
+    name: &str,
+    kind: &str,
+    port: u16,
+    extra: &str,
+    endpoints: &[SocketAddr],
+) -> String {
     let target = endpoints.first().map_or(1, SocketAddr::port);
     let addrs: Vec<String> = endpoints
         .iter()

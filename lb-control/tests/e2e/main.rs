@@ -13,3 +13,4 @@ mod metrics;
 mod quickstart;
 mod reload;
 mod routing;
+mod udp;

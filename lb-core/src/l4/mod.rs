@@ -1,10 +1,11 @@
-//! L4 (TCP) load balancing of Kubernetes Services: the compiled L4 part of a
-//! snapshot ([`L4Snapshot`]: one [`L4Service`] per listening address with its
-//! Maglev table), the per-worker connection handler ([`L4Proxy`]) and the
-//! byte relay ([`relay`]).
+//! L4 (TCP and UDP) load balancing of Kubernetes Services: the compiled L4
+//! part of a snapshot ([`L4Snapshot`]: one [`L4Service`] per listening address
+//! and protocol with its Maglev table), the per-worker handler ([`L4Proxy`]),
+//! the TCP byte relay ([`relay`]) and the UDP flow relay (`udp`).
 
 mod proxy;
 pub mod relay;
+mod udp;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ pub struct L4Service {
     pub name: String,
     /// Why this address serves the Service: `loadBalancer`, `externalIP` or `nodePort`.
     pub via: &'static str,
-    /// The endpoints, in the table's (sorted) order.
+    /// The endpoints, sorted by address.
     pub endpoints: Vec<SocketAddr>,
     /// Consistent-hash table over `endpoints` (Maglev).
     #[serde(skip)]
@@ -36,17 +37,50 @@ pub struct L4Service {
     pub idle_timeout: Duration,
 }
 
+impl L4Service {
+    /// Whether `addr` is one of the endpoints (they are sorted).
+    pub fn has_endpoint(&self, addr: &SocketAddr) -> bool {
+        self.endpoints.binary_search(addr).is_ok()
+    }
+}
+
 /// The L4 part of a snapshot: what each listening address serves.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct L4Snapshot {
-    /// Services by the exact address they listen on.
+    /// TCP Services by the exact address they listen on.
     pub services: BTreeMap<SocketAddr, L4Service>,
+    /// UDP Services by the exact address they listen on.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub udp: BTreeMap<SocketAddr, L4Service>,
+    /// UDP flow tracking: entries per worker and address, and how long a
+    /// flow keeps an endpoint that left its Service.
+    #[serde(skip)]
+    pub flows: FlowSettings,
+}
+
+/// Sizing of the per-worker UDP flow tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowSettings {
+    /// Flows tracked per worker and address; the least recently used flow
+    /// is dropped to make room.
+    pub capacity: usize,
+    /// How long a flow keeps an endpoint that left the Service.
+    pub grace: Duration,
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        Self {
+            capacity: 65_536,
+            grace: Duration::from_secs(10),
+        }
+    }
 }
 
 impl L4Snapshot {
     /// Whether no address is served.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
+        self.services.is_empty() && self.udp.is_empty()
     }
 }
 

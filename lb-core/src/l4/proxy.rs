@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::conntrack::{ConnTrack, ConnTrackConfig};
 use crate::counters::CounterSet;
+use crate::datagram::Datagram;
 use crate::flowhash::{Protocol, client_ip_hash, flow_hash};
 use crate::runtime::{Accepted, ConnectionHandler, Drain};
 use crate::snapshot::{LocalSnapshot, SnapshotCell};
@@ -26,11 +27,12 @@ const AFFINITY_ENTRIES: usize = 65_536;
 
 /// One worker's L4 handler.
 pub struct L4Proxy<S: HasL4> {
-    snapshot: LocalSnapshot<S>,
-    counters: Arc<CounterSet>,
-    worker: usize,
-    /// `sessionAffinity: ClientIP`: per service address, client IP -> endpoint.
-    affinity: RefCell<HashMap<SocketAddr, ConnTrack<IpAddr, SocketAddr>>>,
+    pub(super) snapshot: LocalSnapshot<S>,
+    pub(super) counters: Arc<CounterSet>,
+    pub(super) worker: usize,
+    /// `sessionAffinity: ClientIP`: per service address and protocol, client
+    /// IP -> endpoint.
+    affinity: RefCell<HashMap<(SocketAddr, Protocol), ConnTrack<IpAddr, SocketAddr>>>,
 }
 
 impl<S: HasL4> std::fmt::Debug for L4Proxy<S> {
@@ -52,16 +54,22 @@ impl<S: HasL4> L4Proxy<S> {
         }
     }
 
-    /// The endpoints to try for a connection from `peer` to `local`.
-    fn choose(&self, service: &L4Service, peer: SocketAddr, local: SocketAddr) -> Vec<SocketAddr> {
+    /// The endpoints to try for a flow from `peer` to `local`.
+    pub(super) fn choose(
+        &self,
+        service: &L4Service,
+        peer: SocketAddr,
+        local: SocketAddr,
+        protocol: Protocol,
+    ) -> Vec<SocketAddr> {
         match service.affinity {
-            None => candidates(service, flow_hash(peer, local, Protocol::Tcp)),
+            None => candidates(service, flow_hash(peer, local, protocol)),
             Some(timeout) => {
                 let now = Instant::now();
                 let mut tables = self.affinity.borrow_mut();
                 let config = ConnTrackConfig::session_affinity(AFFINITY_ENTRIES, timeout);
                 let table = tables
-                    .entry(local)
+                    .entry((local, protocol))
                     .or_insert_with(|| ConnTrack::new(config));
                 if *table.config() != config {
                     *table = ConnTrack::new(config);
@@ -70,7 +78,7 @@ impl<S: HasL4> L4Proxy<S> {
                 // A remembered endpoint that left the Service is forgotten.
                 if table
                     .get(&ip, now)
-                    .is_some_and(|b| !service.endpoints.contains(b))
+                    .is_some_and(|b| !service.has_endpoint(b))
                 {
                     table.remove(&ip);
                 }
@@ -104,7 +112,7 @@ impl<S: HasL4> ConnectionHandler for L4Proxy<S> {
         };
         let mut client = conn.stream;
         let mut upstream = None;
-        for addr in self.choose(service, conn.peer, conn.local) {
+        for addr in self.choose(service, conn.peer, conn.local, Protocol::Tcp) {
             match Stream::connect(addr, service.connect_timeout).await {
                 Ok(s) => {
                     upstream = Some(s);
@@ -132,5 +140,13 @@ impl<S: HasL4> ConnectionHandler for L4Proxy<S> {
             }
         }
         counters.active_connections.dec();
+    }
+
+    fn serve_datagrams(
+        self: Rc<Self>,
+        socket: Datagram,
+        _tag: u32,
+    ) -> impl Future<Output = ()> + 'static {
+        super::udp::serve(self, socket)
     }
 }

@@ -9,8 +9,10 @@
 //!   kernel still uses.
 //! - [`stream`] has the TCP listener (multishot accept) and stream (recv,
 //!   send, connect with a linked timeout, close through the ring).
+//! - [`socket`] has a readiness-only socket (polls on the ring) for UDP.
 
 pub(crate) mod reactor;
+pub mod socket;
 pub mod stream;
 
 use std::cell::RefCell;
@@ -19,6 +21,7 @@ use std::rc::Rc;
 
 use reactor::Reactor;
 pub use reactor::SockFd;
+pub use socket::UringSocket;
 pub use stream::{UringListener, UringStream};
 
 thread_local! {
@@ -115,6 +118,11 @@ fn current() -> io::Result<Rc<Reactor>> {
 /// Wraps a listening socket for accepting on this thread's ring.
 pub fn listener(l: std::net::TcpListener) -> io::Result<UringListener> {
     Ok(UringListener::new(current()?, l))
+}
+
+/// Wraps a socket for readiness polls on this thread's ring.
+pub fn socket(fd: std::os::fd::OwnedFd) -> io::Result<UringSocket> {
+    Ok(UringSocket::new(current()?, fd))
 }
 
 /// Connects on this thread's ring with a linked timeout.

@@ -178,6 +178,14 @@ impl Lb {
             .expect("generation in /metrics")
     }
 
+    /// The value of an unlabelled series in `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let m = admin_get(self.admin, "/metrics").expect("metrics").text();
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{m}"))
+    }
+
     /// Waits until the generation is greater than `than`.
     pub fn wait_generation_above(&self, than: u64, limit: Duration) -> u64 {
         let start = Instant::now();
