@@ -115,7 +115,7 @@ impl AdminState {
             let n = c.sum(|w| &w.responses[i]);
             let _ = writeln!(out, "lb_http_responses_total{{code=\"{class}\"}} {n}");
         }
-        let gauges: [(&str, &str, &str, u64); 9] = [
+        let gauges: [(&str, &str, &str, u64); 10] = [
             (
                 "lb_upstream_errors_total",
                 "counter",
@@ -169,6 +169,12 @@ impl AdminState {
                 "gauge",
                 "UDP flows in the workers' connection-tracking tables.",
                 c.sum(|w| &w.l4_udp_flows),
+            ),
+            (
+                "lb_tls_handshake_errors_total",
+                "counter",
+                "TLS handshakes that failed (no certificate, timeout, protocol error).",
+                c.sum(|w| &w.tls_handshake_errors),
             ),
         ];
         for (name, kind, help, value) in gauges {

@@ -17,6 +17,8 @@ use k8s_openapi::api::networking::v1::{
     IngressBackend, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressPortStatus,
     IngressStatus,
 };
+use lb_http::balance::{HashOn, Policy};
+use lb_http::route::RouteOrigin;
 use lb_http::{
     Backend, BackendId, HostMatch, HttpSnapshot, PathKind, RouteTableBuilder, RouteTarget,
 };
@@ -32,6 +34,8 @@ use crate::store::Store;
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 /// The pre-IngressClass annotation naming an Ingress's class.
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+/// Ingress annotation choosing how an endpoint is picked per request.
+pub const LOAD_BALANCE_ANNOTATION: &str = "lb.example.com/load-balance";
 pub use crate::endpoints::SERVICE_NAME_LABEL;
 
 /// Everything one compilation produces.
@@ -183,12 +187,22 @@ struct BackendKey {
     namespace: String,
     service: String,
     port: PortRef,
+    /// From the Ingress annotation (or the Service's session affinity).
+    policy: Policy,
 }
 
 impl BackendKey {
     fn name(&self) -> String {
         format!("{}/{}:{}", self.namespace, self.service, self.port)
     }
+}
+
+/// The (namespace, Service) pairs the backends refer to.
+fn backends_services<V>(backends: &BTreeMap<BackendKey, V>) -> BTreeSet<(String, String)> {
+    backends
+        .keys()
+        .map(|k| (k.namespace.clone(), k.service.clone()))
+        .collect()
 }
 
 /// A route (or the default backend) planned before backend ids are assigned.
@@ -198,7 +212,11 @@ struct Planned<'a> {
     rule: Option<(HostMatch, String, PathKind)>,
     field: String,
     source: String,
+    /// `pathType` as written (`None` for `spec.defaultBackend`).
+    path_type: Option<String>,
     backend: BackendKey,
+    /// Whether the Ingress chose the policy (else Service affinity may).
+    policy_set: bool,
 }
 
 /// Finds the Service port an Ingress backend names; when a number is used
@@ -268,7 +286,7 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
     // Plan every route and resolve its backend.
     let mut planned = Vec::new();
     for (obj, ing) in &served {
-        plan_ingress(obj, ing, &mut planned);
+        plan_ingress(obj, ing, &mut planned, &mut diags);
     }
     let mut backends: BTreeMap<BackendKey, Vec<SocketAddr>> = BTreeMap::new();
     let slices = SliceIndex::new(store);
@@ -296,6 +314,15 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
                 }
                 Some(sp) => {
                     p.backend.port = PortRef::Number(sp.port);
+                    if !p.policy_set
+                        && s.value
+                            .spec
+                            .as_ref()
+                            .and_then(|x| x.session_affinity.as_deref())
+                            == Some("ClientIP")
+                    {
+                        p.backend.policy = Policy::Hash(HashOn::ClientIp);
+                    }
                     if !backends.contains_key(&p.backend) {
                         // Ingress (and Gateway) routing is ClusterIP traffic.
                         let selection = crate::endpoints::select(
@@ -336,9 +363,19 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
             backend,
             source: p.source.clone(),
         };
+        let key = p.ingress.key();
+        let origin = Some(RouteOrigin {
+            kind: key.kind,
+            namespace: key.namespace.unwrap_or_default(),
+            name: key.name,
+            field: p.field.clone(),
+            path_type: p.path_type.clone(),
+        });
         let result = match &p.rule {
-            Some((host, path, kind)) => builder.add(host.clone(), path, *kind, target),
-            None => builder.set_default(target),
+            Some((host, path, kind)) => {
+                builder.add_with_origin(host.clone(), path, *kind, target, origin)
+            }
+            None => builder.set_default_with_origin(target, origin),
         };
         if let Err(conflict) = result {
             let what = match &p.rule {
@@ -364,11 +401,32 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
         }
     }
     let routes = builder.build();
+    let health_checks = crate::health::checks(store, &backends_services(&backends), &mut diags);
     let backends: Vec<Backend> = backends
         .into_iter()
-        .map(|(k, endpoints)| Backend {
-            name: k.name(),
-            endpoints,
+        .map(|(k, endpoints)| {
+            // appProtocol of the Service port: h2c (gRPC) or HTTP/1.1.
+            let app_protocol = match store.find("Service", Some(&k.namespace), &k.service) {
+                Some(Object::Service(s)) => {
+                    find_service_port(&s.value, &k.port).and_then(|sp| sp.app_protocol.clone())
+                }
+                _ => None,
+            };
+            let protocol = match app_protocol.as_deref() {
+                Some("kubernetes.io/h2c" | "h2c" | "grpc") => {
+                    lb_http::snapshot::UpstreamProtocol::H2c
+                }
+                _ => lb_http::snapshot::UpstreamProtocol::Http1,
+            };
+            Backend {
+                name: k.name(),
+                endpoints,
+                protocol,
+                policy: k.policy.clone(),
+                health: health_checks
+                    .get(&(k.namespace.clone(), k.service.clone()))
+                    .cloned(),
+            }
         })
         .collect();
 
@@ -377,6 +435,10 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
 
     let mut status_of: Vec<_> = served.iter().map(|(o, _)| o.key()).collect();
     status_of.sort();
+    let served_refs: Vec<(&Object, &Typed<k8s_openapi::api::networking::v1::Ingress>)> =
+        served.iter().map(|(o, i)| (*o, &***i)).collect();
+    let mut tls = crate::tls::compile_tls(store, cfg, &served_refs);
+    diags.append(&mut tls.diagnostics);
     let lb_status = load_balancer_status(cfg);
     let mut status: Vec<serde_json::Value> = status_of
         .into_iter()
@@ -404,6 +466,9 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
         snapshot: HttpSnapshot {
             routes,
             backends,
+            tls: tls.certs,
+            https_redirect: tls.redirect,
+            https_port: tls.https_port,
             l4: l4.snapshot,
         },
         diagnostics: diags,
@@ -426,10 +491,32 @@ fn plan_ingress<'a>(
     obj: &'a Object,
     ing: &Typed<k8s_openapi::api::networking::v1::Ingress>,
     out: &mut Vec<Planned<'a>>,
+    diags: &mut Vec<Diagnostic>,
 ) {
     let Some(spec) = &ing.value.spec else { return };
     let ns = ing.value.metadata.namespace.clone().unwrap_or_default();
     let name = ing.value.metadata.name.clone().unwrap_or_default();
+    let annotation = ing
+        .value
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LOAD_BALANCE_ANNOTATION));
+    let policy = match annotation.map(|v| Policy::parse(v)) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            diags.push(
+                obj.diagnostic(
+                    Diagnostic::warning(format!("{e}; round robin is used"))
+                        .field(format!("metadata.annotations[{LOAD_BALANCE_ANNOTATION}]")),
+                ),
+            );
+            None
+        }
+    };
+    let policy_set = policy.is_some();
+    let policy = policy.unwrap_or_default();
     for (r, rule) in spec.rules.as_deref().unwrap_or_default().iter().enumerate() {
         let Some(http) = &rule.http else { continue };
         let host = HostMatch::parse(rule.host.as_deref().unwrap_or(""));
@@ -452,11 +539,14 @@ fn plan_ingress<'a>(
                 rule: Some((host.clone(), value.to_owned(), kind)),
                 field: format!("spec.rules[{r}].http.paths[{p}]"),
                 source: format!("Ingress {ns}/{name} rule {r} path {p}"),
+                path_type: Some(path.path_type.clone()),
                 backend: BackendKey {
                     namespace: ns.clone(),
                     service,
                     port,
+                    policy: policy.clone(),
                 },
+                policy_set,
             });
         }
     }
@@ -466,11 +556,14 @@ fn plan_ingress<'a>(
             rule: None,
             field: "spec.defaultBackend".into(),
             source: format!("Ingress {ns}/{name} defaultBackend"),
+            path_type: None,
             backend: BackendKey {
                 namespace: ns,
                 service,
                 port,
+                policy,
             },
+            policy_set,
         });
     }
 }

@@ -25,8 +25,14 @@ pub struct Config {
     pub ingress: Ingress,
     /// HTTP limits and timeouts.
     pub http: Http,
+    /// HTTP/2 limits and flood defences.
+    pub http2: Http2,
     /// Gateway API controller identity.
     pub gateway: Gateway,
+    /// Upstream endpoint health: passive outlier detection.
+    pub upstream: Upstream,
+    /// The optional access log.
+    pub access_log: AccessLogConfig,
     /// Addresses for type=LoadBalancer Services and Gateways.
     pub loadbalancer: LoadBalancer,
     /// Where Kubernetes objects come from.
@@ -117,6 +123,9 @@ pub struct Ingress {
     pub http: Vec<SocketAddr>,
     /// HTTPS listen addresses.
     pub https: Vec<SocketAddr>,
+    /// `namespace/name` of the `kubernetes.io/tls` Secret served to clients
+    /// whose server name matches no Ingress TLS host (or who send none).
+    pub default_certificate: Option<String>,
 }
 
 impl Default for Ingress {
@@ -126,6 +135,7 @@ impl Default for Ingress {
             controller: "lb.example.com/ingress-controller".to_owned(),
             http: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             https: Vec::new(),
+            default_certificate: None,
         }
     }
 }
@@ -150,6 +160,10 @@ pub struct Http {
     pub max_header_bytes: usize,
     /// Most request headers accepted.
     pub max_headers: usize,
+    /// Longest request target accepted (414 beyond).
+    pub max_uri_bytes: usize,
+    /// Largest request body accepted (413 beyond); 0 means no limit.
+    pub max_body_bytes: u64,
 }
 
 impl Default for Http {
@@ -161,6 +175,112 @@ impl Default for Http {
             response_timeout: Duration::from_secs(60),
             max_header_bytes: 65536,
             max_headers: 100,
+            max_uri_bytes: 8192,
+            max_body_bytes: 0,
+        }
+    }
+}
+
+/// `[http2]`: HTTP/2 downstream connections (TLS with ALPN `h2`, or
+/// cleartext by prior knowledge) and upstream h2c connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http2 {
+    /// Streams a client may have open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Largest request header list in bytes (default: `http.max_header_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_header_list_size: Option<usize>,
+    /// Client-reset streams that may wait unaccepted before GOAWAY.
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams lb may reset for client protocol errors before GOAWAY.
+    pub max_local_error_reset_streams: usize,
+    /// Client RST_STREAMs per connection and second before GOAWAY (rapid reset).
+    pub max_resets_per_second: u32,
+    /// Initial flow-control window of each stream, in bytes.
+    pub stream_window: u32,
+    /// Flow-control window of each connection, in bytes.
+    pub connection_window: u32,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            max_header_list_size: None,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            max_resets_per_second: 100,
+            stream_window: 256 * 1024,
+            connection_window: 1024 * 1024,
+        }
+    }
+}
+
+impl Http2 {
+    fn validate(&self) -> Result<(), String> {
+        for (key, n) in [
+            (
+                "max_concurrent_streams",
+                self.max_concurrent_streams as usize,
+            ),
+            (
+                "max_pending_accept_reset_streams",
+                self.max_pending_accept_reset_streams,
+            ),
+            (
+                "max_local_error_reset_streams",
+                self.max_local_error_reset_streams,
+            ),
+            ("max_resets_per_second", self.max_resets_per_second as usize),
+        ] {
+            if n == 0 {
+                return Err(format!("http2.{key}: must be at least 1"));
+            }
+        }
+        if self.max_header_list_size.is_some_and(|n| n < 1024) {
+            return Err("http2.max_header_list_size: must be at least 1024".into());
+        }
+        for (key, n) in [
+            ("stream_window", self.stream_window),
+            ("connection_window", self.connection_window),
+        ] {
+            if !(65_535..=0x7fff_ffff).contains(&n) {
+                return Err(format!("http2.{key}: must be between 65535 and 2147483647"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[access_log]`: one JSON line per HTTP request, off unless a path is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// File to append to (`-` for standard output); none: no access log.
+    pub path: Option<PathBuf>,
+}
+
+/// `[upstream]`: passive outlier detection of L7 endpoints (per worker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upstream {
+    /// Consecutive failures (connect errors, 5xx) that eject an endpoint; 0: never.
+    pub consecutive_failures: u32,
+    /// First ejection time; the n-th ejection of an endpoint lasts n times as long.
+    #[serde(with = "duration_serde")]
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    #[serde(with = "duration_serde")]
+    pub max_ejection: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
         }
     }
 }
@@ -279,6 +399,9 @@ impl Config {
                 lb_core::maglev::MAX_TABLE_SIZE
             ));
         }
+        if self.upstream.max_ejection < self.upstream.base_ejection {
+            return Err("upstream.max_ejection: must be at least upstream.base_ejection".into());
+        }
         if self.loadbalancer.udp_idle_timeout.is_zero() {
             return Err("loadbalancer.udp_idle_timeout: must be more than 0".into());
         }
@@ -300,6 +423,14 @@ impl Config {
         {
             return Err(format!("node.addresses: {dup} is listed twice"));
         }
+        if let Some(d) = &self.ingress.default_certificate
+            && d.split_once('/')
+                .is_none_or(|(ns, n)| ns.is_empty() || n.is_empty())
+        {
+            return Err(format!(
+                "ingress.default_certificate: {d:?} is not \"namespace/name\" of a Secret"
+            ));
+        }
         if self.ingress.class.is_empty() {
             return Err("ingress.class: must not be empty".into());
         }
@@ -308,6 +439,9 @@ impl Config {
         }
         if self.http.max_headers == 0 {
             return Err("http.max_headers: must be at least 1".into());
+        }
+        if self.http.max_uri_bytes == 0 {
+            return Err("http.max_uri_bytes: must be at least 1".into());
         }
         for (key, d) in [
             ("http.header_read_timeout", self.http.header_read_timeout),
@@ -318,6 +452,7 @@ impl Config {
                 return Err(format!("{key}: must be more than zero"));
             }
         }
+        self.http2.validate()?;
         Ok(())
     }
 }
@@ -481,6 +616,8 @@ connect_timeout = "5s"
 response_timeout = "60s"
 max_header_bytes = 65536
 max_headers = 100
+max_uri_bytes = 8192
+max_body_bytes = 0
 [gateway]
 controller_name = "lb.example.com/gateway-controller"
 [loadbalancer]
@@ -508,6 +645,45 @@ files = ["config/manifests"]
         assert_eq!(cfg.sources.files, vec![PathBuf::from("config/manifests")]);
         let json = serde_json::to_value(&cfg).unwrap();
         assert_eq!(json["http"]["idle_timeout"], "1m");
+    }
+
+    #[test]
+    fn http_limit_keys_parse_and_are_checked() {
+        let cfg = parse("[http]\nmax_uri_bytes = 100\nmax_body_bytes = 1048576\n").unwrap();
+        assert_eq!(cfg.http.max_uri_bytes, 100);
+        assert_eq!(cfg.http.max_body_bytes, 1_048_576);
+        let defaults = Http::default();
+        assert_eq!((defaults.max_uri_bytes, defaults.max_body_bytes), (8192, 0));
+        let err = parse("[http]\nmax_uri_bytes = 0\n").unwrap_err();
+        assert!(err.contains("http.max_uri_bytes"), "{err}");
+        let err = parse("[http]\nmax_body_bytes = -1\n").unwrap_err();
+        assert!(err.contains("http.max_body_bytes"), "{err}");
+    }
+
+    #[test]
+    fn http2_keys_parse_and_are_checked() {
+        let cfg = parse(
+            "[http2]\nmax_concurrent_streams = 10\nmax_header_list_size = 4096\nmax_resets_per_second = 5\nstream_window = 65535\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.http2.max_concurrent_streams, 10);
+        assert_eq!(cfg.http2.max_header_list_size, Some(4096));
+        assert_eq!(cfg.http2.max_resets_per_second, 5);
+        assert_eq!(cfg.http2.stream_window, 65535);
+        assert_eq!(Http2::default().max_concurrent_streams, 100);
+        for bad in [
+            "max_concurrent_streams = 0",
+            "max_header_list_size = 100",
+            "max_resets_per_second = 0",
+            "stream_window = 100",
+            "connection_window = 2147483648",
+        ] {
+            let key = bad.split(' ').next().unwrap();
+            let err = parse(&format!("[http2]\n{bad}\n")).unwrap_err();
+            assert!(err.contains(&format!("http2.{key}")), "{err}");
+        }
+        let err = parse("[http2]\nmax_streams = 1\n").unwrap_err();
+        assert!(err.contains("max_streams"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The `lb` command: `lb serve`, `lb check`, `lb --version`.
+//! The `lb` command: `lb serve`, `lb check`, `lb explain`, `lb --version`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -33,6 +33,32 @@ enum Command {
         #[arg(long, short, default_value = "config/lb.toml")]
         config: PathBuf,
     },
+    /// Explain how a request would be routed: listener, matching rule and why
+    /// the others do not match, backend and endpoints. Exit 0 when a route
+    /// matches, 1 when none does (404), 2 when the configuration is unusable.
+    Explain {
+        /// The configuration file.
+        #[arg(long, short, default_value = "config/lb.toml")]
+        config: PathBuf,
+        /// The request's Host (port and case allowed).
+        #[arg(long)]
+        host: String,
+        /// The request target: /path?query, or http://host/path.
+        #[arg(long, value_parser = lb_control::explain::parse_target)]
+        path: String,
+        /// The request method (shown; routing does not use it yet).
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// A request header NAME:VALUE, repeatable (shown; routing does not use it yet).
+        #[arg(long = "header", value_parser = lb_control::explain::parse_header)]
+        headers: Vec<(String, String)>,
+        /// The listener kind the request arrives on.
+        #[arg(long, value_enum, default_value = "http")]
+        listener: lb_control::explain::Listener,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +70,32 @@ fn main() -> ExitCode {
             let report = lb_control::check::check(&config);
             print!("{report}");
             ExitCode::from(report.exit_code())
+        }
+        Command::Explain {
+            config,
+            host,
+            path,
+            method,
+            headers,
+            listener,
+            json,
+        } => {
+            let request = lb_control::explain::Request {
+                method,
+                host,
+                path,
+                headers,
+                listener,
+            };
+            let report = lb_control::explain::explain(&config, &request);
+            if json {
+                println!("{}", report.to_json());
+            } else if report.config_error.is_some() {
+                eprint!("{report}");
+            } else {
+                print!("{report}");
+            }
+            ExitCode::from(report.exit_code)
         }
     }
 }

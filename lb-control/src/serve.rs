@@ -2,6 +2,7 @@
 //! bind the listeners, start one worker per core, then react to file changes
 //! (reload), SIGHUP (reload) and SIGTERM/SIGINT (drain and exit 0).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -21,6 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::admin::{self, AdminState, ReloadResult};
 use crate::check::load_and_compile;
 use crate::config::Config;
+use crate::health::HealthChecker;
 use crate::listeners::{L4_TAG, L4Listeners};
 use crate::publish::publish;
 use crate::source::files::{FileSource, watch};
@@ -55,6 +57,25 @@ fn proxy_settings(cfg: &Config) -> ProxySettings {
         response_timeout: cfg.http.response_timeout,
         max_header_bytes: cfg.http.max_header_bytes,
         max_headers: cfg.http.max_headers,
+        max_uri_bytes: cfg.http.max_uri_bytes,
+        max_body_bytes: cfg.http.max_body_bytes,
+        http2: lb_http::h2::Http2Settings {
+            max_concurrent_streams: cfg.http2.max_concurrent_streams,
+            max_header_list_size: cfg
+                .http2
+                .max_header_list_size
+                .unwrap_or(cfg.http.max_header_bytes),
+            max_pending_accept_reset_streams: cfg.http2.max_pending_accept_reset_streams,
+            max_local_error_reset_streams: cfg.http2.max_local_error_reset_streams,
+            max_resets_per_second: cfg.http2.max_resets_per_second,
+            stream_window: cfg.http2.stream_window,
+            connection_window: cfg.http2.connection_window,
+        },
+        outlier: lb_http::balance::OutlierSettings {
+            consecutive_failures: cfg.upstream.consecutive_failures,
+            base_ejection: cfg.upstream.base_ejection,
+            max_ejection: cfg.upstream.max_ejection,
+        },
     }
 }
 
@@ -88,9 +109,19 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
 
     let mut source = FileSource::new(cfg.sources.files.clone());
     let (mut l4, commands) = L4Listeners::new(workers);
-    apply(&state, &cfg, &mut source, &mut l4);
+    let mut health = HealthChecker::default();
+    apply(&state, &cfg, &mut source, &mut l4, &mut health);
 
-    let listeners = match bind_per_worker(&cfg.ingress.http, workers) {
+    // Plain HTTP listeners first, then HTTPS: a listener's index tells which.
+    let addrs: Vec<SocketAddr> = cfg
+        .ingress
+        .http
+        .iter()
+        .chain(&cfg.ingress.https)
+        .copied()
+        .collect();
+    let https_from = cfg.ingress.http.len();
+    let listeners = match bind_per_worker(&addrs, workers) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");
@@ -100,6 +131,17 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     };
     let (drain_ctl, drain) = DrainController::new();
     let settings = proxy_settings(&cfg);
+    let access_log = match &cfg.access_log.path {
+        None => None,
+        Some(path) => match lb_http::access_log::AccessLog::open(path.clone()) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                tracing::error!("cannot open the access log {}: {e}", path.display());
+                admin_task.abort();
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let plan = WorkerPlan {
         listeners,
         drain,
@@ -110,12 +152,16 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     };
     let (w_cell, w_counters) = (Arc::clone(&cell), Arc::clone(&counters));
     let handles = match runtime::start(plan, move |i| Dispatch {
-        http: Rc::new(HttpProxy::new(
-            Arc::clone(&w_cell),
-            Arc::clone(&w_counters),
-            i,
-            settings.clone(),
-        )),
+        https_from,
+        http: Rc::new(
+            HttpProxy::new(
+                Arc::clone(&w_cell),
+                Arc::clone(&w_counters),
+                i,
+                settings.clone(),
+            )
+            .with_access_log(access_log.clone()),
+        ),
         l4: Rc::new(L4Proxy::new(
             Arc::clone(&w_cell),
             Arc::clone(&w_counters),
@@ -162,11 +208,16 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                         continue;
                     }
                 }
-                apply(&state, &cfg, &mut source, &mut l4);
+                apply(&state, &cfg, &mut source, &mut l4, &mut health);
+            }
+            _ = sleep_until_due(health.next_due()) => {
+                if health.probe_due().await {
+                    health.republish(&state);
+                }
             }
             Some(()) = changes.recv() => {
                 tracing::info!("manifest files changed: reloading");
-                apply(&state, &cfg, &mut source, &mut l4);
+                apply(&state, &cfg, &mut source, &mut l4, &mut health);
             }
         }
     }
@@ -193,9 +244,16 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
 /// configuration, and brings the L4 listeners in line: listeners of
 /// addresses no longer served close first, then the snapshot swaps in, then
 /// new addresses are bound (so a new listener always finds its Service).
-fn apply(state: &AdminState, cfg: &Config, source: &mut FileSource, l4: &mut L4Listeners) {
+fn apply(
+    state: &AdminState,
+    cfg: &Config,
+    source: &mut FileSource,
+    l4: &mut L4Listeners,
+    health: &mut HealthChecker,
+) {
     let start = std::time::Instant::now();
-    let compiled = load_and_compile(cfg, source);
+    let mut compiled = load_and_compile(cfg, source);
+    health.filter(&mut compiled.snapshot);
     state.set_compile_time(start.elapsed());
     let wanted = L4Listeners::wanted(&compiled.snapshot.l4);
     l4.remove_stale(&wanted);
@@ -208,6 +266,8 @@ fn apply(state: &AdminState, cfg: &Config, source: &mut FileSource, l4: &mut L4L
 /// One worker's connection handler: HTTP listeners go to the HTTP proxy, L4
 /// listeners (tag [`L4_TAG`]) to the L4 proxy.
 struct Dispatch {
+    /// Index of the first HTTPS listener among the static listeners.
+    https_from: usize,
     http: Rc<HttpProxy>,
     l4: Rc<L4Proxy<HttpSnapshot>>,
 }
@@ -216,6 +276,8 @@ impl ConnectionHandler for Dispatch {
     async fn serve(self: Rc<Self>, conn: Accepted, drain: Drain) {
         if conn.tag == L4_TAG {
             Rc::clone(&self.l4).serve(conn, drain).await;
+        } else if conn.listener >= self.https_from {
+            Rc::clone(&self.http).serve_tls(conn, drain).await;
         } else {
             Rc::clone(&self.http).serve(conn, drain).await;
         }
@@ -227,6 +289,14 @@ impl ConnectionHandler for Dispatch {
         tag: u32,
     ) -> impl Future<Output = ()> + 'static {
         Rc::clone(&self.l4).serve_datagrams(socket, tag)
+    }
+}
+
+/// Sleeps until `due`; forever when nothing is due.
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -244,6 +314,12 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     }
     if serde_json::to_value(&old.http).ok() != serde_json::to_value(&new.http).ok() {
         changed.push("http");
+    }
+    if old.access_log != new.access_log {
+        changed.push("access_log");
+    }
+    if old.upstream != new.upstream {
+        changed.push("upstream");
     }
     if !changed.is_empty() {
         tracing::warn!(

@@ -64,6 +64,8 @@ pub struct WorkerCounters {
     pub l4_unserved: Counter,
     /// Entries in this worker's `sessionAffinity: ClientIP` tables (gauge).
     pub l4_affinity_entries: Counter,
+    /// TLS handshakes that failed (no certificate, timeout, protocol error).
+    pub tls_handshake_errors: Counter,
     /// UDP datagrams relayed (both directions), in total.
     pub l4_datagrams: Counter,
     /// UDP datagrams dropped (no endpoint, socket buffer full, send error).

@@ -38,6 +38,15 @@ pub enum ErrorKind {
     HeadTooLarge,
     /// An HTTP/1.1 request without a Host header.
     MissingHost,
+    /// A request target longer than `max_uri_bytes` (or a request line
+    /// longer than `max_header_bytes`).
+    UriTooLong,
+    /// A request body larger than `max_body_bytes`.
+    BodyTooLarge,
+    /// An `Expect` field with an expectation other than `100-continue`.
+    ExpectationFailed,
+    /// A well-formed HTTP version other than 1.0 and 1.1.
+    VersionNotSupported,
     /// A method lb does not proxy (CONNECT).
     UnsupportedMethod,
     /// No route matched the request.
@@ -63,6 +72,10 @@ impl ErrorKind {
             ErrorKind::InvalidFraming => "invalid message framing",
             ErrorKind::HeadTooLarge => "message head too large",
             ErrorKind::MissingHost => "missing Host header",
+            ErrorKind::UriTooLong => "request target too long",
+            ErrorKind::BodyTooLarge => "body too large",
+            ErrorKind::ExpectationFailed => "unsupported expectation",
+            ErrorKind::VersionNotSupported => "HTTP version not supported",
             ErrorKind::UnsupportedMethod => "unsupported method",
             ErrorKind::NoRoute => "no route",
             ErrorKind::NoEndpoints => "no ready endpoints",
@@ -151,6 +164,10 @@ impl Error {
         match (self.kind, self.side) {
             (ErrorKind::HeadTooLarge, Side::Downstream) => 431,
             (ErrorKind::Timeout, Side::Downstream) => 408,
+            (ErrorKind::BodyTooLarge, Side::Downstream) => 413,
+            (ErrorKind::UriTooLong, Side::Downstream) => 414,
+            (ErrorKind::ExpectationFailed, Side::Downstream) => 417,
+            (ErrorKind::VersionNotSupported, Side::Downstream) => 505,
             (ErrorKind::UnsupportedMethod, _) => 501,
             (ErrorKind::NoRoute, _) => 404,
             (ErrorKind::NoEndpoints, _) => 503,
@@ -170,12 +187,16 @@ pub fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
 }
@@ -199,6 +220,14 @@ mod tests {
         assert_eq!(e(ErrorKind::NoEndpoints, Side::Upstream), 503);
         assert_eq!(e(ErrorKind::MissingHost, Side::Downstream), 400);
         assert_eq!(e(ErrorKind::Io, Side::Internal), 500);
+        assert_eq!(e(ErrorKind::BodyTooLarge, Side::Downstream), 413);
+        assert_eq!(e(ErrorKind::UriTooLong, Side::Downstream), 414);
+        assert_eq!(e(ErrorKind::ExpectationFailed, Side::Downstream), 417);
+        assert_eq!(e(ErrorKind::VersionNotSupported, Side::Downstream), 505);
+        assert_eq!(e(ErrorKind::BodyTooLarge, Side::Upstream), 502);
+        for code in [413, 414, 417, 505] {
+            assert_ne!(reason(code), "Unknown");
+        }
     }
 
     #[test]

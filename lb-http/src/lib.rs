@@ -3,12 +3,17 @@
 //! upstream connection pools.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
+pub mod balance;
+pub mod downstream;
 pub mod error;
 pub mod h1;
+pub mod h2;
 pub mod proxy;
 pub mod route;
 pub mod settings;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 
 pub use error::{Error, ErrorKind, Side};

@@ -6,7 +6,12 @@
 //! Choices worth knowing:
 //! - A Transfer-Encoding other than a single `chunked` is refused with 400.
 //! - Upstream connect timeout answers 504, other connect failures 502.
-//! - CONNECT is refused with 501; `Upgrade` is stripped (no upgrades yet).
+//! - CONNECT is refused with 501. A GET asking to upgrade (`Upgrade` listed
+//!   in `Connection`) keeps both fields; a `101` answer turns the connection
+//!   into a byte tunnel (WebSocket). Other requests lose `Upgrade`.
+//! - Connect failures move on to other endpoints; idempotent requests are
+//!   retried once elsewhere when the upstream closes before answering
+//!   ([`crate::balance`] chooses endpoints and ejects failing ones).
 //! - Client-sent `X-Forwarded-Proto`/`X-Forwarded-Host` are replaced; earlier
 //!   `X-Forwarded-For` values are kept and the client address appended.
 //! - Chunk extensions and request/response trailers are dropped.
@@ -14,7 +19,7 @@
 //! - If the final response arrives before the request body was fully sent,
 //!   sending stops and both connections close after the response.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,22 +29,26 @@ use bytes::{Buf, BytesMut};
 use lb_core::counters::{CounterSet, WorkerCounters};
 use lb_core::runtime::{Accepted, ConnectionHandler, Drain};
 use lb_core::snapshot::{LocalSnapshot, SnapshotCell};
-use lb_core::stream::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use crate::access_log::{self, AccessLog};
+use crate::balance::{Balancer, HashOn, Policy, cookie_value, key_hash};
+use crate::downstream::DownIo;
 use crate::error::{Error, ErrorKind, Side};
 use crate::h1::body::{Sink, Source, relay};
+use crate::h1::head::listed_in_connection;
 use crate::h1::head::{
     BodyKind, HeaderSpan, MessageInfo, RequestHead, ResponseHead, parse_request, parse_response,
     request_info, response_info,
 };
 use crate::h1::rewrite::{
-    ConnectionField, Forwarded, Framing, encode_error, encode_request, encode_response,
+    ConnectionField, Forwarded, Framing, add_upgrade, encode_error, encode_request, encode_response,
 };
 use crate::route::normalize_host;
 use crate::settings::ProxySettings;
-use crate::snapshot::{BackendId, HttpSnapshot};
+use crate::snapshot::{BackendId, HttpSnapshot, UpstreamProtocol};
+use crate::tls;
 use crate::upstream::{UpstreamConn, UpstreamPool};
 
 /// Idle upstream connections kept per endpoint.
@@ -58,16 +67,19 @@ const EARLY_RESPONSE_LIMIT: usize = 16 * 1024 * 1024;
 const LINGER: Duration = Duration::from_millis(500);
 
 /// The HTTP/1.1 reverse proxy of one worker. Create it on the worker thread;
-/// it holds worker-local state (snapshot view, upstream pool, round-robin
-/// cursors) and is never shared between threads.
+/// it holds worker-local state (snapshot view, upstream pool, endpoint
+/// balancer) and is never shared between threads.
 #[derive(Debug)]
 pub struct HttpProxy {
-    snapshot: LocalSnapshot<HttpSnapshot>,
+    pub(crate) snapshot: LocalSnapshot<HttpSnapshot>,
     counters: Arc<CounterSet>,
     worker: usize,
     settings: ProxySettings,
-    pool: UpstreamPool,
-    cursors: RefCell<Vec<usize>>,
+    pub(crate) pool: UpstreamPool,
+    /// Endpoint choice and passive outlier detection.
+    pub(crate) balancer: Balancer,
+    /// Where request lines go, when logging.
+    access_log: Option<AccessLog>,
 }
 
 /// What happens to the downstream connection after a request.
@@ -89,13 +101,26 @@ struct Failure {
 
 /// Per-connection state, reused across the requests of one connection.
 struct Downstream {
-    stream: Stream,
+    stream: DownIo,
     rbuf: BytesMut,
     wbuf: BytesMut,
     spans: Vec<HeaderSpan>,
     resp_spans: Vec<HeaderSpan>,
     host: String,
     client_ip: String,
+    peer: SocketAddr,
+    /// What happened to the current request (for the access log).
+    outcome: Outcome,
+}
+
+/// What happened to one request, as the access log reports it.
+#[derive(Debug, Default)]
+struct Outcome {
+    status: u16,
+    bytes: u64,
+    upstream: Option<SocketAddr>,
+    backend: Option<BackendId>,
+    upstream_at: Option<Instant>,
 }
 
 /// Decrements the active-connection gauge however the connection ends.
@@ -125,8 +150,9 @@ impl HttpProxy {
             counters,
             worker,
             pool: UpstreamPool::new(MAX_IDLE_PER_ENDPOINT, settings.idle_timeout),
+            balancer: Balancer::new(worker, settings.outlier),
+            access_log: None,
             settings,
-            cursors: RefCell::new(Vec::new()),
         }
     }
 
@@ -135,38 +161,74 @@ impl HttpProxy {
         &self.settings
     }
 
-    fn counters(&self) -> &WorkerCounters {
+    pub(crate) fn counters(&self) -> &WorkerCounters {
         self.counters.worker(self.worker)
     }
 
-    /// Round robin over `n` endpoints of backend `id`; each worker starts at
-    /// a different offset.
-    fn pick(&self, id: BackendId, n: usize) -> usize {
-        let mut cursors = self.cursors.borrow_mut();
-        let i = id.0 as usize;
-        if cursors.len() <= i {
-            cursors.resize(i + 1, self.worker);
-        }
-        let c = cursors[i];
-        cursors[i] = c.wrapping_add(1);
-        c % n
-    }
-
-    async fn serve_connection(&self, conn: Accepted, mut drain: Drain) {
+    /// Serves an HTTPS connection: the TLS handshake (certificate chosen by
+    /// SNI from the current snapshot, bounded by the header read timeout),
+    /// then HTTP/1.1 over the session.
+    pub async fn serve_tls(self: Rc<Self>, conn: Accepted, drain: Drain) {
         let counters = self.counters();
         counters.accepted_connections.inc();
         counters.active_connections.inc();
         let _guard = ActiveGuard(counters);
+        let snapshot = self.snapshot.current();
+        let pick = |sni: Option<&str>| snapshot.value.tls.lookup(sni).map(|c| c.server_config());
+        let accepted_at = Instant::now();
+        let tls = match tls::accept(conn.stream, pick, self.settings.header_read_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                counters.tls_handshake_errors.inc();
+                tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        };
+        drop(snapshot);
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            crate::h2::serve_h2(&self, tls, conn.peer, true, drain).await;
+            return;
+        }
+        self.serve_http1(DownIo::tls(tls), conn.peer, accepted_at, drain)
+            .await;
+    }
+
+    async fn serve_connection(&self, conn: Accepted, drain: Drain) {
+        let counters = self.counters();
+        counters.accepted_connections.inc();
+        counters.active_connections.inc();
+        let _guard = ActiveGuard(counters);
+        self.serve_http1(DownIo::Plain(conn.stream), conn.peer, Instant::now(), drain)
+            .await;
+    }
+
+    /// Serves HTTP/1.1 requests on an established downstream connection.
+    async fn serve_http1(
+        &self,
+        stream: DownIo,
+        peer: SocketAddr,
+        accepted_at: Instant,
+        mut drain: Drain,
+    ) {
         let mut down = Downstream {
-            stream: conn.stream,
+            stream,
             rbuf: BytesMut::with_capacity(HEAD_BUFFER),
             wbuf: BytesMut::with_capacity(HEAD_BUFFER),
             spans: Vec::new(),
             resp_spans: Vec::new(),
             host: String::new(),
-            client_ip: conn.peer.ip().to_canonical().to_string(),
+            client_ip: peer.ip().to_canonical().to_string(),
+            peer,
+            outcome: Outcome::default(),
         };
-        let accepted_at = Instant::now();
+        // HTTP/2 by prior knowledge: the connection opens with the preface.
+        let deadline = accepted_at + self.settings.header_read_timeout;
+        if crate::h2::sniff_preface(&mut down.stream, &mut down.rbuf, deadline, &mut drain).await {
+            let tls = down.stream.is_tls();
+            let io = crate::h2::PrefixedIo::new(down.rbuf.split().freeze(), down.stream);
+            crate::h2::serve_h2(self, io, peer, tls, drain).await;
+            return;
+        }
         let mut first = true;
         loop {
             let head = match self
@@ -260,6 +322,16 @@ impl HttpProxy {
         drain: &Drain,
     ) -> Next {
         let is_head = head.method() == b"HEAD";
+        let started = Instant::now();
+        down.outcome = Outcome::default();
+        down.host.clear();
+        if !down.stream.is_tls()
+            && let Some(next) = self.redirect_to_https(down, &head, drain).await
+        {
+            self.log_request(down, &head, started);
+            down.spans = head.into_spans();
+            return next;
+        }
         let next = match self.forward(down, &head, drain, is_head).await {
             Ok(next) => next,
             Err(failure) => {
@@ -280,8 +352,169 @@ impl HttpProxy {
                 }
             }
         };
+        self.log_request(down, &head, started);
         down.spans = head.into_spans();
         next
+    }
+
+    /// Writes the access-log line of the request just handled, if logging.
+    fn log_request(&self, down: &Downstream, head: &RequestHead, started: Instant) {
+        let Some(log) = &self.access_log else {
+            return;
+        };
+        let snapshot = self.snapshot.current();
+        let o = &down.outcome;
+        let record = access_log::Record {
+            time: access_log::now_rfc3339(),
+            client: down.peer,
+            protocol: if head.minor_version() == 0 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
+            tls: down.stream.is_tls(),
+            host: &down.host,
+            method: std::str::from_utf8(head.method()).unwrap_or("?"),
+            path: std::str::from_utf8(head.target()).unwrap_or("?"),
+            status: o.status,
+            bytes_sent: o.bytes,
+            upstream: o.upstream,
+            backend: o
+                .backend
+                .and_then(|id| snapshot.value.backend(id))
+                .map(|b| b.name.as_str()),
+            duration_ms: access_log::millis(started.elapsed()),
+            upstream_ms: o.upstream_at.map(|t| access_log::millis(t - started)),
+        };
+        log.log(&record);
+    }
+
+    /// Logs every request of this proxy to `log` (one JSON line each).
+    pub fn with_access_log(mut self, log: Option<AccessLog>) -> Self {
+        self.access_log = log;
+        self
+    }
+
+    /// Answers a plain-HTTP request for a host that has TLS with a 308 to
+    /// the same URL on HTTPS. `None` when the host is not redirected.
+    async fn redirect_to_https(
+        &self,
+        down: &mut Downstream,
+        head: &RequestHead,
+        drain: &Drain,
+    ) -> Option<Next> {
+        let snapshot = self.snapshot.current();
+        let snap = &snapshot.value;
+        if snap.https_redirect.is_empty() {
+            return None;
+        }
+        let info = request_info(head).ok()?;
+        let host = std::str::from_utf8(info.host?.get(head.raw())).ok()?;
+        normalize_host(host, &mut down.host);
+        if !snap.redirects_to_https(&down.host) {
+            return None;
+        }
+        let target = head.target();
+        let path = if target.first() == Some(&b'/') {
+            target
+        } else {
+            b"/"
+        };
+        let close = !info.keep_alive
+            || drain.is_draining()
+            || !matches!(info.body, BodyKind::Empty | BodyKind::Length(0));
+        down.wbuf.clear();
+        encode_redirect(
+            &down.host,
+            snap.https_port.unwrap_or(443),
+            path,
+            close,
+            &mut down.wbuf,
+        );
+        self.counters().response(308);
+        down.outcome.status = 308;
+        let ok = down.stream.write_all(&down.wbuf).await.is_ok();
+        Some(if ok && !close {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
+    }
+
+    /// Relays an upgraded connection (WebSocket): the upstream's 101 head
+    /// goes to the client as received, then bytes flow both ways until both
+    /// sides are done. The connection keeps this endpoint for its life,
+    /// whatever reloads happen meanwhile.
+    async fn tunnel(
+        &self,
+        down: &mut Downstream,
+        mut up: UpstreamConn,
+        resp: ResponseHead,
+    ) -> Result<Next, Failure> {
+        let after_head = |err: Error| Failure {
+            err,
+            head_sent: true,
+            close: true,
+        };
+        down.wbuf.clear();
+        down.wbuf.extend_from_slice(resp.raw());
+        down.wbuf.extend_from_slice(&up.buf);
+        up.buf.clear();
+        down.stream
+            .write_all(&down.wbuf)
+            .await
+            .map_err(|e| after_head(Error::io(Side::Downstream, "101 write failed", e)))?;
+        if !down.rbuf.is_empty() {
+            up.stream
+                .write_all(&down.rbuf)
+                .await
+                .map_err(|e| after_head(Error::io(Side::Upstream, "tunnel write failed", e)))?;
+            down.rbuf.clear();
+        }
+        let _ = tokio::io::copy_bidirectional(&mut down.stream, &mut up.stream).await;
+        Ok(Next::Close)
+    }
+
+    /// Connects to `*addr` (from the pool unless `fresh`); when that fails,
+    /// records the failure and tries other endpoints (up to
+    /// [`CONNECT_ATTEMPTS`] in all), updating `*addr` to the one connected.
+    async fn connect_failover(
+        &self,
+        pick: &Pick<'_>,
+        addr: &mut SocketAddr,
+        tried: &mut Tried,
+        fresh: bool,
+    ) -> Result<UpstreamConn, Error> {
+        loop {
+            let result = if fresh {
+                UpstreamConn::connect(*addr, self.settings.connect_timeout).await
+            } else {
+                self.upstream(*addr).await
+            };
+            let e = match result {
+                Ok(up) => return Ok(up),
+                Err(e) => e,
+            };
+            self.balancer.failure(*addr, pick.endpoints);
+            tried.push(*addr);
+            if !matches!(
+                e.kind(),
+                ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout
+            ) || tried.len() >= CONNECT_ATTEMPTS
+            {
+                return Err(e);
+            }
+            match self
+                .balancer
+                .pick(pick.id, pick.endpoints, pick.policy, pick.key, tried.list())
+            {
+                Some(next) => {
+                    tracing::debug!(error = %e, endpoint = %addr, next = %next, "connect failed, trying another endpoint");
+                    *addr = next;
+                }
+                None => return Err(e),
+            }
+        }
     }
 
     /// Writes one of lb's own responses; returns whether the write succeeded.
@@ -295,10 +528,11 @@ impl HttpProxy {
         down.wbuf.clear();
         encode_error(status, close, is_head, &mut down.wbuf);
         self.counters().response(status);
+        down.outcome.status = status;
         down.stream.write_all(&down.wbuf).await.is_ok()
     }
 
-    async fn upstream(&self, addr: SocketAddr) -> Result<UpstreamConn, Error> {
+    pub(crate) async fn upstream(&self, addr: SocketAddr) -> Result<UpstreamConn, Error> {
         match self.pool.take(addr) {
             Some(conn) => Ok(conn),
             None => UpstreamConn::connect(addr, self.settings.connect_timeout).await,
@@ -317,6 +551,13 @@ impl HttpProxy {
             head_sent: false,
             close: true,
         };
+        if head.target().len() > self.settings.max_uri_bytes {
+            return Err(early(Error::new(
+                ErrorKind::UriTooLong,
+                Side::Downstream,
+                "request target exceeds max_uri_bytes",
+            )));
+        }
         let info = request_info(head).map_err(early)?;
         if head.method() == b"CONNECT" {
             return Err(early(Error::new(
@@ -325,6 +566,7 @@ impl HttpProxy {
                 "CONNECT",
             )));
         }
+        check_body_start(&info, &down.rbuf, body_limit(&self.settings)).map_err(early)?;
         let mut body_done = matches!(info.body, BodyKind::Empty | BodyKind::Length(0));
         let fail = |err: Error, body_done: bool| {
             let bad_request = err.side() == Side::Downstream && err.kind() != ErrorKind::NoRoute;
@@ -372,16 +614,59 @@ impl HttpProxy {
                 body_done,
             ));
         }
-        let addr = endpoints[self.pick(route.backend, endpoints.len())];
+        let backend = snap.backend(route.backend);
+        let policy = backend.map(|b| &b.policy).unwrap_or(&Policy::RoundRobin);
+        let key = policy_key(policy, head, &down.client_ip);
+        let mut tried = Tried::default();
+        let Some(mut addr) =
+            self.balancer
+                .pick(route.backend, endpoints, policy, key, tried.list())
+        else {
+            return Err(fail(
+                Error::new(ErrorKind::NoEndpoints, Side::Upstream, "no endpoints"),
+                body_done,
+            ));
+        };
+        if snap.backend(route.backend).map(|b| b.protocol) == Some(UpstreamProtocol::H2c) {
+            let x = crate::h2::H1Exchange {
+                stream: &mut down.stream,
+                rbuf: &mut down.rbuf,
+                wbuf: &mut down.wbuf,
+                head,
+                info: &info,
+                authority: host_raw,
+                target,
+                client_ip: &down.client_ip,
+                draining: drain.is_draining(),
+                is_head,
+            };
+            return match crate::h2::forward_h1_to_h2c(self, x, addr).await {
+                Ok(true) => Ok(Next::KeepAlive),
+                Ok(false) => Ok(Next::Close),
+                Err(f) => Err(Failure {
+                    err: f.err,
+                    head_sent: f.head_sent,
+                    close: f.close,
+                }),
+            };
+        }
 
         down.wbuf.clear();
         let fwd = Forwarded {
             target,
             client_ip: down.client_ip.as_bytes(),
             host: host_raw,
-            proto: b"http",
+            proto: if down.stream.is_tls() {
+                b"https"
+            } else {
+                b"http"
+            },
         };
         encode_request(head, &info, &fwd, &mut down.wbuf);
+        let upgrade = upgrade_token(head, &info);
+        if let Some(token) = upgrade {
+            add_upgrade(&mut down.wbuf, token);
+        }
         if let BodyKind::Length(n) = info.body
             && n > 0
             && n as usize <= INLINE_BODY
@@ -393,30 +678,96 @@ impl HttpProxy {
         }
         let streams_body = !body_done;
 
-        let mut up = self.upstream(addr).await.map_err(|e| fail(e, body_done))?;
-        let mut retried = false;
+        let pick = Pick {
+            id: route.backend,
+            endpoints,
+            policy,
+            key,
+        };
+        let mut inflight = self.balancer.start(addr);
+        let mut up = self
+            .connect_failover(&pick, &mut addr, &mut tried, false)
+            .await
+            .map_err(|e| fail(e, body_done))?;
+        if up.addr() != addr {
+            inflight = self.balancer.start(up.addr());
+        }
+        addr = up.addr();
+        // A request that may be sent twice (idempotent, body not streamed)
+        // is retried once on another endpoint when the upstream closes
+        // before any response byte.
+        let replayable = !streams_body && is_idempotent(head.method());
+        let (mut fresh_retry, mut other_retry) = (false, false);
         let resp = loop {
             let result = match up.stream.write_all(&down.wbuf).await {
                 Err(e) => {
                     Err(Error::io(Side::Upstream, "request write failed", e).retry_safe(true))
                 }
                 Ok(()) => {
-                    self.exchange(down, &mut up, &info, &mut body_done, head.minor_version())
-                        .await
+                    self.exchange(
+                        down,
+                        &mut up,
+                        &info,
+                        &mut body_done,
+                        head.minor_version(),
+                        upgrade.is_some(),
+                    )
+                    .await
                 }
             };
             match result {
                 Ok(resp) => break resp,
-                Err(e) if e.is_retry_safe() && up.is_reused() && !retried && !streams_body => {
+                Err(e) if e.is_retry_safe() && up.is_reused() && !fresh_retry && !streams_body => {
                     tracing::debug!(error = %e, "pooled upstream connection was dead, retrying");
-                    retried = true;
-                    up = UpstreamConn::connect(addr, self.settings.connect_timeout)
+                    fresh_retry = true;
+                    up = self
+                        .connect_failover(&pick, &mut addr, &mut tried, true)
                         .await
                         .map_err(|e| fail(e, body_done))?;
                 }
-                Err(e) => return Err(fail(e, body_done)),
+                Err(e) if e.is_retry_safe() && replayable && !other_retry => {
+                    tracing::debug!(error = %e, endpoint = %addr, "upstream closed before answering, retrying on another endpoint");
+                    other_retry = true;
+                    self.balancer.failure(addr, endpoints);
+                    tried.push(addr);
+                    let Some(next) =
+                        self.balancer
+                            .pick(pick.id, endpoints, policy, key, tried.list())
+                    else {
+                        return Err(fail(e, body_done));
+                    };
+                    addr = next;
+                    up = self
+                        .connect_failover(&pick, &mut addr, &mut tried, true)
+                        .await
+                        .map_err(|e| fail(e, body_done))?;
+                }
+                Err(e) => {
+                    if e.side() == Side::Upstream {
+                        self.balancer.failure(addr, endpoints);
+                    }
+                    return Err(fail(e, body_done));
+                }
+            }
+            if up.addr() != addr || inflight.addr() != up.addr() {
+                addr = up.addr();
+                inflight = self.balancer.start(addr);
             }
         };
+        down.outcome.upstream = Some(addr);
+        down.outcome.backend = Some(route.backend);
+        down.outcome.upstream_at = Some(Instant::now());
+        if resp.code() >= 500 {
+            self.balancer.failure(addr, endpoints);
+        } else {
+            self.balancer.success(addr);
+        }
+        drop(inflight);
+        if resp.code() == 101 {
+            self.counters().response(101);
+            down.outcome.status = 101;
+            return self.tunnel(down, up, resp).await;
+        }
         let result = self
             .respond(down, up, head, &info, resp, body_done, drain, is_head)
             .await;
@@ -435,6 +786,7 @@ impl HttpProxy {
         info: &MessageInfo,
         body_done: &mut bool,
         client_minor: u8,
+        upgrade: bool,
     ) -> Result<ResponseHead, Error> {
         let finished = Cell::new(*body_done);
         let (mut dr, mut dw) = down.stream.split();
@@ -444,6 +796,7 @@ impl HttpProxy {
             &mut up.buf,
             &mut dw,
             client_minor,
+            upgrade,
             &finished,
             &self.settings,
             &mut down.resp_spans,
@@ -464,7 +817,9 @@ impl HttpProxy {
                 side: Side::Upstream,
                 chunked: true,
             };
-            let result = relay(info.body, &mut src, &mut sink).await;
+            let limit = body_limit(&self.settings);
+            let result =
+                crate::h1::body::relay_limited(info.body, &mut src, &mut sink, limit).await;
             if result.is_ok() {
                 finished.set(true);
             }
@@ -554,8 +909,10 @@ impl HttpProxy {
             down.wbuf.extend_from_slice(&up.buf[..n as usize]);
             up.buf.advance(n as usize);
             body = BodyKind::Empty;
+            down.outcome.bytes = n;
         }
         self.counters().response(code);
+        down.outcome.status = code;
         let after_head = |err: Error| Failure {
             err,
             head_sent: true,
@@ -577,7 +934,8 @@ impl HttpProxy {
             side: Side::Downstream,
             chunked: framing == Framing::Chunked,
         };
-        relay(body, &mut src, &mut sink).await.map_err(after_head)?;
+        let streamed = relay(body, &mut src, &mut sink).await.map_err(after_head)?;
+        down.outcome.bytes += streamed;
         if info.keep_alive && body_done && up.buf.is_empty() {
             self.pool.put(up);
         }
@@ -636,11 +994,13 @@ fn split_target(target: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
 /// Reads upstream heads until a final (non-1xx) one; interim responses are
 /// relayed to HTTP/1.1 clients. The response timeout only runs once the
 /// request body has been sent (`body_finished`).
+#[allow(clippy::too_many_arguments)]
 async fn read_response_head<R, W>(
     ur: &mut R,
     buf: &mut BytesMut,
     dw: &mut W,
     client_minor: u8,
+    upgrade: bool,
     body_finished: &Cell<bool>,
     settings: &ProxySettings,
     spans: &mut Vec<HeaderSpan>,
@@ -658,6 +1018,9 @@ where
                 parse_response(buf, settings.max_header_bytes, settings.max_headers, spans)?
             {
                 if head.code() >= 200 {
+                    return Ok(head);
+                }
+                if head.code() == 101 && upgrade {
                     return Ok(head);
                 }
                 if head.code() == 101 {
@@ -721,7 +1084,91 @@ where
 /// Closes a downstream connection gracefully: shuts down the write side,
 /// then discards what the client still sends for a short while so that the
 /// last response is not lost to a reset.
-async fn linger_close(stream: &mut Stream) {
+/// Endpoints tried per request, at most: connect failures move on to the
+/// next endpoint until this many were tried.
+pub const CONNECT_ATTEMPTS: usize = 3;
+
+/// What a request's endpoint is chosen from.
+struct Pick<'a> {
+    id: BackendId,
+    endpoints: &'a [SocketAddr],
+    policy: &'a Policy,
+    key: Option<u64>,
+}
+
+/// The endpoints a request already tried (allocates only on a failure).
+#[derive(Default)]
+struct Tried {
+    list: Vec<SocketAddr>,
+}
+
+impl Tried {
+    fn push(&mut self, a: SocketAddr) {
+        if !self.list.contains(&a) {
+            self.list.push(a);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn list(&self) -> &[SocketAddr] {
+        &self.list
+    }
+}
+
+/// The `Upgrade` value of a request asking to switch protocols (a GET with
+/// `Upgrade` listed in `Connection`, and no body).
+fn upgrade_token<'a>(head: &'a RequestHead, info: &MessageInfo) -> Option<&'a [u8]> {
+    if head.method() != b"GET" || !matches!(info.body, BodyKind::Empty | BodyKind::Length(0)) {
+        return None;
+    }
+    let token = head
+        .header("upgrade")
+        .filter(|v| !v.trim_ascii().is_empty())?;
+    listed_in_connection(head.headers(), b"upgrade").then_some(token)
+}
+
+/// Whether a method is idempotent (RFC 9110 9.2.2), so a request that got
+/// no response byte may be sent again.
+fn is_idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
+
+/// The hash key of a request under `policy`, if the request has one.
+fn policy_key(policy: &Policy, head: &RequestHead, client_ip: &str) -> Option<u64> {
+    match policy {
+        Policy::Hash(HashOn::ClientIp) => Some(key_hash(client_ip.as_bytes())),
+        Policy::Hash(HashOn::Header(name)) => head.header(name).map(key_hash),
+        Policy::Hash(HashOn::Cookie(name)) => head
+            .headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+            .find_map(|(_, v)| cookie_value(v, name))
+            .map(key_hash),
+        _ => None,
+    }
+}
+
+/// Encodes a `308 Permanent Redirect` to `https://host[:port]path`.
+fn encode_redirect(host: &str, port: u16, path: &[u8], close: bool, out: &mut BytesMut) {
+    out.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://");
+    out.extend_from_slice(host.as_bytes());
+    if port != 443 {
+        out.extend_from_slice(format!(":{port}").as_bytes());
+    }
+    out.extend_from_slice(path);
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\n");
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+async fn linger_close(stream: &mut DownIo) {
     let _ = stream.shutdown().await;
     let mut scratch = [0u8; 4096];
     let deadline = Instant::now() + LINGER;
@@ -731,6 +1178,46 @@ async fn linger_close(stream: &mut Stream) {
             Ok(Ok(n)) if n > 0 => discarded += n,
             _ => break,
         }
+    }
+}
+
+/// The request body limit in bytes (`max_body_bytes`, 0 meaning none).
+pub(crate) fn body_limit(settings: &ProxySettings) -> u64 {
+    match settings.max_body_bytes {
+        0 => u64::MAX,
+        n => n,
+    }
+}
+
+/// Refuses a request body before anything goes upstream: a Content-Length
+/// over `limit` (413), or chunked framing already received with the head
+/// (`buffered`) that is malformed (400) or announces more than `limit` (413).
+/// Chunked framing that arrives later is checked while it streams.
+fn check_body_start(info: &MessageInfo, buffered: &[u8], limit: u64) -> Result<(), Error> {
+    let too_large = || {
+        Error::new(
+            ErrorKind::BodyTooLarge,
+            Side::Downstream,
+            "body exceeds max_body_bytes",
+        )
+    };
+    match info.body {
+        BodyKind::Length(n) if n > limit => Err(too_large()),
+        BodyKind::Chunked => {
+            let declared =
+                crate::h1::chunked::ChunkedDecoder::check_prefix(buffered).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidFraming,
+                        Side::Downstream,
+                        "invalid chunked body",
+                    )
+                })?;
+            if declared > limit {
+                return Err(too_large());
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 

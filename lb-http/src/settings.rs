@@ -1,4 +1,4 @@
-//! Tunables of the HTTP/1.1 proxy: timeouts and head-size limits.
+//! Tunables of the HTTP/1.1 proxy: timeouts, head, target and body limits.
 
 use std::time::Duration;
 
@@ -23,6 +23,16 @@ pub struct ProxySettings {
     pub max_header_bytes: usize,
     /// Most header fields accepted in one head; more gets 431.
     pub max_headers: usize,
+    /// Longest request target in bytes; longer gets 414.
+    pub max_uri_bytes: usize,
+    /// Largest request body in bytes; 0 means no limit. A larger
+    /// Content-Length gets 413 before any upstream connection; a chunked body
+    /// that grows past it is aborted (413 if no response head was sent yet).
+    pub max_body_bytes: u64,
+    /// HTTP/2 limits (downstream connections and upstream h2c connections).
+    pub http2: crate::h2::Http2Settings,
+    /// Passive outlier detection of upstream endpoints.
+    pub outlier: crate::balance::OutlierSettings,
 }
 
 impl Default for ProxySettings {
@@ -34,6 +44,10 @@ impl Default for ProxySettings {
             response_timeout: Duration::from_secs(60),
             max_header_bytes: 65536,
             max_headers: 100,
+            max_uri_bytes: 8192,
+            max_body_bytes: 0,
+            http2: crate::h2::Http2Settings::default(),
+            outlier: crate::balance::OutlierSettings::default(),
         }
     }
 }

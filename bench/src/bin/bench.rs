@@ -9,9 +9,9 @@ use std::process::ExitCode;
 
 use bench::backends::Backend;
 use bench::report::{machine, result_path};
-use bench::scenarios::{Options, conns, http1, l4, reload, scale};
+use bench::scenarios::{Options, conns, http1, http2, l4, reload, scale, tls};
 
-const SCENARIOS: &str = "http1, http1-close, conns, reload, scale, l4";
+const SCENARIOS: &str = "http1, http1-close, tls, http2, conns, reload, scale, l4";
 
 fn parse_args() -> Result<(String, Options), String> {
     let mut args = std::env::args().skip(1);
@@ -74,6 +74,14 @@ fn main() -> ExitCode {
         "http1-close" => (
             "http1-close: lb vs HAProxy vs nginx vs direct (new connection per request)",
             http1::run(&o, "http1-close", &["/fixed"], &["Connection: close"]),
+        ),
+        "tls" => (
+            "tls: TLS 1.3 termination, lb vs HAProxy vs nginx (keep-alive requests and full handshakes)",
+            tls::run(&o),
+        ),
+        "http2" => (
+            "http2: HTTP/2 cleartext (h2c) with h2load, lb vs HAProxy vs nginx",
+            http2::run(&o),
         ),
         "conns" => (
             "conns: memory per idle keep-alive connection, lb vs HAProxy vs nginx vs direct",

@@ -41,34 +41,15 @@ pub fn run(
     let names: Vec<&str> = procs.iter().map(|p| p.2).collect();
     let mut out = format!("backend: {}\n", o.backend.name());
     let mut chart = ratio_chart(scenario, o);
+    let targets: Vec<WrkTarget> = procs
+        .iter()
+        .map(|(proc_, port, _)| WrkTarget {
+            pid: proc_.as_ref().map(Proc::pid),
+            base: format!("http://127.0.0.1:{port}"),
+        })
+        .collect();
     for body in paths {
-        let mut figs: Vec<Figures> = procs.iter().map(|_| Figures::default()).collect();
-        for _ in 0..o.rounds {
-            for (i, (proc_, port, _)) in procs.iter().enumerate() {
-                let pid = proc_.as_ref().map(Proc::pid);
-                let before = pid.and_then(cpu_micros);
-                let r = run_wrk(
-                    &cores,
-                    &format!("http://127.0.0.1:{port}{body}"),
-                    o.connections,
-                    o.seconds,
-                    headers,
-                )
-                .map_err(|e| format!("wrk: {e}"))?;
-                let after = pid.and_then(cpu_micros);
-                let f = &mut figs[i];
-                f.rps.push(r.rps);
-                f.p50.push(r.p50_us);
-                f.p99.push(r.p99_us);
-                f.p999.push(r.p999_us);
-                f.errors += r.errors;
-                if let (Some(b), Some(a)) = (before, after) {
-                    f.cpu_us_per_req
-                        .push((a - b) as f64 / r.requests.max(1) as f64);
-                }
-                f.rss_kib = pid.and_then(peak_rss_kib).unwrap_or(0);
-            }
-        }
+        let figs = wrk_rounds(o, &cores, &targets, body, headers)?;
         let _ = writeln!(
             out,
             "\n### `{body}` ({} rounds x {} s, {} connections, median)\n",
@@ -88,8 +69,56 @@ pub fn run(
     Ok(out)
 }
 
+/// One path under test in [`wrk_rounds`].
+#[derive(Debug, Clone)]
+pub struct WrkTarget {
+    /// The process whose CPU time and peak RSS are read (none for direct).
+    pub pid: Option<u32>,
+    /// Scheme, host and port, such as `http://127.0.0.1:19501`.
+    pub base: String,
+}
+
+/// Runs wrk (`o.connections` connections, `o.seconds`) on `path` with
+/// request `headers` against each target in turn, `o.rounds` interleaved
+/// rounds, and returns one [`Figures`] per target: req/s, latencies, errors,
+/// the proxy's CPU µs per request and its peak RSS.
+pub fn wrk_rounds(
+    o: &Options,
+    cores: &str,
+    targets: &[WrkTarget],
+    path: &str,
+    headers: &[&str],
+) -> Result<Vec<Figures>, String> {
+    let mut figs = vec![Figures::default(); targets.len()];
+    for _ in 0..o.rounds {
+        for (t, f) in targets.iter().zip(&mut figs) {
+            let before = t.pid.and_then(cpu_micros);
+            let r = run_wrk(
+                cores,
+                &format!("{}{path}", t.base),
+                o.connections,
+                o.seconds,
+                headers,
+            )
+            .map_err(|e| format!("wrk: {e}"))?;
+            let after = t.pid.and_then(cpu_micros);
+            f.rps.push(r.rps);
+            f.p50.push(r.p50_us);
+            f.p99.push(r.p99_us);
+            f.p999.push(r.p999_us);
+            f.errors += r.errors;
+            if let (Some(b), Some(a)) = (before, after) {
+                f.cpu_us_per_req
+                    .push(a.saturating_sub(b) as f64 / r.requests.max(1) as f64);
+            }
+            f.rss_kib = t.pid.and_then(peak_rss_kib).unwrap_or(0);
+        }
+    }
+    Ok(figs)
+}
+
 /// An empty chart of lb's four ratios, one group per load to come.
-fn ratio_chart(scenario: &str, o: &Options) -> Bars {
+pub(crate) fn ratio_chart(scenario: &str, o: &Options) -> Bars {
     Bars {
         title: format!(
             "{scenario}: lb / HAProxy and lb / nginx, {} connections",

@@ -240,11 +240,23 @@ pub fn validate_endpoint_slice(slice: &EndpointSlice, out: &mut Issues) {
 /// The Secret type holding a TLS certificate and key.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
-/// Checks a Secret: a `kubernetes.io/tls` Secret must hold `tls.crt` and `tls.key`.
+/// Checks a Secret: a `kubernetes.io/tls` Secret must hold `tls.crt` and
+/// `tls.key`, PEM encoded, the key belonging to the certificate (an invalid
+/// one keeps its previous valid version serving).
 pub fn validate_secret(secret: &Secret, out: &mut Issues) {
     if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
         return;
     }
+    let before = out.0.len();
+    check_tls_keys(secret, out);
+    if out.0.len() == before
+        && let Err(e) = crate::tls::certificate(secret, "")
+    {
+        out.error("data", e);
+    }
+}
+
+fn check_tls_keys(secret: &Secret, out: &mut Issues) {
     for key in ["tls.crt", "tls.key"] {
         let in_data = secret.data.as_ref().is_some_and(|d| d.contains_key(key));
         let in_string = secret
@@ -459,17 +471,18 @@ mod tests {
             validate_secret(&s, &mut issues);
             issues.0.len()
         };
+        // Both keys present but not PEM: one error about the content.
         assert_eq!(
             check(
                 serde_json::json!({"type": "kubernetes.io/tls", "data": {"tls.crt": "YQ==", "tls.key": "YQ=="}})
             ),
-            0
+            1
         );
         assert_eq!(
             check(
                 serde_json::json!({"type": "kubernetes.io/tls", "stringData": {"tls.crt": "a", "tls.key": "b"}})
             ),
-            0
+            1
         );
         assert_eq!(
             check(serde_json::json!({"type": "kubernetes.io/tls", "data": {"tls.crt": "YQ=="}})),

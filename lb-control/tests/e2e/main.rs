@@ -3,9 +3,12 @@
 
 mod support;
 
+mod access_log;
 mod bodies;
 mod check;
 mod endpoints;
+mod explain;
+mod h2;
 mod io;
 mod l4;
 mod lifecycle;
@@ -13,4 +16,8 @@ mod metrics;
 mod quickstart;
 mod reload;
 mod routing;
+mod smuggling;
+mod tls;
 mod udp;
+mod upstream;
+mod websocket;

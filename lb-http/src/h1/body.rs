@@ -1,7 +1,8 @@
 //! Streaming a message body from one connection to another without buffering
 //! it whole: Content-Length bodies are copied exactly, chunked bodies are
 //! decoded incrementally and re-emitted as chunks (or as raw bytes for an
-//! HTTP/1.0 receiver), close-delimited bodies are copied until EOF.
+//! HTTP/1.0 receiver), close-delimited bodies are copied until EOF. A body
+//! size limit can be enforced while streaming ([`relay_limited`]).
 
 use std::time::Duration;
 
@@ -95,10 +96,28 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    relay_limited(kind, src, dst, u64::MAX).await
+}
+
+/// Like [`relay`], but a chunked body whose announced chunk sizes add up to
+/// more than `limit` bytes fails with [`ErrorKind::BodyTooLarge`] (on the
+/// source's side) before the data of the offending chunk is forwarded.
+/// Content-Length bodies are expected to be checked against the limit
+/// before the transfer starts; close-delimited ones are not limited.
+pub async fn relay_limited<R, W>(
+    kind: BodyKind,
+    src: &mut Source<'_, R>,
+    dst: &mut Sink<'_, W>,
+    limit: u64,
+) -> Result<u64, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     match kind {
         BodyKind::Empty | BodyKind::Length(0) => Ok(0),
         BodyKind::Length(n) => relay_length(n, src, dst).await,
-        BodyKind::Chunked => relay_chunked(src, dst).await,
+        BodyKind::Chunked => relay_chunked(src, dst, limit).await,
         BodyKind::UntilClose => relay_until_close(src, dst).await,
     }
 }
@@ -148,7 +167,11 @@ where
     }
 }
 
-async fn relay_chunked<R, W>(src: &mut Source<'_, R>, dst: &mut Sink<'_, W>) -> Result<u64, Error>
+async fn relay_chunked<R, W>(
+    src: &mut Source<'_, R>,
+    dst: &mut Sink<'_, W>,
+    limit: u64,
+) -> Result<u64, Error>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -161,6 +184,13 @@ where
             let next = dec.decode(src.buf).map_err(|_| {
                 Error::new(ErrorKind::InvalidFraming, src.side, "invalid chunked body")
             })?;
+            if dec.declared() > limit {
+                return Err(Error::new(
+                    ErrorKind::BodyTooLarge,
+                    src.side,
+                    "chunked body exceeds max_body_bytes",
+                ));
+            }
             match next {
                 Some(Chunk::Data(n)) => {
                     if dst.chunked {
@@ -200,6 +230,15 @@ mod tests {
         input: &[u8],
         chunked_out: bool,
     ) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        run_limited(kind, input, chunked_out, u64::MAX).await
+    }
+
+    async fn run_limited(
+        kind: BodyKind,
+        input: &[u8],
+        chunked_out: bool,
+        limit: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>), Error> {
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
         client.write_all(input).await.unwrap();
         drop(client);
@@ -218,7 +257,7 @@ mod tests {
             side: Side::Upstream,
             chunked: chunked_out,
         };
-        relay(kind, &mut src, &mut dst).await?;
+        relay_limited(kind, &mut src, &mut dst, limit).await?;
         let rest = src.buf.to_vec();
         Ok((out, rest))
     }
@@ -249,6 +288,27 @@ mod tests {
         assert_eq!(out, b"abcde");
         let err = run(BodyKind::Chunked, b"z\r\n", true).await.unwrap_err();
         assert_eq!(err.status(), 400);
+    }
+
+    #[tokio::test]
+    async fn chunked_body_limit_counts_announced_sizes() {
+        let wire = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let (out, _) = run_limited(BodyKind::Chunked, wire, false, 5)
+            .await
+            .unwrap();
+        assert_eq!(out, b"abcde");
+        let err = run_limited(BodyKind::Chunked, wire, false, 4)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.kind(), err.side(), err.status()),
+            (ErrorKind::BodyTooLarge, Side::Downstream, 413)
+        );
+        // A chunk announcing more than the limit fails before its data arrives.
+        let err = run_limited(BodyKind::Chunked, b"ffffff\r\n", false, 1024)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
     }
 
     #[tokio::test]

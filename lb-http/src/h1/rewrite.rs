@@ -116,6 +116,17 @@ pub fn encode_request(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Adds `Connection: upgrade` and `Upgrade: token` to a request head that
+/// [`encode_request`] just wrote to `out` (the upgrade fields are hop-by-hop,
+/// so they are re-added only for a request lb relays as an upgrade).
+pub fn add_upgrade(out: &mut BytesMut, token: &[u8]) {
+    debug_assert!(out.ends_with(b"\r\n\r\n"));
+    out.truncate(out.len() - 2);
+    put_field(out, b"Connection", b"upgrade");
+    put_field(out, b"Upgrade", token);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// How the downstream response body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {

@@ -336,14 +336,23 @@ pub fn snapshot(app: SocketAddr) -> HttpSnapshot {
             Backend {
                 name: "app".into(),
                 endpoints: vec![app],
+                protocol: Default::default(),
+                policy: Default::default(),
+                health: None,
             },
             Backend {
                 name: "empty".into(),
                 endpoints: vec![],
+                protocol: Default::default(),
+                policy: Default::default(),
+                health: None,
             },
             Backend {
                 name: "dead".into(),
                 endpoints: vec![dead],
+                protocol: Default::default(),
+                policy: Default::default(),
+                health: None,
             },
         ],
         ..HttpSnapshot::default()

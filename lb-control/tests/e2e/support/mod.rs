@@ -2,7 +2,9 @@
 //! configuration and manifests, talk to it over real sockets, stop it.
 #![allow(dead_code, missing_docs)]
 
+pub mod certs;
 pub mod client;
+pub mod h2c;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,6 +43,7 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 pub struct Lb {
     pub dir: PathBuf,
     pub http: SocketAddr,
+    pub https: SocketAddr,
     pub admin: SocketAddr,
     pub child: Option<Child>,
     pub log: PathBuf,
@@ -50,10 +53,15 @@ impl Lb {
     /// Writes `lb.toml` (with `extra` TOML appended) and the given manifest
     /// files, starts `lb serve` and waits until `/readyz` answers 200.
     pub fn start(tag: &str, manifests: &[(&str, &str)], extra: &str) -> Lb {
+        Self::start_with(tag, manifests, extra, "")
+    }
+
+    /// Like [`Lb::start`], with `ingress` TOML lines added to `[ingress]`.
+    pub fn start_with(tag: &str, manifests: &[(&str, &str)], extra: &str, ingress: &str) -> Lb {
         // free_port() releases the port before lb binds it, so a concurrent
         // test can take it first: try again with fresh ports in that case.
         for _ in 0..5 {
-            let mut lb = Self::spawn_unready(tag, manifests, extra);
+            let mut lb = Self::spawn_unready_with(tag, manifests, extra, ingress);
             if lb.wait_ready_or_port_taken(Duration::from_secs(20)) {
                 return lb;
             }
@@ -88,14 +96,26 @@ impl Lb {
     /// Like [`Lb::start`] but returns right after spawning the process.
     /// The I/O mode is `LB_TEST_IO` (`uring`, `epoll`), else `auto`.
     pub fn spawn_unready(tag: &str, manifests: &[(&str, &str)], extra: &str) -> Lb {
+        Self::spawn_unready_with(tag, manifests, extra, "")
+    }
+
+    /// Like [`Lb::spawn_unready`], with `ingress` TOML lines added to `[ingress]`.
+    /// Every lb also listens for HTTPS on [`Lb::https`].
+    pub fn spawn_unready_with(
+        tag: &str,
+        manifests: &[(&str, &str)],
+        extra: &str,
+        ingress: &str,
+    ) -> Lb {
         let dir = scratch_dir(tag);
         for (name, body) in manifests {
             std::fs::write(dir.join("manifests").join(name), body).expect("write manifest");
         }
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
-            "[runtime]\nworkers = 2\nshutdown_grace = \"10s\"\nio = \"{io}\"\npin = false\n[admin]\nlisten = \"{admin}\"\n[ingress]\nclass = \"lb\"\nhttp = [\"{http}\"]\nhttps = []\n[sources]\nfiles = [\"{}\"]\n{extra}",
+            "[runtime]\nworkers = 2\nshutdown_grace = \"10s\"\nio = \"{io}\"\npin = false\n[admin]\nlisten = \"{admin}\"\n[ingress]\nclass = \"lb\"\nhttp = [\"{http}\"]\nhttps = [\"{https}\"]\n{ingress}\n[sources]\nfiles = [\"{}\"]\n{extra}",
             dir.join("manifests").display(),
             io = test_io(),
         );
@@ -104,6 +124,7 @@ impl Lb {
             log: dir.join("lb.log"),
             dir,
             http,
+            https,
             admin,
             child: None,
         };

@@ -1,0 +1,373 @@
+//! The downstream HTTP/2 server: one task per connection drives the h2
+//! connection and polls its streams; each stream is routed like an
+//! HTTP/1.1 request (same route table, backends, round robin, counters) and
+//! handed to the exchange for its backend's protocol. Draining, idling and
+//! too many client resets end the connection with GOAWAY.
+
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use lb_core::runtime::Drain;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::translate::{Fwd, content_length};
+use super::{to_h1, to_h2c};
+use crate::balance::{HashOn, Policy, cookie_value, key_hash};
+use crate::error::{Error, ErrorKind, Side, reason};
+use crate::h1::head::valid_authority;
+use crate::proxy::{HttpProxy, body_limit};
+use crate::route::normalize_host;
+use crate::snapshot::UpstreamProtocol;
+
+/// Most bytes h2 buffers for one stream beyond what flow control let out.
+const SEND_BUFFER: usize = 256 * 1024;
+/// Longest time a closed connection keeps discarding client bytes.
+const LINGER: Duration = Duration::from_millis(500);
+/// Most client bytes discarded while lingering.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Per-connection state the streams share.
+pub(super) struct Ctx<'a> {
+    pub proxy: &'a HttpProxy,
+    pub client_ip: String,
+    tls: bool,
+    resets: ResetMeter,
+}
+
+/// Where one request goes.
+pub(super) struct Plan {
+    pub addr: SocketAddr,
+    pub protocol: UpstreamProtocol,
+    /// The authority requested (`:authority`, else `Host`), as sent.
+    pub authority: String,
+    /// The `:path` (path and query).
+    pub path: String,
+    /// The request's `content-length`, if it has one.
+    pub content_length: Option<u64>,
+}
+
+/// How a stream ended.
+pub(super) enum StreamEnd {
+    /// The exchange completed.
+    Done,
+    /// The client reset the stream.
+    ClientReset,
+    /// The exchange failed; `head_sent` tells whether a response head went
+    /// out already (then the stream was reset).
+    Failed { err: Error, head_sent: bool },
+}
+
+impl StreamEnd {
+    pub(super) fn failed(err: Error, head_sent: bool) -> Self {
+        StreamEnd::Failed { err, head_sent }
+    }
+}
+
+/// A request answered by lb itself.
+enum Early {
+    Error(Error),
+    Redirect(String),
+}
+
+/// Counts client stream resets in one-second windows.
+struct ResetMeter {
+    limit: u32,
+    window: Cell<Instant>,
+    count: Cell<u32>,
+    tripped: Cell<bool>,
+}
+
+impl ResetMeter {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            window: Cell::new(Instant::now()),
+            count: Cell::new(0),
+            tripped: Cell::new(false),
+        }
+    }
+
+    fn hit(&self) {
+        let now = Instant::now();
+        if now.duration_since(self.window.get()) >= Duration::from_secs(1) {
+            self.window.set(now);
+            self.count.set(0);
+        }
+        let n = self.count.get().saturating_add(1);
+        self.count.set(n);
+        if n > self.limit {
+            self.tripped.set(true);
+        }
+    }
+}
+
+/// Serves HTTP/2 on an established connection (after TLS with ALPN `h2`,
+/// or cleartext that began with the preface) until the client goes away,
+/// the connection idles for `idle_timeout` with no stream open, or the
+/// worker drains; the last two send GOAWAY and let open streams finish.
+pub(crate) async fn serve_h2<IO>(
+    proxy: &HttpProxy,
+    io: IO,
+    peer: SocketAddr,
+    tls: bool,
+    mut drain: Drain,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let settings = proxy.settings();
+    let h = &settings.http2;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(h.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(h.max_header_list_size).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(h.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(h.max_local_error_reset_streams))
+        .initial_window_size(h.stream_window)
+        .initial_connection_window_size(h.connection_window)
+        .max_send_buffer_size(SEND_BUFFER);
+    let mut io = io;
+    let handshake = builder.handshake::<_, Bytes>(&mut io);
+    let mut conn = match tokio::time::timeout(settings.header_read_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "HTTP/2 handshake timed out");
+            return;
+        }
+    };
+    let ctx = Ctx {
+        proxy,
+        client_ip: peer.ip().to_canonical().to_string(),
+        tls,
+        resets: ResetMeter::new(h.max_resets_per_second),
+    };
+    let mut streams = FuturesUnordered::new();
+    let mut closing = false;
+    let mut calmed = false;
+    let idle = tokio::time::sleep(settings.idle_timeout);
+    tokio::pin!(idle);
+    loop {
+        tokio::select! {
+            biased;
+            _ = drain.wait(), if !closing => {
+                closing = true;
+                conn.graceful_shutdown();
+            }
+            Some(()) = streams.next(), if !streams.is_empty() => {
+                if ctx.resets.tripped.get() && !calmed {
+                    calmed = true;
+                    closing = true;
+                    tracing::info!(%peer, "HTTP/2 client reset too many streams, sending GOAWAY");
+                    conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                }
+                if streams.is_empty() {
+                    idle.as_mut().reset(Instant::now() + settings.idle_timeout);
+                }
+            }
+            r = conn.accept() => match r {
+                Some(Ok((req, respond))) => streams.push(ctx.serve_stream(req, respond)),
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
+                    break;
+                }
+                None => break,
+            },
+            () = &mut idle, if streams.is_empty() && !closing => {
+                closing = true;
+                conn.graceful_shutdown();
+            }
+        }
+    }
+    drop(streams);
+    drop(conn);
+    linger(&mut io).await;
+}
+
+/// Closes the connection gracefully: shuts down the write side, then
+/// discards what the client still sends for a short while, so that a
+/// closing GOAWAY is read by the client rather than lost to a reset.
+async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
+    let _ = io.shutdown().await;
+    let mut scratch = [0u8; 4096];
+    let deadline = Instant::now() + LINGER;
+    let mut discarded = 0usize;
+    while discarded < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, io.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// What lb adds to requests of this connection going to `plan`.
+    pub(super) fn fwd<'p>(&'p self, plan: &'p Plan) -> Fwd<'p> {
+        Fwd {
+            client_ip: &self.client_ip,
+            proto: if self.tls { "https" } else { "http" },
+            host: Some(plan.authority.as_bytes()),
+        }
+    }
+
+    async fn serve_stream(&self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let is_head = req.method() == Method::HEAD;
+        let end = match self.route(&req) {
+            Err(Early::Error(err)) => StreamEnd::failed(err, false),
+            Err(Early::Redirect(location)) => {
+                self.redirect(&mut respond, &location);
+                return;
+            }
+            Ok(plan) => match plan.protocol {
+                UpstreamProtocol::H2c => to_h2c::exchange(self, &plan, req, &mut respond).await,
+                UpstreamProtocol::Http1 => to_h1::exchange(self, &plan, req, &mut respond).await,
+            },
+        };
+        match end {
+            StreamEnd::Done => {}
+            StreamEnd::ClientReset => self.resets.hit(),
+            StreamEnd::Failed { err, head_sent } => {
+                if err.side() == Side::Upstream && err.kind() != ErrorKind::NoEndpoints {
+                    self.proxy.counters().upstream_errors.inc();
+                }
+                tracing::debug!(error = %err, head_sent, "HTTP/2 request failed");
+                if !head_sent {
+                    self.reply_error(&mut respond, err.status(), is_head);
+                }
+            }
+        }
+    }
+
+    /// Routes a request exactly as the HTTP/1.1 proxy does.
+    fn route(&self, req: &Request<RecvStream>) -> Result<Plan, Early> {
+        let s = self.proxy.settings();
+        let early = |kind, detail| Early::Error(Error::new(kind, Side::Downstream, detail));
+        if req.method() == Method::CONNECT {
+            return Err(early(ErrorKind::UnsupportedMethod, "CONNECT"));
+        }
+        let authority = match req.uri().authority() {
+            Some(a) => a.as_str(),
+            None => match req.headers().get(header::HOST) {
+                Some(h) if valid_authority(h.as_bytes()) => h.to_str().unwrap_or_default(),
+                _ => return Err(early(ErrorKind::MissingHost, "no :authority or Host")),
+            },
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if path.len() > s.max_uri_bytes {
+            return Err(early(ErrorKind::UriTooLong, ":path exceeds max_uri_bytes"));
+        }
+        let content_length = content_length(req.headers())
+            .map_err(|()| early(ErrorKind::InvalidFraming, "invalid content-length"))?;
+        if content_length.is_some_and(|n| n > body_limit(s)) {
+            return Err(early(
+                ErrorKind::BodyTooLarge,
+                "body exceeds max_body_bytes",
+            ));
+        }
+        let mut host = String::new();
+        normalize_host(authority, &mut host);
+        let snapshot = self.proxy.snapshot.current();
+        let snap = &snapshot.value;
+        if !self.tls && snap.redirects_to_https(&host) {
+            let port = match snap.https_port {
+                Some(443) | None => String::new(),
+                Some(p) => format!(":{p}"),
+            };
+            let path = if path.starts_with('/') { path } else { "/" };
+            return Err(Early::Redirect(format!("https://{host}{port}{path}")));
+        }
+        let Some(route) = snap.routes.lookup(&host, path) else {
+            return Err(early(ErrorKind::NoRoute, "no route"));
+        };
+        let backend = snap.backend(route.backend);
+        let endpoints = backend.map_or(&[][..], |b| &b.endpoints[..]);
+        if endpoints.is_empty() {
+            return Err(Early::Error(Error::new(
+                ErrorKind::NoEndpoints,
+                Side::Upstream,
+                "no endpoints",
+            )));
+        }
+        let policy = backend.map_or(&Policy::RoundRobin, |b| &b.policy);
+        let key = match policy {
+            Policy::Hash(HashOn::ClientIp) => Some(key_hash(self.client_ip.as_bytes())),
+            Policy::Hash(HashOn::Header(name)) => req
+                .headers()
+                .get(name.as_str())
+                .map(|v| key_hash(v.as_bytes())),
+            Policy::Hash(HashOn::Cookie(name)) => req
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .find_map(|v| cookie_value(v.as_bytes(), name))
+                .map(key_hash),
+            _ => None,
+        };
+        let Some(addr) = self
+            .proxy
+            .balancer
+            .pick(route.backend, endpoints, policy, key, &[])
+        else {
+            return Err(Early::Error(Error::new(
+                ErrorKind::NoEndpoints,
+                Side::Upstream,
+                "no endpoints",
+            )));
+        };
+        Ok(Plan {
+            addr,
+            protocol: backend.map_or(UpstreamProtocol::Http1, |b| b.protocol),
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+            content_length,
+        })
+    }
+
+    /// Answers with one of lb's own responses (`"<status> <reason>\n"`).
+    fn reply_error(&self, respond: &mut SendResponse<Bytes>, status: u16, is_head: bool) {
+        let body = format!("{status} {}\n", reason(status));
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        self.proxy.counters().response(status);
+        if let Ok(mut send) = respond.send_response(resp, is_head)
+            && !is_head
+        {
+            let _ = send.send_data(Bytes::from(body), true);
+        }
+    }
+
+    /// Answers `308 Permanent Redirect` to `location`.
+    fn redirect(&self, respond: &mut SendResponse<Bytes>, location: &str) {
+        let Ok(value) = HeaderValue::from_str(location) else {
+            self.reply_error(respond, 400, false);
+            return;
+        };
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        resp.headers_mut().insert(header::LOCATION, value);
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        self.proxy.counters().response(308);
+        let _ = respond.send_response(resp, true);
+    }
+}
+
+/// Resolves when the client resets the stream (or the connection fails).
+pub(super) async fn client_reset(respond: &mut SendResponse<Bytes>) {
+    let _ = poll_fn(|cx| respond.poll_reset(cx)).await;
+}
