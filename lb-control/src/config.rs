@@ -273,6 +273,9 @@ pub struct Upstream {
     /// Longest ejection.
     #[serde(with = "duration_serde")]
     pub max_ejection: Duration,
+    /// Idle keep-alive connections kept per endpoint and worker (HTTP/1.1
+    /// upstreams); more are closed when they go idle.
+    pub max_idle_per_endpoint: usize,
 }
 
 impl Default for Upstream {
@@ -281,6 +284,7 @@ impl Default for Upstream {
             consecutive_failures: 5,
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(300),
+            max_idle_per_endpoint: 512,
         }
     }
 }

@@ -71,6 +71,7 @@ fn proxy_settings(cfg: &Config) -> ProxySettings {
             stream_window: cfg.http2.stream_window,
             connection_window: cfg.http2.connection_window,
         },
+        max_idle_per_endpoint: cfg.upstream.max_idle_per_endpoint,
         outlier: lb_http::balance::OutlierSettings {
             consecutive_failures: cfg.upstream.consecutive_failures,
             base_ejection: cfg.upstream.base_ejection,

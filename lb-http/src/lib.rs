@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod balance;
 pub mod downstream;
 pub mod error;
+pub mod gateway;
 pub mod h1;
 pub mod h2;
 pub mod proxy;

@@ -51,8 +51,6 @@ use crate::snapshot::{BackendId, HttpSnapshot, UpstreamProtocol};
 use crate::tls;
 use crate::upstream::{UpstreamConn, UpstreamPool};
 
-/// Idle upstream connections kept per endpoint.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// Buffer growth step while streaming bodies.
 const BUFFER: usize = 16 * 1024;
 /// Initial (and head-reading) buffer size of a downstream connection: small,
@@ -149,7 +147,7 @@ impl HttpProxy {
             snapshot: LocalSnapshot::new(snapshot),
             counters,
             worker,
-            pool: UpstreamPool::new(MAX_IDLE_PER_ENDPOINT, settings.idle_timeout),
+            pool: UpstreamPool::new(settings.max_idle_per_endpoint, settings.idle_timeout),
             balancer: Balancer::new(worker, settings.outlier),
             access_log: None,
             settings,

@@ -31,6 +31,8 @@ pub struct ProxySettings {
     pub max_body_bytes: u64,
     /// HTTP/2 limits (downstream connections and upstream h2c connections).
     pub http2: crate::h2::Http2Settings,
+    /// Idle keep-alive upstream connections kept per endpoint and worker.
+    pub max_idle_per_endpoint: usize,
     /// Passive outlier detection of upstream endpoints.
     pub outlier: crate::balance::OutlierSettings,
 }
@@ -47,6 +49,7 @@ impl Default for ProxySettings {
             max_uri_bytes: 8192,
             max_body_bytes: 0,
             http2: crate::h2::Http2Settings::default(),
+            max_idle_per_endpoint: 512,
             outlier: crate::balance::OutlierSettings::default(),
         }
     }
