@@ -88,6 +88,9 @@ impl EndpointState {
 pub struct Balancer {
     settings: OutlierSettings,
     endpoints: RefCell<HashMap<SocketAddr, EndpointState>>,
+    /// Endpoints with a failure streak or an ejection: while 0 (the usual
+    /// case) choosing and recording skip the state map altogether.
+    troubled: Cell<usize>,
     cursors: RefCell<Vec<usize>>,
     rng: Cell<u64>,
 }
@@ -99,6 +102,7 @@ impl Balancer {
         Self {
             settings,
             endpoints: RefCell::new(HashMap::new()),
+            troubled: Cell::new(0),
             cursors: RefCell::new(Vec::new()),
             rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (worker as u64).wrapping_mul(0x2545_f491)),
         }
@@ -126,15 +130,21 @@ impl Balancer {
         key: Option<u64>,
         exclude: &[SocketAddr],
     ) -> Option<SocketAddr> {
-        let now = Instant::now();
+        let calm = self.troubled.get() == 0;
+        let now = if calm { None } else { Some(Instant::now()) };
         let states = self.endpoints.borrow();
-        let ejected = |a: &SocketAddr| states.get(a).is_some_and(|s| s.ejected(now));
+        let ejected =
+            |a: &SocketAddr| now.is_some_and(|now| states.get(a).is_some_and(|s| s.ejected(now)));
         let open = |a: &&SocketAddr| !exclude.contains(a);
-        let healthy = endpoints
-            .iter()
-            .filter(open)
-            .filter(|a| !ejected(a))
-            .count();
+        let healthy = if calm {
+            endpoints.len()
+        } else {
+            endpoints
+                .iter()
+                .filter(open)
+                .filter(|a| !ejected(a))
+                .count()
+        };
         let eligible = |a: &&SocketAddr| open(a) && (healthy == 0 || !ejected(a));
         match (policy, key) {
             (Policy::Hash(_), Some(key)) => endpoints
@@ -179,22 +189,34 @@ impl Balancer {
     }
 
     /// Marks a request to `addr` as started; the guard marks it finished.
-    pub fn start(&self, addr: SocketAddr) -> InFlight<'_> {
-        self.endpoints
-            .borrow_mut()
-            .entry(addr)
-            .or_default()
-            .in_flight += 1;
+    /// Only least-request needs the count (`tracked`); other policies get a
+    /// guard that costs nothing.
+    pub fn start(&self, addr: SocketAddr, tracked: bool) -> InFlight<'_> {
+        if tracked {
+            self.endpoints
+                .borrow_mut()
+                .entry(addr)
+                .or_default()
+                .in_flight += 1;
+        }
         InFlight {
             balancer: self,
             addr,
+            tracked,
         }
     }
 
-    /// Records a success: the failure streak ends.
+    /// Records a success: the failure streak (and a past ejection) ends.
     pub fn success(&self, addr: SocketAddr) {
-        if let Some(s) = self.endpoints.borrow_mut().get_mut(&addr) {
+        if self.troubled.get() == 0 {
+            return;
+        }
+        if let Some(s) = self.endpoints.borrow_mut().get_mut(&addr)
+            && (s.failures > 0 || s.ejected_until.is_some())
+        {
             s.failures = 0;
+            s.ejected_until = None;
+            self.troubled.set(self.troubled.get() - 1);
         }
     }
 
@@ -207,6 +229,9 @@ impl Balancer {
         let threshold = self.settings.consecutive_failures;
         let streak = {
             let s = states.entry(addr).or_default();
+            if s.failures == 0 && s.ejected_until.is_none() {
+                self.troubled.set(self.troubled.get() + 1);
+            }
             s.failures += 1;
             s.failures
         };
@@ -251,6 +276,7 @@ impl Balancer {
 pub struct InFlight<'a> {
     balancer: &'a Balancer,
     addr: SocketAddr,
+    tracked: bool,
 }
 
 impl InFlight<'_> {
@@ -262,6 +288,9 @@ impl InFlight<'_> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        if !self.tracked {
+            return;
+        }
         if let Some(s) = self.balancer.endpoints.borrow_mut().get_mut(&self.addr) {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
@@ -388,7 +417,7 @@ mod tests {
     fn least_request_prefers_the_idle_endpoint() {
         let b = Balancer::new(0, OutlierSettings::default());
         let e = eps(2);
-        let _busy: Vec<_> = (0..10).map(|_| b.start(e[0])).collect();
+        let _busy: Vec<_> = (0..10).map(|_| b.start(e[0], true)).collect();
         let picks: Vec<_> = (0..50)
             .map(|_| {
                 b.pick(BackendId(0), &e, &Policy::LeastRequest, None, &[])

@@ -682,13 +682,14 @@ impl HttpProxy {
             policy,
             key,
         };
-        let mut inflight = self.balancer.start(addr);
+        let tracked = *policy == Policy::LeastRequest;
+        let mut inflight = self.balancer.start(addr, tracked);
         let mut up = self
             .connect_failover(&pick, &mut addr, &mut tried, false)
             .await
             .map_err(|e| fail(e, body_done))?;
         if up.addr() != addr {
-            inflight = self.balancer.start(up.addr());
+            inflight = self.balancer.start(up.addr(), tracked);
         }
         addr = up.addr();
         // A request that may be sent twice (idempotent, body not streamed)
@@ -749,7 +750,7 @@ impl HttpProxy {
             }
             if up.addr() != addr || inflight.addr() != up.addr() {
                 addr = up.addr();
-                inflight = self.balancer.start(addr);
+                inflight = self.balancer.start(addr, tracked);
             }
         };
         down.outcome.upstream = Some(addr);
