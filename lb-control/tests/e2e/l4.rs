@@ -314,3 +314,73 @@ fn ipv6_vip_reaches_ipv4_endpoints_and_a_connection_keeps_its_endpoint_when_one_
     // New connections now spread over all three.
     assert_eq!(counts(addr, 150).len(), 3);
 }
+
+/// The echo backend that answers a request sent from source address `from`.
+fn backend_from(from: std::net::IpAddr, addr: SocketAddr) -> Option<String> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    s.bind(&SocketAddr::new(from, 0).into()).ok()?;
+    s.connect_timeout(&addr.into(), Duration::from_secs(5))
+        .ok()?;
+    let mut s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: l4\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let at = out.find("\"backend\":\"")? + 11;
+    Some(out[at..].split('"').next()?.to_owned())
+}
+
+#[test]
+fn client_ip_affinity_lasts_its_timeout_then_the_hash_decides_again() {
+    let (_servers, eps) = backends(3);
+    let port = free_port();
+    let svc = |n: usize| {
+        l4_service(
+            "expiring",
+            "LoadBalancer",
+            port,
+            "  loadBalancerIP: 127.0.86.1\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 3}}\n",
+            &eps[..n],
+        )
+    };
+    let lb = Lb::start("l4-affinity-timeout", &[("svc.yaml", &svc(1))], "");
+    let vip = SocketAddr::from(([127, 0, 86, 1], port));
+    let clients: Vec<std::net::IpAddr> = (20..32)
+        .map(|i| std::net::IpAddr::from([127, 0, 0, i]))
+        .collect();
+    // Every client is remembered on b0 by both workers (many connections,
+    // so the kernel's per-connection hash reaches each worker).
+    for ip in &clients {
+        for _ in 0..16 {
+            assert_eq!(backend_from(*ip, vip).as_deref(), Some("b0"));
+        }
+    }
+    let generation = lb.generation();
+    std::fs::write(lb.manifest_path("svc.yaml"), svc(3)).unwrap();
+    lb.wait_generation_above(generation, Duration::from_secs(10));
+    // Within the timeout the remembered endpoint holds, though the hash of
+    // the client address now spreads over three endpoints.
+    for ip in &clients {
+        for _ in 0..2 {
+            assert_eq!(
+                backend_from(*ip, vip).as_deref(),
+                Some("b0"),
+                "{ip} within the timeout"
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_millis(3500));
+    let after: Vec<String> = clients
+        .iter()
+        .map(|ip| backend_from(*ip, vip).expect("an answer"))
+        .collect();
+    assert!(
+        after.iter().any(|b| b != "b0"),
+        "after the timeout the hash decides again: {after:?}"
+    );
+    // And a new choice is remembered again.
+    for (ip, first) in clients.iter().zip(&after) {
+        assert_eq!(backend_from(*ip, vip).as_ref(), Some(first), "{ip}");
+    }
+}
