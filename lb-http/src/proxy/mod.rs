@@ -18,6 +18,22 @@
 //! - Interim 1xx responses are relayed to HTTP/1.1 clients and not counted.
 //! - If the final response arrives before the request body was fully sent,
 //!   sending stops and both connections close after the response.
+//!
+//! Submodules: `failover` (endpoint choice and connect failover), `tunnel`
+//! (upgrades), `redirect` (HTTP to HTTPS), `access` (the access-log line) and
+//! `wire` (HTTP/1.1 wire helpers).
+
+mod access;
+mod failover;
+mod redirect;
+mod tunnel;
+mod wire;
+
+use access::Outcome;
+pub use failover::CONNECT_ATTEMPTS;
+use failover::{Pick, Tried, is_idempotent, policy_key};
+use tunnel::upgrade_token;
+use wire::{body_outcome, check_body_start, linger_close, read_response_head, split_target};
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -29,25 +45,24 @@ use bytes::{Buf, BytesMut};
 use lb_core::counters::{CounterSet, WorkerCounters};
 use lb_core::runtime::{Accepted, ConnectionHandler, Drain};
 use lb_core::snapshot::{LocalSnapshot, SnapshotCell};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::access_log::{self, AccessLog};
-use crate::balance::{Balancer, HashOn, Policy, cookie_value, key_hash};
+use crate::access_log::AccessLog;
+use crate::balance::{Balancer, Policy};
 use crate::downstream::DownIo;
 use crate::error::{Error, ErrorKind, Side};
 use crate::h1::body::{Sink, Source, relay};
-use crate::h1::head::listed_in_connection;
 use crate::h1::head::{
-    BodyKind, HeaderSpan, MessageInfo, RequestHead, ResponseHead, parse_request, parse_response,
-    request_info, response_info,
+    BodyKind, HeaderSpan, MessageInfo, RequestHead, ResponseHead, parse_request, request_info,
+    response_info,
 };
 use crate::h1::rewrite::{
     ConnectionField, Forwarded, Framing, add_upgrade, encode_error, encode_request, encode_response,
 };
 use crate::route::normalize_host;
 use crate::settings::ProxySettings;
-use crate::snapshot::{BackendId, HttpSnapshot, UpstreamProtocol};
+use crate::snapshot::{HttpSnapshot, UpstreamProtocol};
 use crate::tls;
 use crate::upstream::{UpstreamConn, UpstreamPool};
 
@@ -109,16 +124,6 @@ struct Downstream {
     peer: SocketAddr,
     /// What happened to the current request (for the access log).
     outcome: Outcome,
-}
-
-/// What happened to one request, as the access log reports it.
-#[derive(Debug, Default)]
-struct Outcome {
-    status: u16,
-    bytes: u64,
-    upstream: Option<SocketAddr>,
-    backend: Option<BackendId>,
-    upstream_at: Option<Instant>,
 }
 
 /// Decrements the active-connection gauge however the connection ends.
@@ -353,166 +358,6 @@ impl HttpProxy {
         self.log_request(down, &head, started);
         down.spans = head.into_spans();
         next
-    }
-
-    /// Writes the access-log line of the request just handled, if logging.
-    fn log_request(&self, down: &Downstream, head: &RequestHead, started: Instant) {
-        let Some(log) = &self.access_log else {
-            return;
-        };
-        let snapshot = self.snapshot.current();
-        let o = &down.outcome;
-        let record = access_log::Record {
-            time: access_log::now_rfc3339(),
-            client: down.peer,
-            protocol: if head.minor_version() == 0 {
-                "HTTP/1.0"
-            } else {
-                "HTTP/1.1"
-            },
-            tls: down.stream.is_tls(),
-            host: &down.host,
-            method: std::str::from_utf8(head.method()).unwrap_or("?"),
-            path: std::str::from_utf8(head.target()).unwrap_or("?"),
-            status: o.status,
-            bytes_sent: o.bytes,
-            upstream: o.upstream,
-            backend: o
-                .backend
-                .and_then(|id| snapshot.value.backend(id))
-                .map(|b| b.name.as_str()),
-            duration_ms: access_log::millis(started.elapsed()),
-            upstream_ms: o.upstream_at.map(|t| access_log::millis(t - started)),
-        };
-        log.log(&record);
-    }
-
-    /// Logs every request of this proxy to `log` (one JSON line each).
-    pub fn with_access_log(mut self, log: Option<AccessLog>) -> Self {
-        self.access_log = log;
-        self
-    }
-
-    /// Answers a plain-HTTP request for a host that has TLS with a 308 to
-    /// the same URL on HTTPS. `None` when the host is not redirected.
-    async fn redirect_to_https(
-        &self,
-        down: &mut Downstream,
-        head: &RequestHead,
-        drain: &Drain,
-    ) -> Option<Next> {
-        let snapshot = self.snapshot.current();
-        let snap = &snapshot.value;
-        if snap.https_redirect.is_empty() {
-            return None;
-        }
-        let info = request_info(head).ok()?;
-        let host = std::str::from_utf8(info.host?.get(head.raw())).ok()?;
-        normalize_host(host, &mut down.host);
-        if !snap.redirects_to_https(&down.host) {
-            return None;
-        }
-        let target = head.target();
-        let path = if target.first() == Some(&b'/') {
-            target
-        } else {
-            b"/"
-        };
-        let close = !info.keep_alive
-            || drain.is_draining()
-            || !matches!(info.body, BodyKind::Empty | BodyKind::Length(0));
-        down.wbuf.clear();
-        encode_redirect(
-            &down.host,
-            snap.https_port.unwrap_or(443),
-            path,
-            close,
-            &mut down.wbuf,
-        );
-        self.counters().response(308);
-        down.outcome.status = 308;
-        let ok = down.stream.write_all(&down.wbuf).await.is_ok();
-        Some(if ok && !close {
-            Next::KeepAlive
-        } else {
-            Next::Close
-        })
-    }
-
-    /// Relays an upgraded connection (WebSocket): the upstream's 101 head
-    /// goes to the client as received, then bytes flow both ways until both
-    /// sides are done. The connection keeps this endpoint for its life,
-    /// whatever reloads happen meanwhile.
-    async fn tunnel(
-        &self,
-        down: &mut Downstream,
-        mut up: UpstreamConn,
-        resp: ResponseHead,
-    ) -> Result<Next, Failure> {
-        let after_head = |err: Error| Failure {
-            err,
-            head_sent: true,
-            close: true,
-        };
-        down.wbuf.clear();
-        down.wbuf.extend_from_slice(resp.raw());
-        down.wbuf.extend_from_slice(&up.buf);
-        up.buf.clear();
-        down.stream
-            .write_all(&down.wbuf)
-            .await
-            .map_err(|e| after_head(Error::io(Side::Downstream, "101 write failed", e)))?;
-        if !down.rbuf.is_empty() {
-            up.stream
-                .write_all(&down.rbuf)
-                .await
-                .map_err(|e| after_head(Error::io(Side::Upstream, "tunnel write failed", e)))?;
-            down.rbuf.clear();
-        }
-        let _ = tokio::io::copy_bidirectional(&mut down.stream, &mut up.stream).await;
-        Ok(Next::Close)
-    }
-
-    /// Connects to `*addr` (from the pool unless `fresh`); when that fails,
-    /// records the failure and tries other endpoints (up to
-    /// [`CONNECT_ATTEMPTS`] in all), updating `*addr` to the one connected.
-    async fn connect_failover(
-        &self,
-        pick: &Pick<'_>,
-        addr: &mut SocketAddr,
-        tried: &mut Tried,
-        fresh: bool,
-    ) -> Result<UpstreamConn, Error> {
-        loop {
-            let result = if fresh {
-                UpstreamConn::connect(*addr, self.settings.connect_timeout).await
-            } else {
-                self.upstream(*addr).await
-            };
-            let e = match result {
-                Ok(up) => return Ok(up),
-                Err(e) => e,
-            };
-            self.balancer.failure(*addr, pick.endpoints);
-            tried.push(*addr);
-            if !matches!(
-                e.kind(),
-                ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout
-            ) || tried.len() >= CONNECT_ATTEMPTS
-            {
-                return Err(e);
-            }
-            match self
-                .balancer
-                .pick(pick.id, pick.endpoints, pick.policy, pick.key, tried.list())
-            {
-                Some(next) => {
-                    tracing::debug!(error = %e, endpoint = %addr, next = %next, "connect failed, trying another endpoint");
-                    *addr = next;
-                }
-                None => return Err(e),
-            }
-        }
     }
 
     /// Writes one of lb's own responses; returns whether the write succeeded.
@@ -942,241 +787,9 @@ impl HttpProxy {
     }
 }
 
-/// Judges a finished request-body relay: a downstream failure ends the
-/// exchange; an upstream one (it stopped reading) is logged, since the
-/// upstream may still answer.
-fn body_outcome<T>(r: Result<T, Error>) -> Result<(), Error> {
-    match r {
-        Err(e) if e.side() == Side::Downstream => Err(e),
-        Err(e) => {
-            tracing::debug!(error = %e, "request body not fully sent");
-            Ok(())
-        }
-        Ok(_) => Ok(()),
-    }
-}
-
 impl ConnectionHandler for HttpProxy {
     async fn serve(self: Rc<Self>, conn: Accepted, drain: Drain) {
         self.serve_connection(conn, drain).await
-    }
-}
-
-/// Splits a request target into (authority, origin-form target). Origin-form
-/// has no authority; absolute-form `http://host/path?q` yields `host` and
-/// `/path?q` (`?q` or empty when the path is empty; the rewrite adds the
-/// `/`); `*` stays `*`. Anything else is refused.
-fn split_target(target: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
-    if target.first() == Some(&b'/') || target == b"*" {
-        return Some((None, target));
-    }
-    let scheme_len = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
-        7
-    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case(b"https://") {
-        8
-    } else {
-        return None;
-    };
-    let rest = &target[scheme_len..];
-    let end = rest
-        .iter()
-        .position(|&b| b == b'/' || b == b'?')
-        .unwrap_or(rest.len());
-    let authority = &rest[..end];
-    if authority.is_empty() || authority.contains(&b'@') {
-        return None;
-    }
-    let path = &rest[end..];
-    Some((Some(authority), path))
-}
-
-/// Reads upstream heads until a final (non-1xx) one; interim responses are
-/// relayed to HTTP/1.1 clients. The response timeout only runs once the
-/// request body has been sent (`body_finished`).
-#[allow(clippy::too_many_arguments)]
-async fn read_response_head<R, W>(
-    ur: &mut R,
-    buf: &mut BytesMut,
-    dw: &mut W,
-    client_minor: u8,
-    upgrade: bool,
-    body_finished: &Cell<bool>,
-    settings: &ProxySettings,
-    spans: &mut Vec<HeaderSpan>,
-) -> Result<ResponseHead, Error>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut received = false;
-    let mut deadline = Instant::now() + settings.response_timeout;
-    loop {
-        if !buf.is_empty() {
-            received = true;
-            if let Some(head) =
-                parse_response(buf, settings.max_header_bytes, settings.max_headers, spans)?
-            {
-                if head.code() >= 200 {
-                    return Ok(head);
-                }
-                if head.code() == 101 && upgrade {
-                    return Ok(head);
-                }
-                if head.code() == 101 {
-                    return Err(Error::new(
-                        ErrorKind::InvalidHead,
-                        Side::Upstream,
-                        "unexpected 101",
-                    ));
-                }
-                if client_minor >= 1 {
-                    let info = response_info(&head, false)?;
-                    let mut out = BytesMut::with_capacity(head.raw().len() + 16);
-                    encode_response(
-                        &head,
-                        &info,
-                        Framing::NoBody,
-                        ConnectionField::None,
-                        &mut out,
-                    );
-                    dw.write_all(&out).await.map_err(|e| {
-                        Error::io(Side::Downstream, "interim response write failed", e)
-                    })?;
-                }
-                *spans = head.into_spans();
-                deadline = Instant::now() + settings.response_timeout;
-                continue;
-            }
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(BUFFER);
-        }
-        match tokio::time::timeout_at(deadline, ur.read_buf(buf)).await {
-            Err(_) if !body_finished.get() => {
-                deadline = Instant::now() + settings.response_timeout;
-            }
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    Side::Upstream,
-                    "response head timed out",
-                ));
-            }
-            Ok(Ok(0)) => {
-                return Err(Error::new(
-                    ErrorKind::Closed,
-                    Side::Upstream,
-                    "closed before response head",
-                )
-                .retry_safe(!received));
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Err(
-                    Error::io(Side::Upstream, "response head read failed", e).retry_safe(!received)
-                );
-            }
-        }
-    }
-}
-
-/// Closes a downstream connection gracefully: shuts down the write side,
-/// then discards what the client still sends for a short while so that the
-/// last response is not lost to a reset.
-/// Endpoints tried per request, at most: connect failures move on to the
-/// next endpoint until this many were tried.
-pub const CONNECT_ATTEMPTS: usize = 3;
-
-/// What a request's endpoint is chosen from.
-struct Pick<'a> {
-    id: BackendId,
-    endpoints: &'a [SocketAddr],
-    policy: &'a Policy,
-    key: Option<u64>,
-}
-
-/// The endpoints a request already tried (allocates only on a failure).
-#[derive(Default)]
-struct Tried {
-    list: Vec<SocketAddr>,
-}
-
-impl Tried {
-    fn push(&mut self, a: SocketAddr) {
-        if !self.list.contains(&a) {
-            self.list.push(a);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    fn list(&self) -> &[SocketAddr] {
-        &self.list
-    }
-}
-
-/// The `Upgrade` value of a request asking to switch protocols (a GET with
-/// `Upgrade` listed in `Connection`, and no body).
-fn upgrade_token<'a>(head: &'a RequestHead, info: &MessageInfo) -> Option<&'a [u8]> {
-    if head.method() != b"GET" || !matches!(info.body, BodyKind::Empty | BodyKind::Length(0)) {
-        return None;
-    }
-    let token = head
-        .header("upgrade")
-        .filter(|v| !v.trim_ascii().is_empty())?;
-    listed_in_connection(head.headers(), b"upgrade").then_some(token)
-}
-
-/// Whether a method is idempotent (RFC 9110 9.2.2), so a request that got
-/// no response byte may be sent again.
-fn is_idempotent(method: &[u8]) -> bool {
-    matches!(
-        method,
-        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
-    )
-}
-
-/// The hash key of a request under `policy`, if the request has one.
-fn policy_key(policy: &Policy, head: &RequestHead, client_ip: &str) -> Option<u64> {
-    match policy {
-        Policy::Hash(HashOn::ClientIp) => Some(key_hash(client_ip.as_bytes())),
-        Policy::Hash(HashOn::Header(name)) => head.header(name).map(key_hash),
-        Policy::Hash(HashOn::Cookie(name)) => head
-            .headers()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
-            .find_map(|(_, v)| cookie_value(v, name))
-            .map(key_hash),
-        _ => None,
-    }
-}
-
-/// Encodes a `308 Permanent Redirect` to `https://host[:port]path`.
-fn encode_redirect(host: &str, port: u16, path: &[u8], close: bool, out: &mut BytesMut) {
-    out.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://");
-    out.extend_from_slice(host.as_bytes());
-    if port != 443 {
-        out.extend_from_slice(format!(":{port}").as_bytes());
-    }
-    out.extend_from_slice(path);
-    out.extend_from_slice(b"\r\nContent-Length: 0\r\n");
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-async fn linger_close(stream: &mut DownIo) {
-    let _ = stream.shutdown().await;
-    let mut scratch = [0u8; 4096];
-    let deadline = Instant::now() + LINGER;
-    let mut discarded = 0usize;
-    while discarded < 256 * 1024 {
-        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
-            Ok(Ok(n)) if n > 0 => discarded += n,
-            _ => break,
-        }
     }
 }
 
@@ -1185,60 +798,5 @@ pub(crate) fn body_limit(settings: &ProxySettings) -> u64 {
     match settings.max_body_bytes {
         0 => u64::MAX,
         n => n,
-    }
-}
-
-/// Refuses a request body before anything goes upstream: a Content-Length
-/// over `limit` (413), or chunked framing already received with the head
-/// (`buffered`) that is malformed (400) or announces more than `limit` (413).
-/// Chunked framing that arrives later is checked while it streams.
-fn check_body_start(info: &MessageInfo, buffered: &[u8], limit: u64) -> Result<(), Error> {
-    let too_large = || {
-        Error::new(
-            ErrorKind::BodyTooLarge,
-            Side::Downstream,
-            "body exceeds max_body_bytes",
-        )
-    };
-    match info.body {
-        BodyKind::Length(n) if n > limit => Err(too_large()),
-        BodyKind::Chunked => {
-            let declared =
-                crate::h1::chunked::ChunkedDecoder::check_prefix(buffered).map_err(|_| {
-                    Error::new(
-                        ErrorKind::InvalidFraming,
-                        Side::Downstream,
-                        "invalid chunked body",
-                    )
-                })?;
-            if declared > limit {
-                return Err(too_large());
-            }
-            Ok(())
-        }
-        _ => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_targets() {
-        assert_eq!(split_target(b"/a?b"), Some((None, &b"/a?b"[..])));
-        assert_eq!(split_target(b"*"), Some((None, &b"*"[..])));
-        assert_eq!(
-            split_target(b"http://Example.com:8080/x/y?z"),
-            Some((Some(&b"Example.com:8080"[..]), &b"/x/y?z"[..]))
-        );
-        assert_eq!(split_target(b"HTTP://h"), Some((Some(&b"h"[..]), &b""[..])));
-        assert_eq!(
-            split_target(b"http://h?q"),
-            Some((Some(&b"h"[..]), &b"?q"[..]))
-        );
-        assert_eq!(split_target(b"http:///x"), None);
-        assert_eq!(split_target(b"http://u@h/"), None);
-        assert_eq!(split_target(b"h:80"), None);
     }
 }

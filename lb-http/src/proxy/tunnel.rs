@@ -1,0 +1,57 @@
+//! Upgraded connections (WebSocket): the request that asks for an upgrade,
+//! and the byte tunnel after the upstream's `101`.
+
+use tokio::io::AsyncWriteExt;
+
+use super::{Downstream, Failure, HttpProxy, Next};
+use crate::error::{Error, Side};
+use crate::h1::head::{BodyKind, MessageInfo, RequestHead, ResponseHead, listed_in_connection};
+use crate::upstream::UpstreamConn;
+
+impl HttpProxy {
+    /// Relays an upgraded connection (WebSocket): the upstream's 101 head
+    /// goes to the client as received, then bytes flow both ways until both
+    /// sides are done. The connection keeps this endpoint for its life,
+    /// whatever reloads happen meanwhile.
+    pub(super) async fn tunnel(
+        &self,
+        down: &mut Downstream,
+        mut up: UpstreamConn,
+        resp: ResponseHead,
+    ) -> Result<Next, Failure> {
+        let after_head = |err: Error| Failure {
+            err,
+            head_sent: true,
+            close: true,
+        };
+        down.wbuf.clear();
+        down.wbuf.extend_from_slice(resp.raw());
+        down.wbuf.extend_from_slice(&up.buf);
+        up.buf.clear();
+        down.stream
+            .write_all(&down.wbuf)
+            .await
+            .map_err(|e| after_head(Error::io(Side::Downstream, "101 write failed", e)))?;
+        if !down.rbuf.is_empty() {
+            up.stream
+                .write_all(&down.rbuf)
+                .await
+                .map_err(|e| after_head(Error::io(Side::Upstream, "tunnel write failed", e)))?;
+            down.rbuf.clear();
+        }
+        let _ = tokio::io::copy_bidirectional(&mut down.stream, &mut up.stream).await;
+        Ok(Next::Close)
+    }
+}
+
+/// The `Upgrade` value of a request asking to switch protocols (a GET with
+/// `Upgrade` listed in `Connection`, and no body).
+pub(super) fn upgrade_token<'a>(head: &'a RequestHead, info: &MessageInfo) -> Option<&'a [u8]> {
+    if head.method() != b"GET" || !matches!(info.body, BodyKind::Empty | BodyKind::Length(0)) {
+        return None;
+    }
+    let token = head
+        .header("upgrade")
+        .filter(|v| !v.trim_ascii().is_empty())?;
+    listed_in_connection(head.headers(), b"upgrade").then_some(token)
+}
