@@ -339,6 +339,29 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The hash key of a request under this policy, if the request has one:
+    /// the client address, a header's first value, or a cookie's value from
+    /// any `Cookie` field. `headers` yields (name, value) pairs.
+    pub fn request_key<'h>(
+        &self,
+        client_ip: &str,
+        mut headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> Option<u64> {
+        match self {
+            Policy::Hash(HashOn::ClientIp) => Some(key_hash(client_ip.as_bytes())),
+            Policy::Hash(HashOn::Header(name)) => headers
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| key_hash(v)),
+            Policy::Hash(HashOn::Cookie(name)) => headers
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+                .find_map(|(_, v)| cookie_value(v, name))
+                .map(key_hash),
+            Policy::RoundRobin | Policy::LeastRequest => None,
+        }
+    }
+}
+
 /// The hash of a policy key (header value, cookie value, client address).
 pub fn key_hash(bytes: &[u8]) -> u64 {
     hash_bytes(0x6c62_2d68_6173_686b, bytes)

@@ -54,7 +54,12 @@ endpoints: [{}]
 /// One HTTP/1.0 request over a fresh TCP connection to `addr`; the name of
 /// the echo backend that answered.
 fn backend_via(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    backend_over(TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?)
+}
+
+/// Sends one HTTP/1.0 request on `s` and returns the answering echo
+/// backend's name.
+fn backend_over(mut s: TcpStream) -> Option<String> {
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     s.write_all(b"GET / HTTP/1.0\r\nHost: l4\r\n\r\n").ok()?;
     let mut out = String::new();
@@ -322,13 +327,7 @@ fn backend_from(from: std::net::IpAddr, addr: SocketAddr) -> Option<String> {
     s.bind(&SocketAddr::new(from, 0).into()).ok()?;
     s.connect_timeout(&addr.into(), Duration::from_secs(5))
         .ok()?;
-    let mut s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: l4\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let at = out.find("\"backend\":\"")? + 11;
-    Some(out[at..].split('"').next()?.to_owned())
+    backend_over(s.into())
 }
 
 #[test]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::translate::{Fwd, content_length};
 use super::{to_h1, to_h2c};
-use crate::balance::{HashOn, Policy, cookie_value, key_hash};
+use crate::balance::Policy;
 use crate::error::{Error, ErrorKind, Side, reason};
 use crate::h1::head::valid_authority;
 use crate::proxy::{HttpProxy, body_limit};
@@ -301,20 +301,12 @@ impl Ctx<'_> {
             )));
         }
         let policy = backend.map_or(&Policy::RoundRobin, |b| &b.policy);
-        let key = match policy {
-            Policy::Hash(HashOn::ClientIp) => Some(key_hash(self.client_ip.as_bytes())),
-            Policy::Hash(HashOn::Header(name)) => req
-                .headers()
-                .get(name.as_str())
-                .map(|v| key_hash(v.as_bytes())),
-            Policy::Hash(HashOn::Cookie(name)) => req
-                .headers()
-                .get_all(header::COOKIE)
+        let key = policy.request_key(
+            &self.client_ip,
+            req.headers()
                 .iter()
-                .find_map(|v| cookie_value(v.as_bytes(), name))
-                .map(key_hash),
-            _ => None,
-        };
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+        );
         let Some(addr) = self
             .proxy
             .balancer

@@ -5,9 +5,8 @@
 use std::net::SocketAddr;
 
 use super::HttpProxy;
-use crate::balance::{HashOn, Policy, cookie_value, key_hash};
+use crate::balance::Policy;
 use crate::error::{Error, ErrorKind};
-use crate::h1::head::RequestHead;
 use crate::snapshot::BackendId;
 use crate::upstream::UpstreamConn;
 
@@ -99,18 +98,4 @@ pub(super) fn is_idempotent(method: &[u8]) -> bool {
         method,
         b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
     )
-}
-
-/// The hash key of a request under `policy`, if the request has one.
-pub(super) fn policy_key(policy: &Policy, head: &RequestHead, client_ip: &str) -> Option<u64> {
-    match policy {
-        Policy::Hash(HashOn::ClientIp) => Some(key_hash(client_ip.as_bytes())),
-        Policy::Hash(HashOn::Header(name)) => head.header(name).map(key_hash),
-        Policy::Hash(HashOn::Cookie(name)) => head
-            .headers()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
-            .find_map(|(_, v)| cookie_value(v, name))
-            .map(key_hash),
-        _ => None,
-    }
 }

@@ -31,7 +31,7 @@ mod wire;
 
 use access::Outcome;
 pub use failover::CONNECT_ATTEMPTS;
-use failover::{Pick, Tried, is_idempotent, policy_key};
+use failover::{Pick, Tried, is_idempotent};
 use tunnel::upgrade_token;
 use wire::{body_outcome, check_body_start, linger_close, read_response_head, split_target};
 
@@ -459,7 +459,7 @@ impl HttpProxy {
         }
         let backend = snap.backend(route.backend);
         let policy = backend.map(|b| &b.policy).unwrap_or(&Policy::RoundRobin);
-        let key = policy_key(policy, head, &down.client_ip);
+        let key = policy.request_key(&down.client_ip, head.headers());
         let mut tried = Tried::default();
         let Some(mut addr) =
             self.balancer
@@ -527,16 +527,13 @@ impl HttpProxy {
             policy,
             key,
         };
-        let tracked = *policy == Policy::LeastRequest;
-        let mut inflight = self.balancer.start(addr, tracked);
+        // `connect_failover` leaves `addr` at the endpoint it reached.
         let mut up = self
             .connect_failover(&pick, &mut addr, &mut tried, false)
             .await
             .map_err(|e| fail(e, body_done))?;
-        if up.addr() != addr {
-            inflight = self.balancer.start(up.addr(), tracked);
-        }
-        addr = up.addr();
+        let tracked = *policy == Policy::LeastRequest;
+        let mut inflight = self.balancer.start(addr, tracked);
         // A request that may be sent twice (idempotent, body not streamed)
         // is retried once on another endpoint when the upstream closes
         // before any response byte.
@@ -574,10 +571,13 @@ impl HttpProxy {
                     other_retry = true;
                     self.balancer.failure(addr, endpoints);
                     tried.push(addr);
-                    let Some(next) =
-                        self.balancer
-                            .pick(pick.id, endpoints, policy, key, tried.list())
-                    else {
+                    let Some(next) = self.balancer.pick(
+                        pick.id,
+                        pick.endpoints,
+                        pick.policy,
+                        pick.key,
+                        tried.list(),
+                    ) else {
                         return Err(fail(e, body_done));
                     };
                     addr = next;
@@ -593,8 +593,7 @@ impl HttpProxy {
                     return Err(fail(e, body_done));
                 }
             }
-            if up.addr() != addr || inflight.addr() != up.addr() {
-                addr = up.addr();
+            if inflight.addr() != addr {
                 inflight = self.balancer.start(addr, tracked);
             }
         };
