@@ -470,6 +470,7 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
             https_redirect: tls.redirect,
             https_port: tls.https_port,
             l4: l4.snapshot,
+            gateway: lb_http::gateway::GatewaySnapshot::default(),
         },
         diagnostics: diags,
         summary,

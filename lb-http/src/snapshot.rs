@@ -9,6 +9,7 @@ use lb_core::l4::{HasL4, L4Snapshot};
 use serde::Serialize;
 
 use crate::balance::Policy;
+use crate::gateway::GatewaySnapshot;
 use crate::route::RouteTable;
 use crate::tls::CertIndex;
 
@@ -76,6 +77,9 @@ pub struct HttpSnapshot {
     /// Services served at L4, by listening address.
     #[serde(skip_serializing_if = "L4Snapshot::is_empty")]
     pub l4: L4Snapshot,
+    /// Gateway API listeners and their routes.
+    #[serde(skip_serializing_if = "GatewaySnapshot::is_empty")]
+    pub gateway: GatewaySnapshot,
 }
 
 impl HasL4 for HttpSnapshot {

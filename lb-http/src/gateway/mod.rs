@@ -13,6 +13,7 @@ mod hostname;
 mod matcher;
 pub mod precedence;
 mod request;
+mod snapshot;
 mod table;
 
 #[cfg(test)]
@@ -23,6 +24,10 @@ use serde::Serialize;
 pub use hostname::{HostnameMatch, InvalidHostname, attaches, intersect};
 pub use matcher::{HeaderMatch, PathMatch, Pattern, QueryMatch, RouteMatch, ValueMatch};
 pub use request::{HeaderSource, host_key, split_target};
+pub use snapshot::{
+    GatewayListener, GatewayPort, GatewaySnapshot, HeaderModifier, PathModifier, PortProtocol,
+    Redirect, Rewrite, RuleAction, SniRoute, WeightedBackend,
+};
 pub use table::GatewayRouteTable;
 
 /// Opaque id of the backend set a match forwards to (resolved by the compiler).

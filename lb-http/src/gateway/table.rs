@@ -23,7 +23,7 @@ use super::request::{self, HeaderSource};
 
 /// Candidates for one host group, by path kind; lists hold entry indices in
 /// precedence order.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct PathIndex {
     exact: HashMap<Box<str>, Vec<u32>>,
     regex: Vec<u32>,
@@ -98,7 +98,7 @@ struct Req<'a, H: ?Sized> {
 
 /// All HTTPRoute matches attached to one Listener, compiled for lookup.
 /// Immutable once built; a configuration change builds a new table.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GatewayRouteTable {
     entries: Vec<RouteEntry>,
     exact_hosts: HashMap<Box<str>, PathIndex>,
