@@ -10,6 +10,7 @@ pub mod error;
 pub mod gateway;
 pub mod h1;
 pub mod h2;
+mod passthrough;
 pub mod proxy;
 pub mod route;
 pub mod settings;

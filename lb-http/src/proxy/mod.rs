@@ -24,6 +24,7 @@
 //! `wire` (HTTP/1.1 wire helpers).
 
 mod access;
+mod gateway;
 mod failover;
 mod redirect;
 mod tunnel;
