@@ -1,7 +1,8 @@
-//! The L4 listeners of the running workers: after each compile, addresses no
-//! longer served are closed (TCP connections already accepted carry on; UDP
-//! flows end with their socket) and new ones are bound, one SO_REUSEPORT
-//! socket per worker, and handed to the workers while they run.
+//! The listeners that follow the configuration (L4 Service addresses and
+//! Gateway ports): after each compile, addresses no longer served are closed
+//! (TCP connections already accepted carry on; UDP flows end with their
+//! socket) and new ones are bound, one SO_REUSEPORT socket per worker, and
+//! handed to the workers while they run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -10,16 +11,23 @@ use lb_core::flowhash::Protocol;
 use lb_core::l4::L4Snapshot;
 use lb_core::listener::{bind_per_worker, bind_udp_per_worker};
 use lb_core::runtime::ListenerCommand;
+use lb_http::gateway::GatewaySnapshot;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// The tag L4 listeners carry (HTTP listeners have `runtime::STATIC_TAG`).
 pub const L4_TAG: u32 = 1;
+/// The tag Gateway API listeners carry.
+pub const GATEWAY_TAG: u32 = 2;
 
-/// The control thread's view of the workers' L4 listeners.
+/// A listener the configuration asks for: protocol, address and the tag its
+/// connections carry (which tells the worker who serves them).
+pub type Wanted = (Protocol, SocketAddr, u32);
+
+/// The control thread's view of the workers' dynamic listeners.
 #[derive(Debug)]
 pub struct L4Listeners {
     senders: Vec<UnboundedSender<ListenerCommand>>,
-    active: BTreeMap<(Protocol, SocketAddr), u64>,
+    active: BTreeMap<Wanted, u64>,
     next_id: u64,
 }
 
@@ -37,21 +45,28 @@ impl L4Listeners {
         )
     }
 
-    /// Protocols and addresses currently listened on.
-    pub fn addresses(&self) -> impl Iterator<Item = &(Protocol, SocketAddr)> {
+    /// Listeners currently open.
+    pub fn addresses(&self) -> impl Iterator<Item = &Wanted> {
         self.active.keys()
     }
 
-    /// The protocols and addresses an L4 snapshot serves.
-    pub fn wanted(l4: &L4Snapshot) -> BTreeSet<(Protocol, SocketAddr)> {
-        let tcp = l4.services.keys().map(|a| (Protocol::Tcp, *a));
-        let udp = l4.udp.keys().map(|a| (Protocol::Udp, *a));
-        tcp.chain(udp).collect()
+    /// The listeners a snapshot serves: L4 Service addresses (TCP and UDP)
+    /// and Gateway ports. A Gateway port on an address an L4 Service also
+    /// uses is left out (the compiler reports the conflict).
+    pub fn wanted(l4: &L4Snapshot, gateway: &GatewaySnapshot) -> BTreeSet<Wanted> {
+        let tcp = l4.services.keys().map(|a| (Protocol::Tcp, *a, L4_TAG));
+        let udp = l4.udp.keys().map(|a| (Protocol::Udp, *a, L4_TAG));
+        let gw = gateway
+            .ports
+            .keys()
+            .filter(|a| !l4.services.contains_key(a))
+            .map(|a| (Protocol::Tcp, *a, GATEWAY_TAG));
+        tcp.chain(udp).chain(gw).collect()
     }
 
-    /// Closes the listeners of addresses not in `wanted`.
-    pub fn remove_stale(&mut self, wanted: &BTreeSet<(Protocol, SocketAddr)>) {
-        let stale: Vec<(Protocol, SocketAddr)> = self
+    /// Closes the listeners not in `wanted`.
+    pub fn remove_stale(&mut self, wanted: &BTreeSet<Wanted>) {
+        let stale: Vec<Wanted> = self
             .active
             .keys()
             .filter(|a| !wanted.contains(a))
@@ -62,8 +77,8 @@ impl L4Listeners {
                 for tx in &self.senders {
                     let _ = tx.send(ListenerCommand::Remove { id });
                 }
-                let (protocol, addr) = key;
-                tracing::info!(%addr, ?protocol, "L4 listener closed");
+                let (protocol, addr, tag) = key;
+                tracing::info!(%addr, ?protocol, "{} listener closed", kind(tag));
             }
         }
     }
@@ -72,11 +87,11 @@ impl L4Listeners {
     /// listened on. Returns the addresses that could not be bound, with why.
     pub fn add_missing(
         &mut self,
-        wanted: &BTreeSet<(Protocol, SocketAddr)>,
+        wanted: &BTreeSet<Wanted>,
     ) -> Vec<(Protocol, SocketAddr, String)> {
         let mut failed = Vec::new();
-        for &(protocol, addr) in wanted {
-            if self.active.contains_key(&(protocol, addr)) {
+        for &(protocol, addr, tag) in wanted {
+            if self.active.contains_key(&(protocol, addr, tag)) {
                 continue;
             }
             let id = self.next_id;
@@ -84,22 +99,14 @@ impl L4Listeners {
                 Protocol::Udp => bind_udp_per_worker(addr, self.senders.len()).map(|sockets| {
                     sockets
                         .into_iter()
-                        .map(|socket| ListenerCommand::AddDatagram {
-                            id,
-                            tag: L4_TAG,
-                            socket,
-                        })
+                        .map(|socket| ListenerCommand::AddDatagram { id, tag, socket })
                         .collect()
                 }),
                 _ => bind_per_worker(&[addr], self.senders.len()).map(|per_worker| {
                     per_worker
                         .into_iter()
                         .flatten()
-                        .map(|listener| ListenerCommand::Add {
-                            id,
-                            tag: L4_TAG,
-                            listener,
-                        })
+                        .map(|listener| ListenerCommand::Add { id, tag, listener })
                         .collect()
                 }),
             };
@@ -109,8 +116,8 @@ impl L4Listeners {
                     for (tx, command) in self.senders.iter().zip(commands) {
                         let _ = tx.send(command);
                     }
-                    self.active.insert((protocol, addr), id);
-                    tracing::info!(%addr, ?protocol, "L4 listener open");
+                    self.active.insert((protocol, addr, tag), id);
+                    tracing::info!(%addr, ?protocol, "{} listener open", kind(tag));
                 }
                 Err(e) => {
                     tracing::error!("{e}");
@@ -120,4 +127,9 @@ impl L4Listeners {
         }
         failed
     }
+}
+
+/// What a listener tag serves, for logs.
+fn kind(tag: u32) -> &'static str {
+    if tag == GATEWAY_TAG { "gateway" } else { "L4" }
 }

@@ -23,7 +23,7 @@ use crate::admin::{self, AdminState, ReloadResult};
 use crate::check::load_and_compile;
 use crate::config::Config;
 use crate::health::HealthChecker;
-use crate::listeners::{L4_TAG, L4Listeners};
+use crate::listeners::{GATEWAY_TAG, L4_TAG, L4Listeners};
 use crate::publish::publish;
 use crate::source::files::{FileSource, watch};
 
@@ -256,16 +256,17 @@ fn apply(
     let mut compiled = load_and_compile(cfg, source);
     health.filter(&mut compiled.snapshot);
     state.set_compile_time(start.elapsed());
-    let wanted = L4Listeners::wanted(&compiled.snapshot.l4);
+    let wanted = L4Listeners::wanted(&compiled.snapshot.l4, &compiled.snapshot.gateway);
     l4.remove_stale(&wanted);
     publish(state, cfg, compiled);
     for (protocol, addr, error) in l4.add_missing(&wanted) {
-        tracing::error!(%addr, ?protocol, "L4 address not served: {error}");
+        tracing::error!(%addr, ?protocol, "address not served: {error}");
     }
 }
 
 /// One worker's connection handler: HTTP listeners go to the HTTP proxy, L4
-/// listeners (tag [`L4_TAG`]) to the L4 proxy.
+/// listeners (tag [`L4_TAG`]) to the L4 proxy, Gateway listeners (tag
+/// [`GATEWAY_TAG`]) to the HTTP proxy's Gateway entry.
 struct Dispatch {
     /// Index of the first HTTPS listener among the static listeners.
     https_from: usize,
@@ -277,6 +278,8 @@ impl ConnectionHandler for Dispatch {
     async fn serve(self: Rc<Self>, conn: Accepted, drain: Drain) {
         if conn.tag == L4_TAG {
             Rc::clone(&self.l4).serve(conn, drain).await;
+        } else if conn.tag == GATEWAY_TAG {
+            Rc::clone(&self.http).serve_gateway(conn, drain).await;
         } else if conn.listener >= self.https_from {
             Rc::clone(&self.http).serve_tls(conn, drain).await;
         } else {
