@@ -30,7 +30,7 @@ use crate::support::{Lb, scratch_dir, service_yaml};
 const CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: lb}\nspec: {controller: lb.example.com/ingress-controller}\n";
 
 /// A Service for `backend` whose port declares `appProtocol`.
-fn service_with_protocol(name: &str, backend: SocketAddr, app_protocol: &str) -> String {
+pub(crate) fn service_with_protocol(name: &str, backend: SocketAddr, app_protocol: &str) -> String {
     service_yaml("default", name, 80, None, &[backend]).replacen(
         "    protocol: TCP\n",
         &format!("    protocol: TCP\n    appProtocol: {app_protocol}\n"),
@@ -107,7 +107,7 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -267,11 +267,11 @@ fn h2load_bounded_runs_have_no_failures() {
 
 /// The message of the test gRPC service.
 #[derive(Clone, PartialEq, prost::Message)]
-struct Msg {
+pub(crate) struct Msg {
     #[prost(string, tag = "1")]
-    text: String,
+    pub(crate) text: String,
     #[prost(uint32, tag = "2")]
-    n: u32,
+    pub(crate) n: u32,
 }
 
 /// `/test.Echo/Unary`: echoes with `n + 1`; text `fail` answers
@@ -324,9 +324,12 @@ impl tonic::server::ServerStreamingService<Msg> for Count {
     }
 }
 
-/// The tonic server: dispatches by path, no generated code.
+/// The tonic server: dispatches by path, no generated code; every response
+/// carries `x-backend: <name>`.
 #[derive(Clone)]
-struct EchoGrpc;
+struct EchoGrpc {
+    name: &'static str,
+}
 
 impl Service<http::Request<tonic::body::Body>> for EchoGrpc {
     type Response = http::Response<tonic::body::Body>;
@@ -338,26 +341,35 @@ impl Service<http::Request<tonic::body::Body>> for EchoGrpc {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let name = self.name;
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<Msg, Msg>::default());
-            Ok(match req.uri().path() {
-                "/test.Echo/Unary" => grpc.unary(Unary, req).await,
+            let mut resp = match req.uri().path() {
+                "/test.Echo/Unary" | "/test.Other/Unary" => grpc.unary(Unary, req).await,
                 "/test.Echo/Count" => grpc.server_streaming(Count, req).await,
                 _ => Status::unimplemented("no such method").into_http(),
-            })
+            };
+            resp.headers_mut()
+                .insert("x-backend", http::HeaderValue::from_static(name));
+            Ok(resp)
         })
     }
 }
 
 /// A tonic gRPC server on its own thread; stops when dropped.
-struct GrpcServer {
-    addr: SocketAddr,
+pub(crate) struct GrpcServer {
+    pub(crate) addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GrpcServer {
     fn start() -> GrpcServer {
+        Self::named("grpc")
+    }
+
+    /// A server whose responses carry `x-backend: name`.
+    pub(crate) fn named(name: &'static str) -> GrpcServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -367,7 +379,7 @@ impl GrpcServer {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let _ = tonic::transport::Server::builder()
-                    .serve_with_incoming_shutdown(EchoGrpc, incoming, async {
+                    .serve_with_incoming_shutdown(EchoGrpc { name }, incoming, async {
                         let _ = stopped.await;
                     })
                     .await;

@@ -8,6 +8,7 @@ mod bodies;
 mod check;
 mod endpoints;
 mod explain;
+mod gateway;
 mod h2;
 mod io;
 mod l4;
