@@ -9,6 +9,7 @@
 //! table per Listener. A rule's matches are ORed because each is an entry of
 //! its own; the fields of one match are ANDed.
 
+pub mod apply;
 mod hostname;
 mod matcher;
 pub mod precedence;
@@ -21,6 +22,7 @@ mod tests;
 
 use serde::Serialize;
 
+pub use apply::{Field, RedirectFrom, modify_fields, modify_map, redirect_location, rewrite_path};
 pub use hostname::{HostnameMatch, InvalidHostname, attaches, intersect};
 pub use matcher::{HeaderMatch, PathMatch, Pattern, QueryMatch, RouteMatch, ValueMatch};
 pub use request::{HeaderSource, host_key, split_target};

@@ -93,6 +93,20 @@ impl MatchRank {
     }
 }
 
+/// The entries whose hostnames match `host`, in precedence order: the first
+/// whose conditions hold is what a lookup returns. For diagnostics
+/// (`lb explain`), never the hot path.
+pub fn candidates<'e>(entries: &'e [RouteEntry], host: &str) -> Vec<&'e RouteEntry> {
+    let host = request::host_key(host);
+    let mut ranked: Vec<(HostRank, MatchRank, &RouteEntry)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((host_rank(&e.hostnames, &host)?, MatchRank::of(e, i), e)))
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    ranked.into_iter().map(|(_, _, e)| e).collect()
+}
+
 /// The reference lookup: evaluates every entry on its own and returns the
 /// best matching one by the full precedence order. O(entries); for tests
 /// and diagnostics, never the hot path.

@@ -66,6 +66,22 @@ pub fn encode_request(
     fwd: &Forwarded<'_>,
     out: &mut BytesMut,
 ) {
+    encode_request_fields(head, info, fwd, || head.headers(), out);
+}
+
+/// [`encode_request`] with the header fields taken from `fields` (called
+/// once per pass over them) instead of `head`: for requests whose fields a
+/// filter changed. Hop-by-hop and `Connection`-listed fields are still
+/// judged by `head`.
+pub fn encode_request_fields<'f, I>(
+    head: &RequestHead,
+    info: &MessageInfo,
+    fwd: &Forwarded<'_>,
+    fields: impl Fn() -> I,
+    out: &mut BytesMut,
+) where
+    I: Iterator<Item = (&'f [u8], &'f [u8])>,
+{
     out.extend_from_slice(head.method());
     out.extend_from_slice(b" ");
     if fwd.target.first() != Some(&b'/') && fwd.target != b"*" {
@@ -76,7 +92,7 @@ pub fn encode_request(
     let lists = info.connection_lists_fields;
     let mut listed = |name: &[u8]| listed_in_connection(head.headers(), name);
     let mut xff = false;
-    for (name, value) in head.headers() {
+    for (name, value) in fields() {
         if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
             let rest = &name[12..];
             if rest.eq_ignore_ascii_case(b"for") {
@@ -99,7 +115,7 @@ pub fn encode_request(
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
     if xff {
-        for (name, value) in head.headers() {
+        for (name, value) in fields() {
             if name.eq_ignore_ascii_case(b"x-forwarded-for") && !value.is_empty() {
                 out.extend_from_slice(value);
                 out.extend_from_slice(b", ");
@@ -160,6 +176,19 @@ pub fn encode_response(
     connection: ConnectionField,
     out: &mut BytesMut,
 ) {
+    encode_response_fields(head, info, framing, connection, head.headers(), out);
+}
+
+/// [`encode_response`] with the header fields taken from `fields` instead
+/// of `head` (for responses whose fields a filter changed).
+pub fn encode_response_fields<'f>(
+    head: &ResponseHead,
+    info: &MessageInfo,
+    framing: Framing,
+    connection: ConnectionField,
+    fields: impl Iterator<Item = (&'f [u8], &'f [u8])>,
+    out: &mut BytesMut,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     put_u64(out, u64::from(head.code()));
     out.extend_from_slice(b" ");
@@ -167,7 +196,7 @@ pub fn encode_response(
     out.extend_from_slice(b"\r\n");
     let lists = info.connection_lists_fields;
     let mut listed = |name: &[u8]| listed_in_connection(head.headers(), name);
-    for (name, value) in head.headers() {
+    for (name, value) in fields {
         let keep_length =
             framing == Framing::NoBody && name.eq_ignore_ascii_case(b"content-length");
         if !keep_length && skip_field(name, &mut listed, lists) {
@@ -250,6 +279,31 @@ X-Forwarded-Host: a.example\r\n\r\n"
         assert_eq!(
             out,
             "GET / HTTP/1.1\r\nContent-Length: 0\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_with_replaced_fields() {
+        let mut buf = BytesMut::from(
+            &b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: X-Hop\r\nX-Hop: 1\r\nX-Old: 1\r\n\r\n"[..],
+        );
+        let head = parse_request(&mut buf, 4096, 32, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        let info = request_info(&head).unwrap();
+        let fwd = Forwarded {
+            target: b"/b?q",
+            client_ip: b"10.0.0.9",
+            host: Some(b"a"),
+            proto: b"https",
+        };
+        let fields: Vec<(&[u8], &[u8])> = vec![(b"Host", b"b"), (b"X-Hop", b"1"), (b"X-New", b"2")];
+        let mut out = BytesMut::new();
+        encode_request_fields(&head, &info, &fwd, || fields.iter().copied(), &mut out);
+        assert_eq!(
+            &out[..],
+            &b"GET /b?q HTTP/1.1\r\nHost: b\r\nX-New: 2\r\nX-Forwarded-For: 10.0.0.9\r\n\
+X-Forwarded-Proto: https\r\nX-Forwarded-Host: a\r\n\r\n"[..]
         );
     }
 

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::client;
 use super::io::{H2Writer, h2_error};
+use super::server::sleep_opt;
 use super::translate::{self, Fwd, content_length};
 use crate::downstream::DownIo;
 use crate::error::{Error, ErrorKind, Side};
@@ -21,7 +22,7 @@ use crate::h1::body::{Sink, Source, relay_limited};
 use crate::h1::chunked::{LAST_CHUNK, encode_chunk};
 use crate::h1::head::{BodyKind, MessageInfo, RequestHead};
 use crate::h1::rewrite::{ConnectionField, Framing};
-use crate::proxy::{HttpProxy, body_limit};
+use crate::proxy::{GwRoute, HttpProxy, body_limit};
 
 /// The downstream side of an HTTP/1.1 request going to an h2c upstream.
 pub(crate) struct H1Exchange<'a> {
@@ -45,6 +46,11 @@ pub(crate) struct H1Exchange<'a> {
     pub draining: bool,
     /// Whether the request is HEAD.
     pub is_head: bool,
+    /// The Gateway route (request and response filters, Host rewrite),
+    /// when the request came through a Gateway listener.
+    pub gateway: Option<&'a GwRoute<'a>>,
+    /// When the response head must have arrived (Gateway timeouts).
+    pub head_deadline: Option<Instant>,
 }
 
 /// A failed HTTP/1.1-to-h2c exchange.
@@ -76,6 +82,8 @@ pub(crate) async fn forward_h1_to_h2c(
         client_ip,
         draining,
         is_head,
+        gateway,
+        head_deadline,
     } = x;
     let settings = proxy.settings();
     let mut body_done = matches!(info.body, BodyKind::Empty | BodyKind::Length(0));
@@ -89,8 +97,9 @@ pub(crate) async fn forward_h1_to_h2c(
         head_sent: true,
         close: true,
     };
-    let up_authority = match authority {
-        Some(a) if !a.is_empty() => a.to_vec(),
+    let up_authority = match (gateway.and_then(|g| g.host_rewrite()), authority) {
+        (Some(h), _) => h.as_bytes().to_vec(),
+        (None, Some(a)) if !a.is_empty() => a.to_vec(),
         _ => addr.to_string().into_bytes(),
     };
     let fwd = Fwd {
@@ -98,8 +107,11 @@ pub(crate) async fn forward_h1_to_h2c(
         proto: if stream.is_tls() { "https" } else { "http" },
         host: authority,
     };
-    let req = translate::h2_request_from_h1(head, info, &up_authority, target, &fwd)
+    let mut req = translate::h2_request_from_h1(head, info, &up_authority, target, &fwd)
         .map_err(|e| fail(e, body_done))?;
+    if let Some(g) = gateway {
+        g.modify_request_map(req.headers_mut());
+    }
     let mut sender = client::checkout(addr, settings)
         .await
         .map_err(|e| fail(e, body_done))?;
@@ -165,6 +177,10 @@ pub(crate) async fn forward_h1_to_h2c(
                 deadline.as_mut().reset(Instant::now() + settings.response_timeout);
             }
             r = &mut resp_fut => break r,
+            () = sleep_opt(head_deadline) => {
+                let e = Error::new(ErrorKind::Timeout, Side::Upstream, "Gateway route timeout");
+                return Err(fail(e, body_done));
+            }
             () = &mut deadline => {
                 let e = Error::new(ErrorKind::Timeout, Side::Upstream, "response head timed out");
                 return Err(fail(e, body_done));
@@ -177,7 +193,10 @@ pub(crate) async fn forward_h1_to_h2c(
             body_done,
         )
     })?;
-    let (parts, mut up_body) = resp.into_parts();
+    let (mut parts, mut up_body) = resp.into_parts();
+    if let Some(g) = gateway {
+        g.modify_response_map(&mut parts.headers);
+    }
     let code = parts.status.as_u16();
     let no_body = is_head || code == 204 || code == 304;
     let length = content_length(&parts.headers).map_err(|()| {

@@ -9,25 +9,30 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use lb_core::runtime::Drain;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::translate::{Fwd, content_length};
+use super::translate::{self, Fwd, ReqFraming, content_length};
 use super::{to_h1, to_h2c};
 use crate::balance::Policy;
 use crate::error::{Error, ErrorKind, Side, reason};
+use crate::gateway::{RuleAction, TargetId, WeightedBackend, modify_map};
 use crate::h1::head::valid_authority;
-use crate::proxy::{HttpProxy, body_limit};
+use crate::proxy::{GwRequest, GwStep, HttpProxy, body_limit, route_gateway};
 use crate::route::normalize_host;
+use crate::snapshot::HttpSnapshot;
 use crate::snapshot::UpstreamProtocol;
+use lb_core::snapshot::Published;
+use std::rc::Rc;
+use std::sync::Arc;
 
 /// Most bytes h2 buffers for one stream beyond what flow control let out.
 const SEND_BUFFER: usize = 256 * 1024;
@@ -42,6 +47,8 @@ pub(super) struct Ctx<'a> {
     pub client_ip: String,
     tls: bool,
     resets: ResetMeter,
+    /// The Gateway port the connection arrived on (`None`: Ingress).
+    gateway: Option<SocketAddr>,
 }
 
 /// Where one request goes.
@@ -54,6 +61,58 @@ pub(super) struct Plan {
     pub path: String,
     /// The request's `content-length`, if it has one.
     pub content_length: Option<u64>,
+    /// The authority the client asked for, when a Gateway `URLRewrite`
+    /// changed `authority` (it stays the `X-Forwarded-Host`).
+    pub forwarded_host: Option<String>,
+    /// The Gateway rule the request matched, if it came through a Gateway
+    /// listener.
+    pub gw: Option<GwPlan>,
+}
+
+/// The Gateway part of a [`Plan`]: the rule action and backend chosen
+/// (found again in the request's snapshot), and the response head deadline.
+#[allow(clippy::redundant_allocation)] // The worker's snapshot handle: cloning the Rc is not atomic.
+pub(super) struct GwPlan {
+    snapshot: Rc<Arc<Published<HttpSnapshot>>>,
+    target: TargetId,
+    choice: usize,
+    /// When the response head must have arrived (`timeouts`).
+    pub head_deadline: Option<Instant>,
+}
+
+impl GwPlan {
+    fn parts(&self) -> Option<(&RuleAction, &WeightedBackend)> {
+        let action = self.snapshot.value.gateway.action(self.target)?;
+        Some((action, action.backends.get(self.choice)?))
+    }
+
+    /// Applies the rule's, then the backend's request header modifiers.
+    pub fn modify_request(&self, map: &mut HeaderMap) {
+        if let Some((a, b)) = self.parts() {
+            modify_map(&a.request_headers, map);
+            modify_map(&b.request_headers, map);
+        }
+    }
+
+    /// Applies the rule's, then the backend's response header modifiers.
+    pub fn modify_response(&self, map: &mut HeaderMap) {
+        if let Some((a, b)) = self.parts() {
+            modify_map(&a.response_headers, map);
+            modify_map(&b.response_headers, map);
+        }
+    }
+
+    fn mirrors(&self) -> &[crate::snapshot::BackendId] {
+        self.parts().map_or(&[][..], |(a, _)| &a.mirrors[..])
+    }
+}
+
+/// Resolves at `deadline`, never without one.
+pub(crate) async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How a stream ended.
@@ -76,7 +135,10 @@ impl StreamEnd {
 /// A request answered by lb itself.
 enum Early {
     Error(Error),
-    Redirect(String),
+    /// A redirect: status and `Location`.
+    Redirect(u16, String),
+    /// A Gateway rule's own status.
+    Answer(u16),
 }
 
 /// Counts client stream resets in one-second windows.
@@ -121,6 +183,7 @@ pub(crate) async fn serve_h2<IO>(
     peer: SocketAddr,
     tls: bool,
     mut drain: Drain,
+    gateway: Option<SocketAddr>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -153,6 +216,7 @@ pub(crate) async fn serve_h2<IO>(
         client_ip: peer.ip().to_canonical().to_string(),
         tls,
         resets: ResetMeter::new(h.max_resets_per_second),
+        gateway,
     };
     let mut streams = FuturesUnordered::new();
     let mut closing = false;
@@ -218,7 +282,12 @@ impl Ctx<'_> {
         Fwd {
             client_ip: &self.client_ip,
             proto: if self.tls { "https" } else { "http" },
-            host: Some(plan.authority.as_bytes()),
+            host: Some(
+                plan.forwarded_host
+                    .as_deref()
+                    .unwrap_or(&plan.authority)
+                    .as_bytes(),
+            ),
         }
     }
 
@@ -226,14 +295,25 @@ impl Ctx<'_> {
         let is_head = req.method() == Method::HEAD;
         let end = match self.route(&req) {
             Err(Early::Error(err)) => StreamEnd::failed(err, false),
-            Err(Early::Redirect(location)) => {
-                self.redirect(&mut respond, &location);
+            Err(Early::Redirect(status, location)) => {
+                self.redirect(&mut respond, status, &location);
                 return;
             }
-            Ok(plan) => match plan.protocol {
-                UpstreamProtocol::H2c => to_h2c::exchange(self, &plan, req, &mut respond).await,
-                UpstreamProtocol::Http1 => to_h1::exchange(self, &plan, req, &mut respond).await,
-            },
+            Err(Early::Answer(status)) => {
+                self.reply_error(&mut respond, status, is_head);
+                return;
+            }
+            Ok(plan) => {
+                if plan.gw.as_ref().is_some_and(|g| !g.mirrors().is_empty()) {
+                    self.mirror(&plan, &req);
+                }
+                match plan.protocol {
+                    UpstreamProtocol::H2c => to_h2c::exchange(self, &plan, req, &mut respond).await,
+                    UpstreamProtocol::Http1 => {
+                        to_h1::exchange(self, &plan, req, &mut respond).await
+                    }
+                }
+            }
         };
         match end {
             StreamEnd::Done => {}
@@ -280,18 +360,59 @@ impl Ctx<'_> {
         normalize_host(authority, &mut host);
         let snapshot = self.proxy.snapshot.current();
         let snap = &snapshot.value;
-        if !self.tls && snap.redirects_to_https(&host) {
-            let port = match snap.https_port {
-                Some(443) | None => String::new(),
-                Some(p) => format!(":{p}"),
-            };
-            let path = if path.starts_with('/') { path } else { "/" };
-            return Err(Early::Redirect(format!("https://{host}{port}{path}")));
-        }
-        let Some(route) = snap.routes.lookup(&host, path) else {
-            return Err(early(ErrorKind::NoRoute, "no route"));
+        let mut gw = None;
+        let backend_id = match self.gateway {
+            None => {
+                if !self.tls && snap.redirects_to_https(&host) {
+                    let port = match snap.https_port {
+                        Some(443) | None => String::new(),
+                        Some(p) => format!(":{p}"),
+                    };
+                    let path = if path.starts_with('/') { path } else { "/" };
+                    return Err(Early::Redirect(308, format!("https://{host}{port}{path}")));
+                }
+                let Some(route) = snap.routes.lookup(&host, path) else {
+                    return Err(early(ErrorKind::NoRoute, "no route"));
+                };
+                route.backend
+            }
+            Some(port_key) => {
+                let greq = GwRequest {
+                    host: &host,
+                    target: path,
+                    method: req.method().as_str().as_bytes(),
+                    headers: req.headers(),
+                    tls: self.tls,
+                };
+                let r = match route_gateway(snap, port_key, &greq, self.proxy.roll()) {
+                    Err(e) => return Err(Early::Error(e)),
+                    Ok(GwStep::Answer(status)) => return Err(Early::Answer(status)),
+                    Ok(GwStep::Redirect { status, location }) => {
+                        return Err(Early::Redirect(status, location));
+                    }
+                    Ok(GwStep::Forward(r)) => r,
+                };
+                let started = Instant::now();
+                let choice = r
+                    .action
+                    .backends
+                    .iter()
+                    .position(|b| std::ptr::eq(b, r.choice))
+                    .unwrap_or(0);
+                gw = Some((
+                    r.upstream_target(path),
+                    r.host_rewrite().map(str::to_owned),
+                    GwPlan {
+                        snapshot: Rc::clone(&snapshot),
+                        target: r.entry.target,
+                        choice,
+                        head_deadline: r.attempt_deadline(r.request_deadline(started)),
+                    },
+                ));
+                r.backend
+            }
         };
-        let backend = snap.backend(route.backend);
+        let backend = snap.backend(backend_id);
         let endpoints = backend.map_or(&[][..], |b| &b.endpoints[..]);
         if endpoints.is_empty() {
             return Err(Early::Error(Error::new(
@@ -310,7 +431,7 @@ impl Ctx<'_> {
         let Some(addr) = self
             .proxy
             .balancer
-            .pick(route.backend, endpoints, policy, key, &[])
+            .pick(backend_id, endpoints, policy, key, &[])
         else {
             return Err(Early::Error(Error::new(
                 ErrorKind::NoEndpoints,
@@ -318,13 +439,54 @@ impl Ctx<'_> {
                 "no endpoints",
             )));
         };
-        Ok(Plan {
+        let mut plan = Plan {
             addr,
             protocol: backend.map_or(UpstreamProtocol::Http1, |b| b.protocol),
             authority: authority.to_owned(),
             path: path.to_owned(),
             content_length,
-        })
+            forwarded_host: None,
+            gw: None,
+        };
+        if let Some((target, host, g)) = gw {
+            if let Some(t) = target {
+                plan.path = t;
+            }
+            if let Some(h) = host {
+                plan.forwarded_host = Some(std::mem::replace(&mut plan.authority, h));
+            }
+            plan.gw = Some(g);
+        }
+        Ok(plan)
+    }
+
+    /// Sends a copy of a bodiless Gateway request to the rule's mirror
+    /// backends (as HTTP/1.1, after the request filters). Requests with a
+    /// body are not mirrored.
+    fn mirror(&self, plan: &Plan, req: &Request<RecvStream>) {
+        let Some(g) = &plan.gw else { return };
+        if !req.body().is_end_stream() {
+            return;
+        }
+        let mut headers = req.headers().clone();
+        g.modify_request(&mut headers);
+        let framing = if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+            ReqFraming::Length(0)
+        } else {
+            ReqFraming::None
+        };
+        let mut out = BytesMut::with_capacity(1024);
+        translate::encode_h1_request(
+            req.method(),
+            &headers,
+            &plan.authority,
+            &plan.path,
+            framing,
+            &self.fwd(plan),
+            &mut out,
+        );
+        self.proxy
+            .mirror(&g.snapshot.value, g.mirrors(), &out, &self.client_ip);
     }
 
     /// Answers with one of lb's own responses (`"<status> <reason>\n"`).
@@ -343,18 +505,18 @@ impl Ctx<'_> {
         }
     }
 
-    /// Answers `308 Permanent Redirect` to `location`.
-    fn redirect(&self, respond: &mut SendResponse<Bytes>, location: &str) {
+    /// Answers `status` (a redirect) to `location`.
+    fn redirect(&self, respond: &mut SendResponse<Bytes>, status: u16, location: &str) {
         let Ok(value) = HeaderValue::from_str(location) else {
             self.reply_error(respond, 400, false);
             return;
         };
         let mut resp = Response::new(());
-        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
         resp.headers_mut().insert(header::LOCATION, value);
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        self.proxy.counters().response(308);
+        self.proxy.counters().response(status);
         let _ = respond.send_response(resp, true);
     }
 }

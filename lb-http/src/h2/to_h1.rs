@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::io::{H2Writer, PumpError, h2_error, is_peer_reset};
-use super::server::{Ctx, Plan, StreamEnd, client_reset};
+use super::server::{Ctx, Plan, StreamEnd, client_reset, sleep_opt};
 use super::translate::{self, ReqFraming};
 use crate::error::{Error, ErrorKind, Side};
 use crate::h1::body::{Sink, Source, relay};
@@ -38,7 +38,10 @@ pub(super) async fn exchange(
     respond: &mut SendResponse<Bytes>,
 ) -> StreamEnd {
     let settings = ctx.proxy.settings();
-    let (parts, mut body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    if let Some(g) = &plan.gw {
+        g.modify_request(&mut parts.headers);
+    }
     let end = body.is_end_stream();
     // A method that defines a body gets `Content-Length: 0` when it has none
     // (some servers insist on a length for POST).
@@ -75,6 +78,7 @@ pub(super) async fn exchange(
     let mut retried = false;
     let x = Exchange {
         ctx,
+        plan,
         head: &head,
         framing,
         is_head,
@@ -98,6 +102,7 @@ pub(super) async fn exchange(
 
 struct Exchange<'a> {
     ctx: &'a Ctx<'a>,
+    plan: &'a Plan,
     head: &'a [u8],
     framing: ReqFraming,
     is_head: bool,
@@ -211,6 +216,10 @@ impl Exchange<'_> {
                         let e = Error::new(ErrorKind::Timeout, Side::Upstream, "response head timed out");
                         return Ok(StreamEnd::failed(e, false));
                     }
+                    () = sleep_opt(self.plan.gw.as_ref().and_then(|g| g.head_deadline)) => {
+                        let e = Error::new(ErrorKind::Timeout, Side::Upstream, "Gateway route timeout");
+                        return Ok(StreamEnd::failed(e, false));
+                    }
                 }
             };
             let info = match response_info(&resp_head, self.is_head) {
@@ -219,10 +228,13 @@ impl Exchange<'_> {
             };
             let code = resp_head.code();
             let no_body = self.is_head || code == 204 || code == 304;
-            let resp = match translate::h2_response_from_h1(&resp_head, &info, no_body) {
+            let mut resp = match translate::h2_response_from_h1(&resp_head, &info, no_body) {
                 Ok(r) => r,
                 Err(e) => return Ok(StreamEnd::failed(e, false)),
             };
+            if let Some(g) = &self.plan.gw {
+                g.modify_response(resp.headers_mut());
+            }
             drop(resp_head);
             let eos = matches!(info.body, BodyKind::Empty | BodyKind::Length(0));
             let down_send = match respond.send_response(resp, eos) {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::client;
 use super::io::{PumpError, copy_h2, h2_error, is_peer_reset};
-use super::server::{Ctx, Plan, StreamEnd, client_reset};
+use super::server::{Ctx, Plan, StreamEnd, client_reset, sleep_opt};
 use super::translate;
 use crate::error::{Error, ErrorKind, Side};
 use crate::proxy::body_limit;
@@ -38,7 +38,10 @@ pub(super) async fn exchange(
     respond: &mut SendResponse<Bytes>,
 ) -> StreamEnd {
     let settings = ctx.proxy.settings();
-    let (parts, mut body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    if let Some(g) = &plan.gw {
+        g.modify_request(&mut parts.headers);
+    }
     let fwd = ctx.fwd(plan);
     let up_req = match translate::h2_request(
         parts.method,
@@ -108,6 +111,10 @@ pub(super) async fn exchange(
                 deadline.as_mut().reset(Instant::now() + settings.response_timeout);
             }
             r = &mut resp_fut => break r,
+            () = sleep_opt(plan.gw.as_ref().and_then(|g| g.head_deadline)) => {
+                let err = Error::new(ErrorKind::Timeout, Side::Upstream, "Gateway route timeout");
+                return StreamEnd::failed(err, false);
+            }
             () = &mut deadline => {
                 let err = Error::new(ErrorKind::Timeout, Side::Upstream, "response head timed out");
                 return StreamEnd::failed(err, false);
@@ -124,7 +131,10 @@ pub(super) async fn exchange(
     let (rparts, mut up_body) = resp.into_parts();
     let status = rparts.status.as_u16();
     let eos = up_body.is_end_stream();
-    let down_resp = translate::h2_response(rparts.status, rparts.headers);
+    let mut down_resp = translate::h2_response(rparts.status, rparts.headers);
+    if let Some(g) = &plan.gw {
+        g.modify_response(down_resp.headers_mut());
+    }
     let mut down_send = match respond.send_response(down_resp, eos) {
         Ok(s) => s,
         Err(e) if is_peer_reset(&e) => return StreamEnd::ClientReset,

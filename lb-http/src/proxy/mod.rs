@@ -19,13 +19,19 @@
 //! - If the final response arrives before the request body was fully sent,
 //!   sending stops and both connections close after the response.
 //!
+//! - Connections on Gateway API listeners carry their port; their requests
+//!   are routed by the port's Listeners and rule actions (`gateway`), with
+//!   header filters, rewrites, redirects, weights, mirrors and timeouts.
+//!   Mirrors only get requests whose body went out with the head.
+//!
 //! Submodules: `failover` (endpoint choice and connect failover), `tunnel`
-//! (upgrades), `redirect` (HTTP to HTTPS), `access` (the access-log line) and
-//! `wire` (HTTP/1.1 wire helpers).
+//! (upgrades), `redirect` (HTTP to HTTPS), `gateway` (Gateway connections
+//! and routing), `access` (the access-log line) and `wire` (HTTP/1.1 wire
+//! helpers).
 
 mod access;
-mod gateway;
 mod failover;
+mod gateway;
 mod redirect;
 mod tunnel;
 mod wire;
@@ -33,6 +39,8 @@ mod wire;
 use access::Outcome;
 pub use failover::CONNECT_ATTEMPTS;
 use failover::{Pick, Tried, is_idempotent};
+pub(crate) use gateway::{GwRequest, GwRoute, GwStep, H1Headers, route_gateway};
+use gateway::{encode_redirect_response, rng_seed, until};
 use tunnel::upgrade_token;
 use wire::{body_outcome, check_body_start, linger_close, read_response_head, split_target};
 
@@ -59,7 +67,8 @@ use crate::h1::head::{
     response_info,
 };
 use crate::h1::rewrite::{
-    ConnectionField, Forwarded, Framing, add_upgrade, encode_error, encode_request, encode_response,
+    ConnectionField, Forwarded, Framing, add_upgrade, encode_error, encode_request,
+    encode_request_fields, encode_response, encode_response_fields,
 };
 use crate::route::normalize_host;
 use crate::settings::ProxySettings;
@@ -94,6 +103,8 @@ pub struct HttpProxy {
     pub(crate) balancer: Balancer,
     /// Where request lines go, when logging.
     access_log: Option<AccessLog>,
+    /// State of the worker's xorshift generator (Gateway backend weights).
+    rng: Cell<u64>,
 }
 
 /// What happens to the downstream connection after a request.
@@ -113,6 +124,16 @@ struct Failure {
     close: bool,
 }
 
+/// An upstream exchange that got its final response head.
+struct Exchanged<'g, 's> {
+    up: UpstreamConn,
+    resp: ResponseHead,
+    /// Whether the request body was fully sent.
+    body_done: bool,
+    /// The Gateway route, for response filters.
+    gateway: Option<&'g GwRoute<'s>>,
+}
+
 /// Per-connection state, reused across the requests of one connection.
 struct Downstream {
     stream: DownIo,
@@ -125,6 +146,8 @@ struct Downstream {
     peer: SocketAddr,
     /// What happened to the current request (for the access log).
     outcome: Outcome,
+    /// The Gateway port the connection arrived on (`None`: Ingress).
+    gateway: Option<SocketAddr>,
 }
 
 /// Decrements the active-connection gauge however the connection ends.
@@ -156,6 +179,7 @@ impl HttpProxy {
             pool: UpstreamPool::new(settings.max_idle_per_endpoint, settings.idle_timeout),
             balancer: Balancer::new(worker, settings.outlier),
             access_log: None,
+            rng: Cell::new(rng_seed(worker)),
             settings,
         }
     }
@@ -173,12 +197,23 @@ impl HttpProxy {
     /// SNI from the current snapshot, bounded by the header read timeout),
     /// then HTTP/1.1 over the session.
     pub async fn serve_tls(self: Rc<Self>, conn: Accepted, drain: Drain) {
+        self.serve_tls_on(conn, drain, None).await;
+    }
+
+    /// [`Self::serve_tls`] for an Ingress listener (`gateway` `None`:
+    /// certificates and routes of the Ingress part of the snapshot) or for
+    /// the Gateway HTTPS port `gateway` (its certificates and Listeners).
+    async fn serve_tls_on(&self, conn: Accepted, drain: Drain, gateway: Option<SocketAddr>) {
         let counters = self.counters();
         counters.accepted_connections.inc();
         counters.active_connections.inc();
         let _guard = ActiveGuard(counters);
         let snapshot = self.snapshot.current();
-        let pick = |sni: Option<&str>| snapshot.value.tls.lookup(sni).map(|c| c.server_config());
+        let certs = match gateway {
+            None => Some(&snapshot.value.tls),
+            Some(key) => snapshot.value.gateway.port(key).map(|(_, p)| &p.tls),
+        };
+        let pick = |sni: Option<&str>| certs.and_then(|c| c.lookup(sni)).map(|c| c.server_config());
         let accepted_at = Instant::now();
         let tls = match tls::accept(conn.stream, pick, self.settings.header_read_timeout).await {
             Ok(s) => s,
@@ -190,10 +225,10 @@ impl HttpProxy {
         };
         drop(snapshot);
         if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-            crate::h2::serve_h2(&self, tls, conn.peer, true, drain).await;
+            crate::h2::serve_h2(self, tls, conn.peer, true, drain, gateway).await;
             return;
         }
-        self.serve_http1(DownIo::tls(tls), conn.peer, accepted_at, drain)
+        self.serve_http1(DownIo::tls(tls), conn.peer, accepted_at, drain, gateway)
             .await;
     }
 
@@ -202,8 +237,14 @@ impl HttpProxy {
         counters.accepted_connections.inc();
         counters.active_connections.inc();
         let _guard = ActiveGuard(counters);
-        self.serve_http1(DownIo::Plain(conn.stream), conn.peer, Instant::now(), drain)
-            .await;
+        self.serve_http1(
+            DownIo::Plain(conn.stream),
+            conn.peer,
+            Instant::now(),
+            drain,
+            None,
+        )
+        .await;
     }
 
     /// Serves HTTP/1.1 requests on an established downstream connection.
@@ -213,6 +254,7 @@ impl HttpProxy {
         peer: SocketAddr,
         accepted_at: Instant,
         mut drain: Drain,
+        gateway: Option<SocketAddr>,
     ) {
         let mut down = Downstream {
             stream,
@@ -224,13 +266,14 @@ impl HttpProxy {
             client_ip: peer.ip().to_canonical().to_string(),
             peer,
             outcome: Outcome::default(),
+            gateway,
         };
         // HTTP/2 by prior knowledge: the connection opens with the preface.
         let deadline = accepted_at + self.settings.header_read_timeout;
         if crate::h2::sniff_preface(&mut down.stream, &mut down.rbuf, deadline, &mut drain).await {
             let tls = down.stream.is_tls();
             let io = crate::h2::PrefixedIo::new(down.rbuf.split().freeze(), down.stream);
-            crate::h2::serve_h2(self, io, peer, tls, drain).await;
+            crate::h2::serve_h2(self, io, peer, tls, drain, gateway).await;
             return;
         }
         let mut first = true;
@@ -330,6 +373,7 @@ impl HttpProxy {
         down.outcome = Outcome::default();
         down.host.clear();
         if !down.stream.is_tls()
+            && down.gateway.is_none()
             && let Some(next) = self.redirect_to_https(down, &head, drain).await
         {
             self.log_request(down, &head, started);
@@ -443,14 +487,59 @@ impl HttpProxy {
         // One snapshot for the whole request.
         let snapshot = self.snapshot.current();
         let snap = &snapshot.value;
-        let Some(route) = snap.routes.lookup(&down.host, path) else {
-            return Err(fail(
-                Error::new(ErrorKind::NoRoute, Side::Downstream, "no route"),
-                body_done,
-            ));
+        let gw = match down.gateway {
+            None => None,
+            Some(port_key) => {
+                let req = GwRequest {
+                    host: &down.host,
+                    target: path,
+                    method: head.method(),
+                    headers: &H1Headers(head),
+                    tls: down.stream.is_tls(),
+                };
+                match route_gateway(snap, port_key, &req, self.roll()) {
+                    Err(e) => return Err(fail(e, body_done)),
+                    Ok(GwStep::Forward(r)) => Some(r),
+                    Ok(GwStep::Answer(status)) => {
+                        let close = !info.keep_alive || !body_done || drain.is_draining();
+                        let ok = self.respond_error(down, status, close, is_head).await;
+                        return Ok(if ok && !close {
+                            Next::KeepAlive
+                        } else {
+                            Next::Close
+                        });
+                    }
+                    Ok(GwStep::Redirect { status, location }) => {
+                        let close = !info.keep_alive || !body_done || drain.is_draining();
+                        down.wbuf.clear();
+                        encode_redirect_response(status, &location, close, &mut down.wbuf);
+                        self.counters().response(status);
+                        down.outcome.status = status;
+                        let ok = down.stream.write_all(&down.wbuf).await.is_ok();
+                        return Ok(if ok && !close {
+                            Next::KeepAlive
+                        } else {
+                            Next::Close
+                        });
+                    }
+                }
+            }
         };
+        let backend_id = match &gw {
+            Some(r) => r.backend,
+            None => match snap.routes.lookup(&down.host, path) {
+                Some(route) => route.backend,
+                None => {
+                    return Err(fail(
+                        Error::new(ErrorKind::NoRoute, Side::Downstream, "no route"),
+                        body_done,
+                    ));
+                }
+            },
+        };
+        let request_deadline = gw.as_ref().and_then(|r| r.request_deadline(Instant::now()));
         let endpoints = snap
-            .backend(route.backend)
+            .backend(backend_id)
             .map_or(&[][..], |b| &b.endpoints[..]);
         if endpoints.is_empty() {
             return Err(fail(
@@ -458,20 +547,23 @@ impl HttpProxy {
                 body_done,
             ));
         }
-        let backend = snap.backend(route.backend);
+        let backend = snap.backend(backend_id);
         let policy = backend.map(|b| &b.policy).unwrap_or(&Policy::RoundRobin);
         let key = policy.request_key(&down.client_ip, head.headers());
         let mut tried = Tried::default();
-        let Some(mut addr) =
-            self.balancer
-                .pick(route.backend, endpoints, policy, key, tried.list())
+        let Some(mut addr) = self
+            .balancer
+            .pick(backend_id, endpoints, policy, key, tried.list())
         else {
             return Err(fail(
                 Error::new(ErrorKind::NoEndpoints, Side::Upstream, "no endpoints"),
                 body_done,
             ));
         };
-        if snap.backend(route.backend).map(|b| b.protocol) == Some(UpstreamProtocol::H2c) {
+        // A Gateway `URLRewrite` of the path changes the target sent.
+        let rewritten = gw.as_ref().and_then(|r| r.upstream_target(path));
+        let target = rewritten.as_deref().map_or(target, str::as_bytes);
+        if backend.map(|b| b.protocol) == Some(UpstreamProtocol::H2c) {
             let x = crate::h2::H1Exchange {
                 stream: &mut down.stream,
                 rbuf: &mut down.rbuf,
@@ -483,6 +575,10 @@ impl HttpProxy {
                 client_ip: &down.client_ip,
                 draining: drain.is_draining(),
                 is_head,
+                gateway: gw.as_ref(),
+                head_deadline: gw
+                    .as_ref()
+                    .and_then(|r| r.attempt_deadline(request_deadline)),
             };
             return match crate::h2::forward_h1_to_h2c(self, x, addr).await {
                 Ok(true) => Ok(Next::KeepAlive),
@@ -506,7 +602,13 @@ impl HttpProxy {
                 b"http"
             },
         };
-        encode_request(head, &info, &fwd, &mut down.wbuf);
+        match gw.as_ref().filter(|r| r.changes_request_fields()) {
+            Some(r) => {
+                let fields = r.request_fields(head.headers());
+                encode_request_fields(head, &info, &fwd, || fields.iter().copied(), &mut down.wbuf);
+            }
+            None => encode_request(head, &info, &fwd, &mut down.wbuf),
+        }
         let upgrade = upgrade_token(head, &info);
         if let Some(token) = upgrade {
             add_upgrade(&mut down.wbuf, token);
@@ -521,18 +623,28 @@ impl HttpProxy {
             body_done = true;
         }
         let streams_body = !body_done;
+        // Mirrors get the request when it is complete here (no body, or an
+        // inline one); requests with streamed bodies are not mirrored.
+        if let Some(r) = &gw
+            && !r.action.mirrors.is_empty()
+            && !streams_body
+        {
+            self.mirror(snap, &r.action.mirrors, &down.wbuf, &down.client_ip);
+        }
 
         let pick = Pick {
-            id: route.backend,
+            id: backend_id,
             endpoints,
             policy,
             key,
         };
         // `connect_failover` leaves `addr` at the endpoint it reached.
-        let mut up = self
-            .connect_failover(&pick, &mut addr, &mut tried, false)
-            .await
-            .map_err(|e| fail(e, body_done))?;
+        let mut up = until(
+            request_deadline,
+            self.connect_failover(&pick, &mut addr, &mut tried, false),
+        )
+        .await
+        .map_err(|e| fail(e, body_done))?;
         let tracked = *policy == Policy::LeastRequest;
         let mut inflight = self.balancer.start(addr, tracked);
         // A request that may be sent twice (idempotent, body not streamed)
@@ -541,31 +653,39 @@ impl HttpProxy {
         let replayable = !streams_body && is_idempotent(head.method());
         let (mut fresh_retry, mut other_retry) = (false, false);
         let resp = loop {
-            let result = match up.stream.write_all(&down.wbuf).await {
-                Err(e) => {
-                    Err(Error::io(Side::Upstream, "request write failed", e).retry_safe(true))
-                }
-                Ok(()) => {
-                    self.exchange(
-                        down,
-                        &mut up,
-                        &info,
-                        &mut body_done,
-                        head.minor_version(),
-                        upgrade.is_some(),
-                    )
-                    .await
+            let attempt_deadline = gw
+                .as_ref()
+                .and_then(|r| r.attempt_deadline(request_deadline));
+            let attempt = async {
+                match up.stream.write_all(&down.wbuf).await {
+                    Err(e) => {
+                        Err(Error::io(Side::Upstream, "request write failed", e).retry_safe(true))
+                    }
+                    Ok(()) => {
+                        self.exchange(
+                            down,
+                            &mut up,
+                            &info,
+                            &mut body_done,
+                            head.minor_version(),
+                            upgrade.is_some(),
+                        )
+                        .await
+                    }
                 }
             };
+            let result = until(attempt_deadline, attempt).await;
             match result {
                 Ok(resp) => break resp,
                 Err(e) if e.is_retry_safe() && up.is_reused() && !fresh_retry && !streams_body => {
                     tracing::debug!(error = %e, "pooled upstream connection was dead, retrying");
                     fresh_retry = true;
-                    up = self
-                        .connect_failover(&pick, &mut addr, &mut tried, true)
-                        .await
-                        .map_err(|e| fail(e, body_done))?;
+                    up = until(
+                        request_deadline,
+                        self.connect_failover(&pick, &mut addr, &mut tried, true),
+                    )
+                    .await
+                    .map_err(|e| fail(e, body_done))?;
                 }
                 Err(e) if e.is_retry_safe() && replayable && !other_retry => {
                     tracing::debug!(error = %e, endpoint = %addr, "upstream closed before answering, retrying on another endpoint");
@@ -582,10 +702,12 @@ impl HttpProxy {
                         return Err(fail(e, body_done));
                     };
                     addr = next;
-                    up = self
-                        .connect_failover(&pick, &mut addr, &mut tried, true)
-                        .await
-                        .map_err(|e| fail(e, body_done))?;
+                    up = until(
+                        request_deadline,
+                        self.connect_failover(&pick, &mut addr, &mut tried, true),
+                    )
+                    .await
+                    .map_err(|e| fail(e, body_done))?;
                 }
                 Err(e) => {
                     if e.side() == Side::Upstream {
@@ -599,7 +721,7 @@ impl HttpProxy {
             }
         };
         down.outcome.upstream = Some(addr);
-        down.outcome.backend = Some(route.backend);
+        down.outcome.backend = Some(backend_id);
         down.outcome.upstream_at = Some(Instant::now());
         if resp.code() >= 500 {
             self.balancer.failure(addr, endpoints);
@@ -612,8 +734,14 @@ impl HttpProxy {
             down.outcome.status = 101;
             return self.tunnel(down, up, resp).await;
         }
+        let exchange = Exchanged {
+            up,
+            resp,
+            body_done,
+            gateway: gw.as_ref(),
+        };
         let result = self
-            .respond(down, up, head, &info, resp, body_done, drain, is_head)
+            .respond(down, exchange, head, &info, drain, is_head)
             .await;
         result.map_err(|mut f| {
             f.close |= !body_done || !info.keep_alive;
@@ -708,14 +836,18 @@ impl HttpProxy {
     async fn respond(
         &self,
         down: &mut Downstream,
-        mut up: UpstreamConn,
+        exchanged: Exchanged<'_, '_>,
         req: &RequestHead,
         req_info: &MessageInfo,
-        resp: ResponseHead,
-        body_done: bool,
         drain: &Drain,
         is_head: bool,
     ) -> Result<Next, Failure> {
+        let Exchanged {
+            mut up,
+            resp,
+            body_done,
+            gateway,
+        } = exchanged;
         let before_head = |err: Error| Failure {
             err,
             head_sent: false,
@@ -743,7 +875,20 @@ impl HttpProxy {
             ConnectionField::None
         };
         down.wbuf.clear();
-        encode_response(&resp, &info, framing, connection, &mut down.wbuf);
+        match gateway.filter(|r| r.changes_response_fields()) {
+            Some(r) => {
+                let fields = r.response_fields(&resp);
+                encode_response_fields(
+                    &resp,
+                    &info,
+                    framing,
+                    connection,
+                    fields.into_iter(),
+                    &mut down.wbuf,
+                );
+            }
+            None => encode_response(&resp, &info, framing, connection, &mut down.wbuf),
+        }
         down.resp_spans = resp.into_spans();
         let mut body = info.body;
         if let BodyKind::Length(n) = body

@@ -448,3 +448,56 @@ impl Client {
         self.buf.is_empty() && matches!(self.stream.read(&mut tmp), Ok(0) | Err(_))
     }
 }
+
+/// Serves every connection of a worker as a Gateway connection.
+pub struct GatewayHandler(pub std::rc::Rc<HttpProxy>);
+
+impl lb_core::runtime::ConnectionHandler for GatewayHandler {
+    async fn serve(
+        self: std::rc::Rc<Self>,
+        conn: lb_core::runtime::Accepted,
+        drain: lb_core::runtime::Drain,
+    ) {
+        std::rc::Rc::clone(&self.0).serve_gateway(conn, drain).await
+    }
+}
+
+impl Proxy {
+    /// A one-worker proxy whose listener is a Gateway listener; the
+    /// snapshot is made once the listening address is known.
+    pub fn start_gateway(
+        snapshot: impl FnOnce(SocketAddr) -> HttpSnapshot,
+        settings: ProxySettings,
+    ) -> Self {
+        let listeners = bind_per_worker(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+        let addr = listeners[0][0].local_addr().unwrap();
+        let (drain, rx) = DrainController::new();
+        let plan = WorkerPlan {
+            listeners,
+            drain: rx,
+            grace: Duration::from_secs(5),
+            io: test_io(),
+            pin: false,
+            commands: Vec::new(),
+        };
+        let cell = Arc::new(SnapshotCell::new(snapshot(addr)));
+        let counters = Arc::new(CounterSet::new(1));
+        let (c, k) = (Arc::clone(&cell), Arc::clone(&counters));
+        let handles = start(plan, move |w| {
+            GatewayHandler(std::rc::Rc::new(HttpProxy::new(
+                Arc::clone(&c),
+                Arc::clone(&k),
+                w,
+                settings.clone(),
+            )))
+        })
+        .unwrap();
+        Self {
+            addr,
+            drain,
+            counters,
+            cell,
+            handles,
+        }
+    }
+}
