@@ -402,7 +402,7 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
     }
     let routes = builder.build();
     let health_checks = crate::health::checks(store, &backends_services(&backends), &mut diags);
-    let backends: Vec<Backend> = backends
+    let mut backends: Vec<Backend> = backends
         .into_iter()
         .map(|(k, endpoints)| {
             // appProtocol of the Service port: h2c (gRPC) or HTTP/1.1.
@@ -430,8 +430,13 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
         })
         .collect();
 
-    let l4 = crate::l4::compile_l4(store, cfg, &slices);
+    let mut l4 = crate::l4::compile_l4(store, cfg, &slices);
     diags.extend(l4.diagnostics);
+    // Gateway API: shares the backends (and their ids) with Ingress, adds
+    // TCP Listeners to the L4 services.
+    let mut gateway =
+        crate::gateway::compile_gateway(store, cfg, &slices, &mut backends, &mut l4.snapshot);
+    diags.append(&mut gateway.diagnostics);
 
     let mut status_of: Vec<_> = served.iter().map(|(o, _)| o.key()).collect();
     status_of.sort();
@@ -452,6 +457,7 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
         })
         .collect();
     status.extend(l4.status);
+    status.extend(gateway.status);
 
     let summary = Summary {
         objects: store.counts(),
@@ -470,7 +476,7 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
             https_redirect: tls.redirect,
             https_port: tls.https_port,
             l4: l4.snapshot,
-            gateway: lb_http::gateway::GatewaySnapshot::default(),
+            gateway: gateway.snapshot,
         },
         diagnostics: diags,
         summary,

@@ -65,6 +65,9 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// Listener kind.
     pub listener: Listener,
+    /// A Gateway port to explain instead of the Ingress listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<SocketAddr>,
 }
 
 /// Parses a `--header` value `Name: value`.
@@ -232,6 +235,9 @@ pub struct Report {
     /// The explanation, when the configuration loaded.
     #[serde(flatten)]
     pub explained: Option<Explained>,
+    /// The explanation of a request on a Gateway port (`--gateway`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<crate::explain_gateway::GatewayExplained>,
 }
 
 const NOTE: &str =
@@ -246,11 +252,21 @@ pub fn explain(config_path: &Path, req: &Request) -> Report {
                 exit_code: 2,
                 config_error: Some(e.to_string()),
                 explained: None,
+                gateway: None,
             };
         }
     };
     let mut source = FileSource::new(cfg.sources.files.clone());
     let compiled = load_and_compile(&cfg, &mut source);
+    if let Some(addr) = req.gateway {
+        let g = crate::explain_gateway::explain_gateway(&compiled.snapshot, addr, req);
+        return Report {
+            exit_code: if g.matched.is_some() { 0 } else { 1 },
+            config_error: None,
+            explained: None,
+            gateway: Some(g),
+        };
+    }
     let explained = explain_compiled(
         &cfg,
         source.last_store(),
@@ -262,6 +278,7 @@ pub fn explain(config_path: &Path, req: &Request) -> Report {
         exit_code: if explained.matched.is_some() { 0 } else { 1 },
         config_error: None,
         explained: Some(explained),
+        gateway: None,
     }
 }
 
@@ -712,6 +729,9 @@ impl fmt::Display for Report {
         if let Some(err) = &self.config_error {
             return writeln!(f, "error: {err}\nlb explain: configuration unusable");
         }
+        if let Some(g) = &self.gateway {
+            return write!(f, "{g}");
+        }
         let Some(x) = &self.explained else {
             return Ok(());
         };
@@ -917,6 +937,7 @@ spec:
             path: path.into(),
             headers: vec![("X-A".into(), "1".into())],
             listener,
+            gateway: None,
         }
     }
 

@@ -10,6 +10,8 @@ pub mod config;
 pub mod diag;
 pub mod endpoints;
 pub mod explain;
+pub mod explain_gateway;
+pub mod gateway;
 pub mod health;
 pub mod l4;
 pub mod listeners;

@@ -46,15 +46,19 @@ enum Command {
         /// The request target: /path?query, or http://host/path.
         #[arg(long, value_parser = lb_control::explain::parse_target)]
         path: String,
-        /// The request method (shown; routing does not use it yet).
+        /// The request method (Gateway routes match on it; Ingress routing does not).
         #[arg(long, default_value = "GET")]
         method: String,
-        /// A request header NAME:VALUE, repeatable (shown; routing does not use it yet).
+        /// A request header NAME:VALUE, repeatable (Gateway routes match on them).
         #[arg(long = "header", value_parser = lb_control::explain::parse_header)]
         headers: Vec<(String, String)>,
         /// The listener kind the request arrives on.
         #[arg(long, value_enum, default_value = "http")]
         listener: lb_control::explain::Listener,
+        /// Explain a request arriving on this Gateway port (ADDRESS:PORT)
+        /// instead of the Ingress listeners.
+        #[arg(long)]
+        gateway: Option<std::net::SocketAddr>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             method,
             headers,
             listener,
+            gateway,
             json,
         } => {
             let request = lb_control::explain::Request {
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
                 path,
                 headers,
                 listener,
+                gateway,
             };
             let report = lb_control::explain::explain(&config, &request);
             if json {

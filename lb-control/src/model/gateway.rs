@@ -543,6 +543,130 @@ pub struct ReferenceGrantTo {
     pub name: Option<String>,
 }
 
+/// One route filter (`HTTPRouteFilter` / `GRPCRouteFilter`), typed from the
+/// raw `filters` entries by the compiler. Unknown `type` values stay
+/// representable so they can be reported rather than rejected at parse time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteFilter {
+    /// Filter type, e.g. `RequestHeaderModifier`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `requestHeaderModifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HeaderFilter>,
+    /// `responseHeaderModifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HeaderFilter>,
+    /// `requestRedirect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<RequestRedirectFilter>,
+    /// `urlRewrite`.
+    #[serde(
+        default,
+        rename = "urlRewrite",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub url_rewrite: Option<UrlRewriteFilter>,
+    /// `requestMirror`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<RequestMirrorFilter>,
+    /// `extensionRef` (kept raw: lb knows no extension kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_ref: Option<Value>,
+}
+
+/// A name/value pair of a header filter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeaderValue {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// `HTTPHeaderFilter`: headers to set, add and remove.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeaderFilter {
+    /// Replace (or add) these headers.
+    #[serde(default)]
+    pub set: Vec<HeaderValue>,
+    /// Append these values.
+    #[serde(default)]
+    pub add: Vec<HeaderValue>,
+    /// Remove these headers.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `HTTPPathModifier`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathModifierSpec {
+    /// `ReplaceFullPath` or `ReplacePrefixMatch`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The new path for `ReplaceFullPath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    /// The new prefix for `ReplacePrefixMatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix_match: Option<String>,
+}
+
+/// `HTTPRequestRedirectFilter`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRedirectFilter {
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// New host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// New path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifierSpec>,
+    /// New port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Redirect status (default 302).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+}
+
+/// `HTTPURLRewriteFilter`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlRewriteFilter {
+    /// New `Host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// New path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifierSpec>,
+}
+
+/// `HTTPRequestMirrorFilter`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMirrorFilter {
+    /// Where copies of requests go.
+    pub backend_ref: BackendRef,
+}
+
+/// `HTTPRouteTimeouts`: Gateway API duration strings (`10s`, `500ms`, `1h2m`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTimeouts {
+    /// The whole request, until the response head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// One upstream attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_request: Option<String>,
+}
+
 /// Checks a Gateway: listener ports in range and listener names unique.
 pub fn validate_gateway(gw: &Gateway, out: &mut Issues) {
     let mut names = std::collections::BTreeSet::new();

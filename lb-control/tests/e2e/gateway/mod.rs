@@ -111,7 +111,7 @@ impl Infra {
             (
                 "backend-namespaces",
                 8082,
-                "from: Selector\n          selector:\n            matchLabels: {gateway-conformance: backend}",
+                "from: Selector\n        selector:\n          matchLabels: {gateway-conformance: backend}",
             ),
         ] {
             out.push_str(&format!(

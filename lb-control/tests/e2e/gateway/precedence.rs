@@ -171,7 +171,7 @@ fn http_route_precedence_table() {
     assert!(CASES.len() >= 40);
     let extra: Vec<(&str, &str)> = RULES.iter().map(|r| (INFRA, *r)).collect();
     let infra = Infra::with_extra(&extra);
-    let _lb = infra.lb("gw-precedence", &routes());
+    let lb = infra.lb("gw-precedence", &routes());
     let gw = infra.gw("same-namespace");
     let mut wrong = Vec::new();
     for (method, host, path, headers, want) in CASES {
@@ -199,6 +199,36 @@ fn http_route_precedence_table() {
         CASES.len(),
         wrong.join("\n")
     );
+    // `lb explain --gateway` names the same rule for every case.
+    for (method, host, path, headers, want) in CASES {
+        let mut cmd = std::process::Command::new(crate::support::lb_bin());
+        cmd.args(["explain", "--json", "--config"])
+            .arg(lb.config_path())
+            .args(["--gateway", &gw.to_string(), "--host", host, "--path", path])
+            .args(["--method", method]);
+        for (k, v) in *headers {
+            cmd.args(["--header", &format!("{k}: {v}")]);
+        }
+        let out = cmd.output().expect("lb explain runs");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "explain JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        let backend = report["gateway"]["action"]["backends"][0]
+            .as_str()
+            .map(|b| {
+                let svc = b.split_once('/').map_or(b, |(_, rest)| rest);
+                svc.split(':').next().unwrap_or_default().to_owned()
+            });
+        assert_eq!(
+            backend.as_deref(),
+            *want,
+            "explain {method} {host}{path} {headers:?}: {report:#}"
+        );
+        assert_eq!(out.status.code(), Some(if want.is_some() { 0 } else { 1 }));
+    }
     // One positive case checked in full, as a sanity check of the helper.
     expect_backend(&send(gw, "GET", P, "/api", &[]), "p-a3", "exact /api");
 }

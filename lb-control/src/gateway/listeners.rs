@@ -1,0 +1,456 @@
+//! Gateways of our classes planned before routes attach: the address, each
+//! Listener's protocol, hostname, certificates, allowed routes and its
+//! `Accepted` / `ResolvedRefs` / `Conflicted` outcome.
+//!
+//! Conflicts: within one Gateway, every Listener that is not distinct is
+//! Conflicted, as the spec requires ("ALL indistinct Listeners must not be
+//! accepted"): Listeners sharing a port with different protocols
+//! (`ProtocolConflict`; lb serves one protocol per port, so HTTP and HTTPS
+//! cannot share either), or with the same protocol and hostname
+//! (`HostnameConflict`; TCP has no hostname, so two TCP Listeners on a port
+//! always clash). Gateways sharing an address are merged, which the spec
+//! allows only for compatible Listeners: an older Gateway (creation time,
+//! then namespace/name) keeps its port and the newer one's clashing
+//! Listener is Conflicted, so adding a Gateway never breaks a serving one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use lb_core::l4::L4Snapshot;
+use lb_http::BackendId;
+use lb_http::gateway::{HostnameMatch, RouteEntry, SniRoute};
+use lb_http::tls::Certificate;
+
+use super::Ctx;
+use super::address::allocate;
+use super::refs::{GATEWAY_GROUP, certificate};
+use super::status::Reason;
+use crate::model::gateway::{Gateway, Listener};
+use crate::model::{Object, Typed};
+
+/// A Listener protocol lb serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Proto {
+    /// `HTTP`.
+    Http,
+    /// `HTTPS` with `tls.mode: Terminate`.
+    Https,
+    /// `TLS` with `tls.mode: Passthrough`.
+    Tls,
+    /// `TCP`.
+    Tcp,
+}
+
+impl Proto {
+    /// The route kinds a Listener of this protocol accepts.
+    pub(crate) fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Proto::Http | Proto::Https => &["HTTPRoute", "GRPCRoute"],
+            Proto::Tls => &["TLSRoute"],
+            Proto::Tcp => &["TCPRoute"],
+        }
+    }
+}
+
+/// `allowedRoutes.namespaces.from`.
+#[derive(Debug, Clone)]
+pub(crate) enum FromNamespaces {
+    /// Routes in the Gateway's namespace (the default).
+    Same,
+    /// Routes in any namespace.
+    All,
+    /// Routes in namespaces whose labels match (no selector: none).
+    Selector(Option<LabelSelector>),
+}
+
+/// One Listener and what attaches to it.
+#[derive(Debug)]
+pub(crate) struct ListenerPlan {
+    /// `spec.listeners[i].name`.
+    pub name: String,
+    /// Field path, for diagnostics.
+    pub field: String,
+    /// Port.
+    pub port: u16,
+    /// `None`: an unsupported protocol.
+    pub proto: Option<Proto>,
+    /// Hostname (never for TCP).
+    pub hostname: Option<HostnameMatch>,
+    /// The valid route kinds (`supportedKinds`).
+    pub kinds: Vec<&'static str>,
+    /// Which namespaces' routes may attach.
+    pub from: FromNamespaces,
+    /// The `Accepted` condition.
+    pub accepted: Result<(), Reason>,
+    /// The `ResolvedRefs` condition.
+    pub resolved: Result<(), Reason>,
+    /// `Conflicted=True` with this reason.
+    pub conflicted: Option<Reason>,
+    /// For HTTPS: the first valid certificate.
+    pub cert: Option<Certificate>,
+    /// `attachedRoutes`.
+    pub attached: usize,
+    /// HTTPRoute and GRPCRoute matches.
+    pub entries: Vec<RouteEntry>,
+    /// TLSRoute rules.
+    pub sni: Vec<SniRoute>,
+    /// TCPRoute backends.
+    pub tcp: Vec<BackendId>,
+    /// Whether the Listener serves traffic (set once the Gateway is planned).
+    pub programmed: bool,
+}
+
+/// One Gateway of our classes.
+#[derive(Debug)]
+pub(crate) struct GatewayPlan<'a> {
+    /// The object.
+    pub obj: &'a Object,
+    /// The typed Gateway.
+    pub gw: &'a Typed<Gateway>,
+    /// Namespace.
+    pub ns: String,
+    /// Name.
+    pub name: String,
+    /// Where its Listeners are bound.
+    pub addr: Option<IpAddr>,
+    /// `Err` when the Gateway is not Accepted (unsupported address).
+    pub accepted: Result<(), Reason>,
+    /// Its Listeners, in spec order.
+    pub listeners: Vec<ListenerPlan>,
+}
+
+/// Plans every Gateway whose class is in `classes`, oldest first.
+pub(crate) fn plan_gateways<'a>(
+    ctx: &mut Ctx<'a, '_>,
+    classes: &BTreeSet<String>,
+    l4: &L4Snapshot,
+) -> Vec<GatewayPlan<'a>> {
+    let store = ctx.store;
+    let mut plans: Vec<GatewayPlan<'a>> = store
+        .of_kind("Gateway")
+        .filter_map(|obj| match obj {
+            Object::Gateway(gw) if classes.contains(&gw.value.spec.gateway_class_name) => {
+                let key = obj.key();
+                Some(GatewayPlan {
+                    obj,
+                    gw,
+                    ns: key.namespace.unwrap_or_default(),
+                    name: key.name,
+                    addr: None,
+                    accepted: Ok(()),
+                    listeners: Vec::new(),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    assign_addresses(ctx, &mut plans, l4);
+    for plan in &mut plans {
+        let listeners = plan
+            .gw
+            .value
+            .spec
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| plan_listener(ctx, &plan.ns, plan.addr, l4, i, l))
+            .collect();
+        plan.listeners = listeners;
+        conflicts_within(&mut plan.listeners);
+    }
+    plans.sort_by(|a, b| a.obj.age_key().cmp(&b.obj.age_key()));
+    conflicts_across(&mut plans);
+    for plan in &mut plans {
+        let (addr, ok) = (plan.addr.is_some(), plan.accepted.is_ok());
+        for l in &mut plan.listeners {
+            l.programmed = ok
+                && addr
+                && l.accepted.is_ok()
+                && l.conflicted.is_none()
+                && !l.kinds.is_empty()
+                && (l.proto != Some(Proto::Https) || l.cert.is_some());
+        }
+    }
+    plans
+}
+
+/// `spec.addresses[0]` when an IP address, else a pool address (in
+/// namespace/name order, the store's).
+fn assign_addresses(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>], l4: &L4Snapshot) {
+    let mut taken: BTreeSet<IpAddr> = l4
+        .services
+        .keys()
+        .chain(l4.udp.keys())
+        .map(SocketAddr::ip)
+        .collect();
+    let mut wanted = Vec::with_capacity(plans.len());
+    for plan in plans.iter_mut() {
+        let mut want = None;
+        if let Some(a) = plan.gw.value.spec.addresses.first() {
+            let ty = a.type_.as_deref().unwrap_or("IPAddress");
+            if ty != "IPAddress" {
+                plan.accepted = Err(Reason::new(
+                    "UnsupportedAddress",
+                    format!("address type {ty} is not supported; lb assigns IP addresses"),
+                ));
+            } else {
+                match a.value.parse::<IpAddr>() {
+                    Ok(ip) => want = Some(ip),
+                    Err(_) => ctx.warn(
+                        plan.obj,
+                        "spec.addresses[0].value",
+                        format!("{:?} is not an IP address; an address is allocated from [loadbalancer].pools", a.value),
+                    ),
+                }
+            }
+            if plan.gw.value.spec.addresses.len() > 1 {
+                ctx.warn(plan.obj, "spec.addresses", "only the first address is used");
+            }
+        }
+        if let Some(ip) = want {
+            taken.insert(ip);
+        }
+        wanted.push(want);
+    }
+    for (plan, want) in plans.iter_mut().zip(wanted) {
+        if plan.accepted.is_err() {
+            continue;
+        }
+        plan.addr = want.or_else(|| {
+            let ip = allocate(
+                &ctx.cfg.loadbalancer.pools,
+                &format!("{}/{}", plan.ns, plan.name),
+                &taken,
+            )?;
+            taken.insert(ip);
+            Some(ip)
+        });
+    }
+}
+
+fn plan_listener(
+    ctx: &mut Ctx<'_, '_>,
+    gw_ns: &str,
+    addr: Option<IpAddr>,
+    l4: &L4Snapshot,
+    i: usize,
+    l: &Listener,
+) -> ListenerPlan {
+    let mut plan = ListenerPlan {
+        name: l.name.clone(),
+        field: format!("spec.listeners[{i}]"),
+        port: u16::try_from(l.port).unwrap_or(0),
+        proto: None,
+        hostname: None,
+        kinds: Vec::new(),
+        from: FromNamespaces::Same,
+        accepted: Ok(()),
+        resolved: Ok(()),
+        conflicted: None,
+        cert: None,
+        attached: 0,
+        entries: Vec::new(),
+        sni: Vec::new(),
+        tcp: Vec::new(),
+        programmed: false,
+    };
+    let tls_mode = l.tls.as_ref().and_then(|t| t.mode.as_deref());
+    plan.proto = match l.protocol.as_str() {
+        "HTTP" => Some(Proto::Http),
+        "HTTPS" => Some(Proto::Https),
+        "TLS" => Some(Proto::Tls),
+        "TCP" => Some(Proto::Tcp),
+        other => {
+            plan.accepted = Err(Reason::new(
+                "UnsupportedProtocol",
+                format!("protocol {other} is not supported (HTTP, HTTPS, TLS and TCP are)"),
+            ));
+            return plan;
+        }
+    };
+    match (plan.proto, tls_mode.unwrap_or("Terminate")) {
+        (Some(Proto::Https), m) if m != "Terminate" => {
+            plan.accepted = Err(Reason::new(
+                "UnsupportedValue",
+                format!("HTTPS listeners terminate TLS; tls.mode {m} is not supported"),
+            ));
+        }
+        (Some(Proto::Tls), m) if m != "Passthrough" || tls_mode.is_none() => {
+            plan.accepted = Err(Reason::new(
+                "UnsupportedValue",
+                format!("TLS listeners support tls.mode Passthrough only, not {m}"),
+            ));
+        }
+        _ => {}
+    }
+    if plan.proto != Some(Proto::Tcp)
+        && let Some(h) = l.hostname.as_deref().filter(|h| !h.is_empty())
+    {
+        match HostnameMatch::parse(h) {
+            Ok(h) => plan.hostname = Some(h),
+            Err(e) => plan.accepted = Err(Reason::new("UnsupportedValue", e.to_string())),
+        }
+    }
+    if plan.proto == Some(Proto::Https) {
+        let refs = l
+            .tls
+            .as_ref()
+            .map(|t| t.certificate_refs.as_slice())
+            .unwrap_or_default();
+        if refs.is_empty() {
+            plan.resolved = Err(Reason::new(
+                "InvalidCertificateRef",
+                "an HTTPS listener needs tls.certificateRefs",
+            ));
+        }
+        for r in refs {
+            match certificate(ctx.store, gw_ns, r) {
+                Ok(c) => {
+                    plan.cert.get_or_insert(c);
+                }
+                Err(e) => {
+                    if plan.resolved.is_ok() {
+                        plan.resolved = Err(e);
+                    }
+                }
+            }
+        }
+    }
+    let supported = plan.proto.map(Proto::kinds).unwrap_or_default();
+    let allowed = l.allowed_routes.as_ref();
+    match allowed
+        .map(|a| a.kinds.as_slice())
+        .filter(|k| !k.is_empty())
+    {
+        None => plan.kinds = supported.to_vec(),
+        Some(kinds) => {
+            let mut invalid = Vec::new();
+            for k in kinds {
+                let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
+                match supported.iter().find(|s| **s == k.kind) {
+                    Some(s) if group == GATEWAY_GROUP => {
+                        if !plan.kinds.contains(s) {
+                            plan.kinds.push(s);
+                        }
+                    }
+                    _ => invalid.push(format!("{group}/{}", k.kind)),
+                }
+            }
+            if !invalid.is_empty() && plan.resolved.is_ok() {
+                plan.resolved = Err(Reason::new(
+                    "InvalidRouteKinds",
+                    format!(
+                        "route kinds {} are not supported on a {} listener",
+                        invalid.join(", "),
+                        l.protocol
+                    ),
+                ));
+            }
+        }
+    }
+    plan.from = match allowed.and_then(|a| a.namespaces.as_ref()) {
+        Some(n) => match n.from.as_deref() {
+            Some("All") => FromNamespaces::All,
+            Some("Selector") => FromNamespaces::Selector(n.selector.clone()),
+            _ => FromNamespaces::Same,
+        },
+        None => FromNamespaces::Same,
+    };
+    if plan.accepted.is_ok()
+        && let Some(ip) = addr
+    {
+        let at = SocketAddr::new(ip, plan.port);
+        let ingress = ctx
+            .cfg
+            .ingress
+            .http
+            .iter()
+            .chain(&ctx.cfg.ingress.https)
+            .any(|a| a.port() == plan.port && (a.ip() == ip || a.ip().is_unspecified()));
+        if let Some(s) = l4.services.get(&at) {
+            plan.accepted = Err(Reason::new(
+                "PortUnavailable",
+                format!("{at} already serves Service {}", s.name),
+            ));
+        } else if ingress {
+            plan.accepted = Err(Reason::new(
+                "PortUnavailable",
+                format!("{at} is an Ingress listener ([ingress] in lb.toml)"),
+            ));
+        }
+    }
+    plan
+}
+
+/// Marks the indistinct Listeners of one Gateway Conflicted.
+fn conflicts_within(listeners: &mut [ListenerPlan]) {
+    let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if l.accepted.is_ok() && l.proto.is_some() {
+            by_port.entry(l.port).or_default().push(i);
+        }
+    }
+    for (port, group) in by_port {
+        let protos: BTreeSet<Proto> = group.iter().filter_map(|&i| listeners[i].proto).collect();
+        if protos.len() > 1 {
+            for &i in &group {
+                listeners[i].conflicted = Some(Reason::new(
+                    "ProtocolConflict",
+                    format!("port {port} is used with different protocols"),
+                ));
+            }
+            continue;
+        }
+        for &i in &group {
+            let clash = group.iter().any(|&j| {
+                j != i
+                    && (listeners[i].proto == Some(Proto::Tcp)
+                        || listeners[j].hostname == listeners[i].hostname)
+            });
+            if clash {
+                listeners[i].conflicted = Some(Reason::new(
+                    "HostnameConflict",
+                    format!("another listener on port {port} has the same protocol and hostname"),
+                ));
+            }
+        }
+    }
+}
+
+/// Between Gateways on one address, the older keeps a clashing port.
+fn conflicts_across(plans: &mut [GatewayPlan<'_>]) {
+    let mut owners: BTreeMap<SocketAddr, (Proto, Vec<Option<HostnameMatch>>, String)> =
+        BTreeMap::new();
+    for plan in plans.iter_mut() {
+        let Some(ip) = plan.addr else { continue };
+        let me = format!("{}/{}", plan.ns, plan.name);
+        for l in &mut plan.listeners {
+            let Some(proto) = l.proto else { continue };
+            if l.accepted.is_err() || l.conflicted.is_some() {
+                continue;
+            }
+            let at = SocketAddr::new(ip, l.port);
+            match owners.get_mut(&at) {
+                None => {
+                    owners.insert(at, (proto, vec![l.hostname.clone()], me.clone()));
+                }
+                Some((p, _, owner)) if *p != proto => {
+                    l.conflicted = Some(Reason::new(
+                        "ProtocolConflict",
+                        format!("{at} is already served with another protocol by Gateway {owner}"),
+                    ));
+                }
+                Some((_, hosts, owner))
+                    if *owner != me && (proto == Proto::Tcp || hosts.contains(&l.hostname)) =>
+                {
+                    l.conflicted = Some(Reason::new(
+                        "HostnameConflict",
+                        format!("{at} already serves this hostname for Gateway {owner}"),
+                    ));
+                }
+                Some((_, hosts, _)) => hosts.push(l.hostname.clone()),
+            }
+        }
+    }
+}

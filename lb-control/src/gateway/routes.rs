@@ -1,0 +1,271 @@
+//! What every route kind shares: resolving its `parentRefs`, placing its
+//! compiled rules on the attached Listeners (route table entries, SNI
+//! routes or TCP backends), counting `attachedRoutes`, and its
+//! `status.parents`.
+//!
+//! A route is Accepted by a parent when some selected Listener admits it
+//! and shares a hostname with it, and its rules are valid. A rule that
+//! answers 500 for an unsupported filter is dropped in effect: the route
+//! stays Accepted while another rule works, with `PartiallyInvalid=True`
+//! (message "Dropped Rule ..."), and is `Accepted=False`, reason
+//! `UnsupportedValue`, when no rule works.
+
+use lb_http::gateway::{HostnameMatch, RouteEntry, RouteMatch, RouteRef, SniRoute, TargetId};
+use serde_json::{Value, json};
+
+use super::Ctx;
+use super::attach::{Attachment, Parent, attach};
+use super::filters::RuleOutcome;
+use super::listeners::GatewayPlan;
+use super::status::{Reason, Stamp, object_status};
+use crate::model::Object;
+use crate::model::gateway::ParentReference;
+
+/// One compiled rule.
+#[derive(Debug)]
+pub(crate) struct CompiledRule {
+    /// HTTP/gRPC matches (empty for TLS and TCP rules).
+    pub matches: Vec<RouteMatch>,
+    /// The action.
+    pub outcome: RuleOutcome,
+}
+
+/// Where a route kind's rules go on a Listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Route table entries, one per match.
+    Table,
+    /// One SNI route per rule.
+    Sni,
+    /// The rule's backends feed the TCP Listener's L4 service.
+    Tcp,
+}
+
+/// A route being compiled.
+pub(crate) struct Route<'r> {
+    /// The object.
+    pub obj: &'r Object,
+    /// `HTTPRoute`, `GRPCRoute`, `TLSRoute` or `TCPRoute`.
+    pub kind: &'static str,
+    /// `apiVersion` as written.
+    pub api_version: &'r str,
+    /// `spec.parentRefs`.
+    pub parents: &'r [ParentReference],
+    /// Parsed `spec.hostnames`.
+    pub hostnames: Vec<HostnameMatch>,
+}
+
+impl Route<'_> {
+    /// Namespace and name.
+    pub(crate) fn id(&self) -> (String, String) {
+        let k = self.obj.key();
+        (k.namespace.unwrap_or_default(), k.name)
+    }
+}
+
+/// Parses route hostnames, warning about (and dropping) invalid ones.
+pub(crate) fn hostnames(ctx: &mut Ctx<'_, '_>, obj: &Object, raw: &[String]) -> Vec<HostnameMatch> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, h)| match HostnameMatch::parse(h) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                ctx.warn(
+                    obj,
+                    &format!("spec.hostnames[{i}]"),
+                    format!("{e}; ignored"),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// One parentRef of ours: the ref, its `Accepted` outcome, the Listeners attached.
+pub(crate) type ParentOutcome<'p> = (&'p ParentReference, Result<(), Reason>, Vec<Attachment>);
+
+/// Resolves every parentRef; `None` when no parent is ours (no status).
+pub(crate) fn resolve_parents<'p>(
+    ctx: &Ctx<'_, '_>,
+    plans: &[GatewayPlan<'_>],
+    route: &'p Route<'_>,
+) -> Option<Vec<ParentOutcome<'p>>> {
+    let (ns, _) = route.id();
+    let out: Vec<_> = route
+        .parents
+        .iter()
+        .filter_map(
+            |p| match attach(ctx.store, plans, route.kind, &ns, &route.hostnames, p) {
+                Parent::NotOurs => None,
+                Parent::Ours(r, a) => Some((p, r, a)),
+            },
+        )
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
+/// Places `rules` (or the route-level error `invalid`) on the attached
+/// Listeners and returns the route's status object.
+pub(crate) fn finish(
+    ctx: &mut Ctx<'_, '_>,
+    plans: &mut [GatewayPlan<'_>],
+    route: &Route<'_>,
+    parents: Vec<ParentOutcome<'_>>,
+    rules: Result<Vec<CompiledRule>, Reason>,
+    placement: Placement,
+) -> Value {
+    let (ns, name) = route.id();
+    let meta = route.obj.meta();
+    let stamp = Stamp::of(meta);
+    let created = route
+        .obj
+        .creation_timestamp()
+        .map_or(0, |t| t.0.as_second());
+    let (rules, invalid) = match rules {
+        Ok(r) => (r, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let dropped: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            r.outcome
+                .unsupported
+                .as_ref()
+                .map(|m| format!("rule {i}: {m}"))
+        })
+        .collect();
+    let route_ok: Result<(), Reason> = match invalid {
+        Some(e) => Err(e),
+        None if !rules.is_empty() && dropped.len() == rules.len() => Err(Reason::new(
+            "UnsupportedValue",
+            format!(
+                "no rule is supported ({}); requests get 500",
+                dropped.join("; ")
+            ),
+        )),
+        None => Ok(()),
+    };
+    let resolved = rules
+        .iter()
+        .find_map(|r| r.outcome.resolved.clone().err())
+        .map_or(Ok(()), Err);
+    if let Err(e) = &route_ok {
+        ctx.warn(
+            route.obj,
+            "spec.rules",
+            format!("not accepted ({}): {}", e.reason, e.message),
+        );
+    }
+    if let Err(e) = &resolved {
+        ctx.warn(
+            route.obj,
+            "spec.rules",
+            format!("unresolved reference ({}): {}", e.reason, e.message),
+        );
+    }
+    if !dropped.is_empty() && route_ok.is_ok() {
+        ctx.warn(
+            route.obj,
+            "spec.rules",
+            format!("requests get 500 for {}", dropped.join("; ")),
+        );
+    }
+    // Action ids, assigned when a rule is first placed.
+    let mut ids: Vec<Option<TargetId>> = vec![None; rules.len()];
+    let mut out = Vec::new();
+    for (pref, attached, attachments) in parents {
+        let accepted = attached.and(route_ok.clone());
+        if let Err(e) = &accepted
+            && route_ok.is_ok()
+        {
+            ctx.warn(
+                route.obj,
+                "spec.parentRefs",
+                format!(
+                    "not accepted by Gateway {} ({}): {}",
+                    pref.name, e.reason, e.message
+                ),
+            );
+        }
+        if accepted.is_ok() {
+            for a in attachments {
+                let listener = &mut plans[a.gateway].listeners[a.listener];
+                listener.attached += 1;
+                if !listener.programmed {
+                    continue;
+                }
+                for (ri, rule) in rules.iter().enumerate() {
+                    let target = *ids[ri].get_or_insert_with(|| {
+                        ctx.actions.push(rule.outcome.action.clone());
+                        TargetId((ctx.actions.len() - 1) as u32)
+                    });
+                    let rref = |mi: usize| RouteRef {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        rule_index: ri as u32,
+                        match_index: mi as u32,
+                        created,
+                    };
+                    match placement {
+                        Placement::Table => {
+                            for (mi, m) in rule.matches.iter().enumerate() {
+                                listener.entries.push(RouteEntry {
+                                    hostnames: a.hostnames.clone(),
+                                    rule_match: m.clone(),
+                                    route: rref(mi),
+                                    target,
+                                });
+                            }
+                        }
+                        Placement::Sni => listener.sni.push(SniRoute {
+                            hostnames: a.hostnames.clone(),
+                            route: rref(0),
+                            target,
+                        }),
+                        Placement::Tcp => listener.tcp.extend(
+                            rule.outcome
+                                .action
+                                .backends
+                                .iter()
+                                .filter(|b| b.weight > 0)
+                                .filter_map(|b| b.backend),
+                        ),
+                    }
+                }
+            }
+        }
+        let mut conditions = vec![
+            stamp.outcome("Accepted", &accepted, "Accepted", "accepted by the Gateway"),
+            stamp.outcome(
+                "ResolvedRefs",
+                &resolved,
+                "ResolvedRefs",
+                "all references resolved",
+            ),
+        ];
+        if !dropped.is_empty() && route_ok.is_ok() {
+            conditions.push(stamp.condition(
+                "PartiallyInvalid",
+                true,
+                "UnsupportedValue",
+                format!(
+                    "Dropped Rule(s): {}; requests matching them get 500",
+                    dropped.join("; ")
+                ),
+            ));
+        }
+        out.push(json!({
+            "parentRef": pref,
+            "controllerName": ctx.cfg.gateway.controller_name,
+            "conditions": conditions,
+        }));
+    }
+    object_status(
+        route.api_version,
+        route.kind,
+        Some(&ns),
+        &name,
+        json!({ "parents": out }),
+    )
+}
