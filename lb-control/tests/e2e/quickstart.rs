@@ -60,6 +60,28 @@ fn shipped_example_answers_curl_from_both_ready_endpoints() {
             .to_owned();
         seen.insert(backend);
     }
+    // The example Gateway got its address from the pool; its HTTPRoute
+    // sends myapp.example.com to the same Service.
+    let status = admin_get(admin, "/status").expect("/status").json();
+    let gateway = status
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["kind"] == "Gateway"))
+        .expect("Gateway status");
+    let ip = gateway["status"]["addresses"][0]["value"]
+        .as_str()
+        .expect("Gateway address")
+        .to_owned();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "-D", "-", "-H", "Host: myapp.example.com"])
+        .arg(format!("http://{ip}:8081/"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(text.contains("x-routed-by: my-gateway"), "{text}");
+    assert!(
+        text.contains("x-backend: 127.0.0.1:9376") || text.contains("x-backend: 127.0.0.2:9376"),
+        "{text}"
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
