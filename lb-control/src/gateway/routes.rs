@@ -135,6 +135,10 @@ pub(crate) fn finish(
                 .map(|m| format!("rule {i}: {m}"))
         })
         .collect();
+    // Every rule dropped for an unsupported filter: the route is not
+    // accepted, yet its matches stay programmed so that the requests they
+    // take get 500, as the spec asks of a filter that cannot be applied.
+    let all_dropped = invalid.is_none() && !rules.is_empty() && dropped.len() == rules.len();
     let route_ok: Result<(), Reason> = match invalid {
         Some(e) => Err(e),
         None if !rules.is_empty() && dropped.len() == rules.len() => Err(Reason::new(
@@ -175,6 +179,7 @@ pub(crate) fn finish(
     let mut ids: Vec<Option<TargetId>> = vec![None; rules.len()];
     let mut out = Vec::new();
     for (pref, attached, attachments) in parents {
+        let placed = attached.is_ok() && all_dropped;
         let accepted = attached.and(route_ok.clone());
         if let Err(e) = &accepted
             && route_ok.is_ok()
@@ -188,10 +193,12 @@ pub(crate) fn finish(
                 ),
             );
         }
-        if accepted.is_ok() {
+        if accepted.is_ok() || placed {
             for a in attachments {
                 let listener = &mut plans[a.gateway].listeners[a.listener];
-                listener.attached += 1;
+                if accepted.is_ok() {
+                    listener.attached += 1;
+                }
                 if !listener.programmed {
                     continue;
                 }

@@ -1058,3 +1058,52 @@ fn http_route_timeouts() {
         "fast enough",
     );
 }
+
+#[test]
+fn http_route_unsupported_filters_answer_500() {
+    let infra = Infra::start();
+    let parent = format!("{INFRA}/same-namespace");
+    let ext = "[{type: ExtensionRef, extensionRef: {group: example.com, kind: Thing, name: x}}]";
+    let routes = [
+        http_route(
+            INFRA,
+            "partly-unsupported",
+            &parent,
+            &["partly.example.com"],
+            &format!(
+                "  - matches: [{{path: {{type: PathPrefix, value: /ext}}}}]\n    filters: {ext}\n    backendRefs: [{{name: infra-backend-v2, port: 8080}}]\n  - backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n"
+            ),
+        ),
+        http_route(
+            INFRA,
+            "all-unsupported",
+            &parent,
+            &["all.example.com"],
+            &format!("  - filters: {ext}\n    backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n"),
+        ),
+    ]
+    .concat();
+    let lb = infra.lb("gw-unsupported", &routes);
+    let gw = infra.gw("same-namespace");
+    assert_eq!(get(gw, "partly.example.com", "/ext/x").status, 500);
+    expect_backend(
+        &get(gw, "partly.example.com", "/other"),
+        "infra-backend-v1",
+        "supported rule",
+    );
+    assert_eq!(get(gw, "all.example.com", "/").status, 500);
+    let status = super::object_status(&lb, "HTTPRoute", INFRA, "partly-unsupported");
+    let conds = super::route_parent_conditions(&status, "same-namespace");
+    assert_eq!(super::condition(&conds, "Accepted").0, "True", "{status:#}");
+    assert_eq!(
+        super::condition(&conds, "PartiallyInvalid"),
+        ("True".to_owned(), "UnsupportedValue".to_owned())
+    );
+    let status = super::object_status(&lb, "HTTPRoute", INFRA, "all-unsupported");
+    let conds = super::route_parent_conditions(&status, "same-namespace");
+    assert_eq!(
+        super::condition(&conds, "Accepted"),
+        ("False".to_owned(), "UnsupportedValue".to_owned()),
+        "{status:#}"
+    );
+}
