@@ -119,6 +119,28 @@ impl CertIndex {
     }
 }
 
+impl CertIndex {
+    /// Like [`CertIndex::lookup`], but a `*.` name covers one or more labels
+    /// (Gateway API Listener hostnames): the exact name, then every wildcard
+    /// suffix from the longest, then the default.
+    pub fn lookup_suffix(&self, sni: Option<&str>) -> Option<&Certificate> {
+        if let Some(name) = sni {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(c) = self.names.get(&name) {
+                return Some(c);
+            }
+            let mut rest = name.as_str();
+            while let Some((_, parent)) = rest.split_once('.') {
+                if let Some(c) = self.names.get(&format!("*.{parent}")) {
+                    return Some(c);
+                }
+                rest = parent;
+            }
+        }
+        self.default.as_ref()
+    }
+}
+
 /// Why a handshake did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {

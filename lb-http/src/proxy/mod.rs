@@ -209,11 +209,16 @@ impl HttpProxy {
         counters.active_connections.inc();
         let _guard = ActiveGuard(counters);
         let snapshot = self.snapshot.current();
-        let certs = match gateway {
-            None => Some(&snapshot.value.tls),
-            Some(key) => snapshot.value.gateway.port(key).map(|(_, p)| &p.tls),
+        // Ingress wildcards cover one label, Gateway Listener wildcards any number.
+        let pick = |sni: Option<&str>| {
+            match gateway {
+                None => snapshot.value.tls.lookup(sni),
+                Some(key) => {
+                    (snapshot.value.gateway.port(key)).and_then(|(_, p)| p.tls.lookup_suffix(sni))
+                }
+            }
+            .map(|c| c.server_config())
         };
-        let pick = |sni: Option<&str>| certs.and_then(|c| c.lookup(sni)).map(|c| c.server_config());
         let accepted_at = Instant::now();
         let tls = match tls::accept(conn.stream, pick, self.settings.header_read_timeout).await {
             Ok(s) => s,

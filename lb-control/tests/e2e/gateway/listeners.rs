@@ -89,6 +89,7 @@ fn https_listener_terminates_with_certificate_refs_and_reference_grants() {
     let local = self_signed(&dir, "local.example.org", &["example.org"]);
     let granted = self_signed(&dir, "granted.example.org", &["granted.example.org"]);
     let denied = self_signed(&dir, "denied.example.org", &["denied.example.org"]);
+    let wild = self_signed(&dir, "wild.example.org", &["*.wild.example.org"]);
     let gateway = |name: &str, port: u16, hostname: &str, ns: &str, secret: &str| {
         format!(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec:\n  gatewayClassName: lb\n  addresses: [{{value: \"{ip}\"}}]\n  listeners:\n  - name: https\n    port: {port}\n    protocol: HTTPS\n    hostname: {hostname}\n    tls:\n      certificateRefs: [{{kind: Secret, group: \"\", name: {secret}, namespace: {ns}}}]\n---\n"
@@ -98,6 +99,14 @@ fn https_listener_terminates_with_certificate_refs_and_reference_grants() {
         secret(INFRA, "local-cert", &local),
         secret(WEB, "granted-cert", &granted),
         secret(WEB, "denied-cert", &denied),
+        secret(INFRA, "wild-cert", &wild),
+        gateway(
+            "https-wild",
+            9447,
+            "\"*.wild.example.org\"",
+            INFRA,
+            "wild-cert",
+        ),
         gateway("https-local", 9443, "example.org", INFRA, "local-cert"),
         gateway("https-granted", 9444, "granted.example.org", WEB, "granted-cert"),
         gateway("https-denied", 9445, "denied.example.org", WEB, "denied-cert"),
@@ -132,6 +141,11 @@ fn https_listener_terminates_with_certificate_refs_and_reference_grants() {
         Some("granted.example.org")
     );
 
+    // A Listener wildcard covers any number of labels, for certificates too.
+    assert_eq!(
+        served_cn(at(9447), "a.b.wild.example.org").as_deref(),
+        Some("wild.example.org")
+    );
     let resolved = |gw: &str| {
         let st = object_status(&lb, "Gateway", INFRA, gw);
         condition(
