@@ -7,6 +7,8 @@
 //! passthrough and TCPRoute, GRPCRoute, and route changes under load.
 
 mod conformance;
+mod grpc;
+mod lifecycle;
 mod listeners;
 mod load;
 mod precedence;
