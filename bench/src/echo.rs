@@ -16,13 +16,23 @@
 //! | `/echo`               | the request body streamed back as a chunked response          |
 //! | `/fixed`              | `ok\n` with Content-Length (the benchmark response)           |
 //!
+//! | request header                      | effect                                              |
+//! |-------------------------------------|-----------------------------------------------------|
+//! | `x-echo-response-header: Name: val` | the response carries `Name: val` (repeatable; on    |
+//! |                                     | the describing answers and `/status/<code>`)        |
+//!
+//! Each server also keeps the targets of the last [`SEEN_PATHS`] requests it received
+//! ([`EchoServer::seen_paths`]), so a test can check what reached a backend whose answer
+//! it never sees, such as a mirror.
+//!
 //! `/echo` writes while it reads: a client must read the response concurrently with
 //! sending a body larger than the socket buffers, as a proxy does.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -43,6 +53,10 @@ const PERIOD: usize = 251;
 const MAX_SLEEP_MS: u64 = 3_600_000;
 /// Largest chunk-size line or trailer line accepted, in bytes.
 const MAX_LINE: usize = 8 * 1024;
+/// How many request targets [`EchoServer::seen_paths`] remembers.
+pub const SEEN_PATHS: usize = 1024;
+/// Request header naming a header to add to the response (`Name: value`).
+pub const RESPONSE_HEADER: &str = "x-echo-response-header";
 
 /// Byte `i` of the deterministic body pattern served by `/bytes/<n>` and `/chunked/<n>`.
 pub fn pattern_byte(i: u64) -> u8 {
@@ -54,6 +68,8 @@ pub fn pattern_byte(i: u64) -> u8 {
 pub struct Stats {
     connections: AtomicU64,
     requests: AtomicU64,
+    /// The targets of the last [`SEEN_PATHS`] requests, oldest first.
+    seen: Mutex<VecDeque<String>>,
 }
 
 impl Stats {
@@ -65,6 +81,25 @@ impl Stats {
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The request targets (path and query) of the last [`SEEN_PATHS`] requests, in
+    /// the order they arrived.
+    pub fn seen_paths(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|seen| seen.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn record(&self, target: &str) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() == SEEN_PATHS {
+                seen.pop_front();
+            }
+            seen.push_back(target.to_owned());
+        }
     }
 }
 
@@ -127,6 +162,12 @@ impl EchoServer {
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.stats.requests()
+    }
+
+    /// The request targets (path and query) of the last [`SEEN_PATHS`] requests this
+    /// server received, oldest first.
+    pub fn seen_paths(&self) -> Vec<String> {
+        self.stats.seen_paths()
     }
 
     /// Stops accepting, closes every connection and joins the server thread.
@@ -204,7 +245,7 @@ where
                 return conn.io.shutdown().await;
             }
         };
-        stats.requests.fetch_add(1, Ordering::Relaxed);
+        stats.record(&head.target);
         let keep_alive = handle(&mut conn, name, head).await?;
         if !keep_alive {
             conn.flush().await?;
@@ -528,6 +569,7 @@ where
                 keep_alive = false;
             }
             let mut out = response_head(name, code, "application/json", keep_alive, head.http11);
+            out.push_str(&requested_headers(&head));
             if !matches!(code, 100..=199 | 204) {
                 out.push_str(&format!("content-length: {}\r\n", body.len()));
             }
@@ -590,6 +632,7 @@ where
             .to_string();
             json.push('\n');
             let mut out = response_head(name, 200, "application/json", keep_alive, head.http11);
+            out.push_str(&requested_headers(&head));
             out.push_str(&format!("content-length: {}\r\n\r\n", json.len()));
             conn.wbuf.extend_from_slice(out.as_bytes());
             if !is_head {
@@ -698,6 +741,25 @@ fn response_head(
     out
 }
 
+/// The response header lines asked for with [`RESPONSE_HEADER`] request headers, in
+/// order. A value that is not `Name: value` with a token for a name is ignored.
+fn requested_headers(head: &Head) -> String {
+    let is_token = |n: &str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    head.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(RESPONSE_HEADER))
+        .filter_map(|(_, v)| {
+            let (n, v) = v.split_once(':')?;
+            let n = n.trim();
+            is_token(n).then(|| format!("{n}: {}\r\n", v.trim()))
+        })
+        .collect()
+}
+
 /// A complete small JSON response for `code`.
 fn write_simple(wbuf: &mut Vec<u8>, name: &str, code: u16, keep_alive: bool) {
     let mut body = serde_json::json!({"backend": name, "status": code}).to_string();
@@ -740,5 +802,68 @@ fn reason(code: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// One request on a fresh connection; returns the raw response head.
+    fn head_of(server: &EchoServer, request: &str) -> String {
+        let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn response_headers_on_request() {
+        let server = EchoServer::start("127.0.0.1:0".parse().unwrap(), "t").unwrap();
+        let head = head_of(
+            &server,
+            "GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\
+             x-echo-response-header: X-One: a b\r\n\
+             X-Echo-Response-Header: X-One: c\r\n\
+             x-echo-response-header: bad name: no\r\n\
+             x-echo-response-header: no-colon\r\n\r\n",
+        );
+        let lines: Vec<&str> = head.lines().filter(|l| l.starts_with("X-One")).collect();
+        assert_eq!(lines, ["X-One: a b", "X-One: c"], "{head}");
+        assert!(!head.contains("bad name"), "{head}");
+        let head = head_of(
+            &server,
+            "GET /status/404 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\
+             x-echo-response-header: X-Two: 2\r\n\r\n",
+        );
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+        assert!(head.contains("\r\nX-Two: 2"), "{head}");
+    }
+
+    #[test]
+    fn seen_paths_are_recorded_and_bounded() {
+        let server = EchoServer::start("127.0.0.1:0".parse().unwrap(), "t").unwrap();
+        head_of(
+            &server,
+            "GET /a?b=c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        );
+        head_of(
+            &server,
+            "GET /fixed HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(server.seen_paths(), ["/a?b=c", "/fixed"]);
+        let stats = Stats::default();
+        for i in 0..SEEN_PATHS + 3 {
+            stats.record(&format!("/{i}"));
+        }
+        let seen = stats.seen_paths();
+        assert_eq!(seen.len(), SEEN_PATHS);
+        assert_eq!(seen[0], "/3");
+        assert_eq!(stats.requests(), (SEEN_PATHS + 3) as u64);
     }
 }

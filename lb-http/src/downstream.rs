@@ -33,6 +33,25 @@ impl DownIo {
         matches!(self, DownIo::Tls(_))
     }
 
+    /// The TLS server name (SNI) the client sent, lowercase; `None` for
+    /// plain HTTP or a handshake without SNI.
+    pub fn server_name(&self) -> Option<Box<str>> {
+        match self {
+            DownIo::Plain(_) => None,
+            DownIo::Tls(t) => server_name_of(&t.borrow()),
+        }
+    }
+}
+
+/// The lowercase SNI of an established TLS session.
+pub fn server_name_of<IO>(tls: &TlsStream<IO>) -> Option<Box<str>> {
+    tls.get_ref()
+        .1
+        .server_name()
+        .map(|n| n.to_ascii_lowercase().into_boxed_str())
+}
+
+impl DownIo {
     /// Splits into read and write halves borrowing the connection.
     pub fn split(&mut self) -> (DownRead<'_>, DownWrite<'_>) {
         match self {

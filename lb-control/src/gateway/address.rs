@@ -1,5 +1,5 @@
-//! Gateway addresses: `spec.addresses[0]` when it is an IP address, else
-//! one allocated from `[loadbalancer].pools`.
+//! Gateway addresses allocated from `[loadbalancer].pools` for Gateways
+//! that request none (requested ones are checked in `listeners`).
 //!
 //! Allocation is deterministic: a hash of `namespace/name` picks the first
 //! candidate over the pools (IPv4 pools before IPv6 ones, in configured

@@ -26,6 +26,7 @@ use super::Ctx;
 use super::address::allocate;
 use super::refs::{GATEWAY_GROUP, certificate};
 use super::status::Reason;
+use crate::config::Config;
 use crate::model::gateway::{Gateway, Listener};
 use crate::model::{Object, Typed};
 
@@ -95,8 +96,10 @@ pub(crate) struct ListenerPlan {
     pub entries: Vec<RouteEntry>,
     /// TLSRoute rules.
     pub sni: Vec<SniRoute>,
-    /// TCPRoute backends.
-    pub tcp: Vec<BackendId>,
+    /// TCPRoute backends with their `weight`.
+    pub tcp: Vec<(BackendId, u32)>,
+    /// `OverlappingTLSConfig=True` with this reason.
+    pub overlapping: Option<Reason>,
     /// Whether the Listener serves traffic (set once the Gateway is planned).
     pub programmed: bool,
 }
@@ -114,8 +117,12 @@ pub(crate) struct GatewayPlan<'a> {
     pub name: String,
     /// Where its Listeners are bound.
     pub addr: Option<IpAddr>,
-    /// `Err` when the Gateway is not Accepted (unsupported address).
+    /// `Err` when the Gateway is not Accepted (unsupported address,
+    /// invalid parameters).
     pub accepted: Result<(), Reason>,
+    /// Why a requested address cannot be used (`Programmed=False`,
+    /// `AddressNotUsable`); `addr` is then `None`.
+    pub address_error: Option<Reason>,
     /// Its Listeners, in spec order.
     pub listeners: Vec<ListenerPlan>,
 }
@@ -138,7 +145,8 @@ pub(crate) fn plan_gateways<'a>(
                     ns: key.namespace.unwrap_or_default(),
                     name: key.name,
                     addr: None,
-                    accepted: Ok(()),
+                    accepted: invalid_parameters(gw),
+                    address_error: None,
                     listeners: Vec::new(),
                 })
             }
@@ -158,6 +166,7 @@ pub(crate) fn plan_gateways<'a>(
             .collect();
         plan.listeners = listeners;
         conflicts_within(&mut plan.listeners);
+        overlapping_tls(&mut plan.listeners);
     }
     plans.sort_by(|a, b| a.obj.age_key().cmp(&b.obj.age_key()));
     conflicts_across(&mut plans);
@@ -175,8 +184,49 @@ pub(crate) fn plan_gateways<'a>(
     plans
 }
 
-/// `spec.addresses[0]` when an IP address, else a pool address (in
-/// namespace/name order, the store's).
+/// `Accepted=False`, reason `InvalidParameters`, for a Gateway with
+/// `spec.infrastructure.parametersRef`: lb takes no infrastructure
+/// parameters, so every referent is of an unsupported kind (the spec's
+/// "cannot be found, refers to an unsupported kind" case).
+fn invalid_parameters(gw: &Typed<Gateway>) -> Result<(), Reason> {
+    let Some(r) = gw
+        .value
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.get("parametersRef"))
+    else {
+        return Ok(());
+    };
+    let field = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    Err(Reason::new(
+        "InvalidParameters",
+        format!(
+            "infrastructure.parametersRef {}/{} {:?}: lb supports no infrastructure parameters",
+            field("group"),
+            field("kind"),
+            field("name")
+        ),
+    ))
+}
+
+/// Whether lb can bind `ip` on this host. Compilation is pure, so it cannot
+/// try; the rule is: a loopback address (127.0.0.0/8, ::1), an address of
+/// this node (`[node].addresses`) or one inside `[loadbalancer].pools` (the
+/// addresses the operator routes to this appliance) is usable, anything
+/// else is `AddressNotUsable`.
+pub(crate) fn usable_address(cfg: &Config, ip: IpAddr) -> bool {
+    ip.is_loopback()
+        || cfg.node.addresses.contains(&ip)
+        || cfg.loadbalancer.pools.iter().any(|p| p.contains(&ip))
+}
+
+/// Addresses: every `spec.addresses[]` entry must be of type `IPAddress`
+/// (else the Gateway is not Accepted: `UnsupportedAddress`) and every
+/// requested IP must be [`usable_address`] (else it is not Programmed:
+/// `AddressNotUsable`, and nothing is bound). The first requested IP is
+/// bound; without one, a pool address is allocated (in namespace/name
+/// order, the store's).
 fn assign_addresses(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>], l4: &L4Snapshot) {
     let mut taken: BTreeSet<IpAddr> = l4
         .services
@@ -186,27 +236,46 @@ fn assign_addresses(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>], l4: &L
         .collect();
     let mut wanted = Vec::with_capacity(plans.len());
     for plan in plans.iter_mut() {
-        let mut want = None;
-        if let Some(a) = plan.gw.value.spec.addresses.first() {
+        let mut want: Option<IpAddr> = None;
+        let mut unusable = Vec::new();
+        for (i, a) in plan.gw.value.spec.addresses.iter().enumerate() {
             let ty = a.type_.as_deref().unwrap_or("IPAddress");
             if ty != "IPAddress" {
-                plan.accepted = Err(Reason::new(
-                    "UnsupportedAddress",
-                    format!("address type {ty} is not supported; lb assigns IP addresses"),
-                ));
-            } else {
-                match a.value.parse::<IpAddr>() {
-                    Ok(ip) => want = Some(ip),
-                    Err(_) => ctx.warn(
-                        plan.obj,
-                        "spec.addresses[0].value",
-                        format!("{:?} is not an IP address; an address is allocated from [loadbalancer].pools", a.value),
-                    ),
+                if plan.accepted.is_ok() {
+                    plan.accepted = Err(Reason::new(
+                        "UnsupportedAddress",
+                        format!("address type {ty} is not supported; lb assigns IP addresses"),
+                    ));
                 }
+                continue;
             }
-            if plan.gw.value.spec.addresses.len() > 1 {
-                ctx.warn(plan.obj, "spec.addresses", "only the first address is used");
+            match a.value.parse::<IpAddr>() {
+                Ok(ip) if !usable_address(ctx.cfg, ip) => unusable.push(ip.to_string()),
+                Ok(ip) => match want {
+                    None => want = Some(ip),
+                    Some(first) if first != ip => ctx.warn(
+                        plan.obj,
+                        &format!("spec.addresses[{i}]"),
+                        format!("only the first address ({first}) is bound; {ip} is not"),
+                    ),
+                    Some(_) => {}
+                },
+                Err(_) => ctx.warn(
+                    plan.obj,
+                    &format!("spec.addresses[{i}].value"),
+                    format!("{:?} is not an IP address; an address is allocated from [loadbalancer].pools", a.value),
+                ),
             }
+        }
+        if !unusable.is_empty() {
+            plan.address_error = Some(Reason::new(
+                "AddressNotUsable",
+                format!(
+                    "{} cannot be bound here: lb binds loopback addresses, [node].addresses and addresses in [loadbalancer].pools",
+                    unusable.join(", ")
+                ),
+            ));
+            want = None;
         }
         if let Some(ip) = want {
             taken.insert(ip);
@@ -214,7 +283,7 @@ fn assign_addresses(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>], l4: &L
         wanted.push(want);
     }
     for (plan, want) in plans.iter_mut().zip(wanted) {
-        if plan.accepted.is_err() {
+        if plan.accepted.is_err() || plan.address_error.is_some() {
             continue;
         }
         plan.addr = want.or_else(|| {
@@ -253,6 +322,7 @@ fn plan_listener(
         entries: Vec::new(),
         sni: Vec::new(),
         tcp: Vec::new(),
+        overlapping: None,
         programmed: false,
     };
     let tls_mode = l.tls.as_ref().and_then(|t| t.mode.as_deref());
@@ -414,6 +484,45 @@ fn conflicts_within(listeners: &mut [ListenerPlan]) {
                     format!("another listener on port {port} has the same protocol and hostname"),
                 ));
             }
+        }
+    }
+}
+
+/// Marks HTTPS Listeners of one Gateway that share a port and whose
+/// hostnames overlap (one is within the other, e.g. `*.example.com` and
+/// `foo.example.com`) `OverlappingTLSConfig=True`, reason
+/// `OverlappingHostnames`, on both, as the spec asks. Informational: both
+/// stay Accepted and serve, the most specific hostname first. A Listener
+/// without a hostname (the port's default certificate) overlaps nothing.
+fn overlapping_tls(listeners: &mut [ListenerPlan]) {
+    let https: Vec<usize> = (0..listeners.len())
+        .filter(|&i| {
+            let l = &listeners[i];
+            l.proto == Some(Proto::Https)
+                && l.accepted.is_ok()
+                && l.conflicted.is_none()
+                && l.hostname.is_some()
+        })
+        .collect();
+    for &i in &https {
+        let others: Vec<&str> = https
+            .iter()
+            .filter(|&&j| j != i && listeners[j].port == listeners[i].port)
+            .filter(
+                |&&j| match (&listeners[i].hostname, &listeners[j].hostname) {
+                    (Some(a), Some(b)) => a.within(b) || b.within(a),
+                    _ => false,
+                },
+            )
+            .map(|&j| listeners[j].name.as_str())
+            .collect();
+        if !others.is_empty() {
+            let message = format!(
+                "hostname overlaps with listener(s) {} on port {}",
+                others.join(", "),
+                listeners[i].port
+            );
+            listeners[i].overlapping = Some(Reason::new("OverlappingHostnames", message));
         }
     }
 }

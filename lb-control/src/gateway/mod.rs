@@ -27,6 +27,8 @@ mod test_support;
 mod tests;
 #[cfg(test)]
 mod tests_routes;
+#[cfg(test)]
+mod tests_status;
 
 use lb_core::l4::L4Snapshot;
 use lb_http::Backend;

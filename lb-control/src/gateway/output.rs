@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use lb_core::l4::{L4Service, L4Snapshot};
 use lb_core::maglev::{MaglevEndpoint, MaglevTable};
+use lb_http::BackendId;
 use lb_http::gateway::{
     GatewayListener, GatewayPort, GatewayRouteTable, HostnameMatch, PortProtocol, SniRoute,
 };
@@ -116,17 +117,13 @@ fn tcp_service(
     name: String,
     l4: &mut L4Snapshot,
 ) {
-    let mut endpoints: Vec<SocketAddr> = l
-        .tcp
-        .iter()
-        .filter_map(|id| ctx.backends.get(id.0 as usize))
-        .flat_map(|b| b.endpoints.iter().copied())
-        .collect();
-    endpoints.sort_unstable();
-    endpoints.dedup();
+    let weights = tcp_weights(ctx, &l.tcp);
+    let endpoints: Vec<SocketAddr> = weights.keys().copied().collect();
     let cfg = &ctx.cfg.loadbalancer;
     match MaglevTable::new(
-        endpoints.iter().map(|a| MaglevEndpoint::from_addr(*a, 1)),
+        weights
+            .iter()
+            .map(|(a, w)| MaglevEndpoint::from_addr(*a, *w)),
         cfg.maglev_table_size,
     ) {
         Ok(table) => {
@@ -151,11 +148,42 @@ fn tcp_service(
     }
 }
 
-fn listener_status(stamp: &Stamp, l: &ListenerPlan, has_addr: bool) -> Value {
+/// Scale of TCPRoute weights in the Maglev table: a backendRef's weight
+/// times this is shared out over its endpoints, so that each ref gets its
+/// `weight / sum(weights)` of new connections however many endpoints it has.
+const TCP_WEIGHT_SCALE: u64 = 10_000;
+
+/// The Maglev weight of every endpoint of a TCP Listener's `(backend,
+/// weight)` refs: each ref's scaled weight split evenly over its endpoints,
+/// summed where refs share an endpoint. Refs without endpoints take no
+/// share (L4 has no way to refuse their part of the connections).
+fn tcp_weights(ctx: &Ctx<'_, '_>, refs: &[(BackendId, u32)]) -> BTreeMap<SocketAddr, u32> {
+    let mut weights: BTreeMap<SocketAddr, u64> = BTreeMap::new();
+    for (id, weight) in refs {
+        let Some(b) = ctx.backends.get(id.0 as usize) else {
+            continue;
+        };
+        let n = b.endpoints.len() as u64;
+        if n == 0 || *weight == 0 {
+            continue;
+        }
+        let each = (u64::from(*weight) * TCP_WEIGHT_SCALE / n).max(1);
+        for a in &b.endpoints {
+            *weights.entry(*a).or_default() += each;
+        }
+    }
+    weights
+        .into_iter()
+        .map(|(a, w)| (a, u32::try_from(w).unwrap_or(u32::MAX)))
+        .collect()
+}
+
+fn listener_status(stamp: &Stamp, l: &ListenerPlan, addr_problem: Option<&Reason>) -> Value {
     let programmed = if l.programmed {
         Ok(())
-    } else if l.accepted.is_ok() && l.conflicted.is_none() && !has_addr {
-        Err(Reason::new("Pending", "the Gateway has no address"))
+    } else if let (true, true, Some(r)) = (l.accepted.is_ok(), l.conflicted.is_none(), addr_problem)
+    {
+        Err(r.clone())
     } else {
         Err(Reason::new(
             "Invalid",
@@ -166,16 +194,32 @@ fn listener_status(stamp: &Stamp, l: &ListenerPlan, has_addr: bool) -> Value {
         Some(r) => stamp.condition("Conflicted", true, r.reason, r.message.clone()),
         None => stamp.condition("Conflicted", false, "NoConflicts", "no conflicts"),
     };
+    let mut conditions = vec![
+        stamp.outcome("Accepted", &l.accepted, "Accepted", "listener accepted"),
+        stamp.outcome(
+            "Programmed",
+            &programmed,
+            "Programmed",
+            "listener programmed",
+        ),
+        stamp.outcome(
+            "ResolvedRefs",
+            &l.resolved,
+            "ResolvedRefs",
+            "all references resolved",
+        ),
+        conflicted,
+    ];
+    // Present only when True, like the spec's other negative-polarity
+    // conditions that are optional.
+    if let Some(r) = &l.overlapping {
+        conditions.push(stamp.condition("OverlappingTLSConfig", true, r.reason, r.message.clone()));
+    }
     json!({
         "name": l.name,
         "supportedKinds": l.kinds.iter().map(|k| json!({"group": GATEWAY_GROUP, "kind": k})).collect::<Vec<_>>(),
         "attachedRoutes": l.attached,
-        "conditions": [
-            stamp.outcome("Accepted", &l.accepted, "Accepted", "listener accepted"),
-            stamp.outcome("Programmed", &programmed, "Programmed", "listener programmed"),
-            stamp.outcome("ResolvedRefs", &l.resolved, "ResolvedRefs", "all references resolved"),
-            conflicted,
-        ],
+        "conditions": conditions,
     })
 }
 
@@ -214,6 +258,8 @@ pub(crate) fn gateway_status(ctx: &mut Ctx<'_, '_>, plans: &[GatewayPlan<'_>]) -
         };
         let programmed = if accepted.is_err() {
             Err(Reason::new("Invalid", "the Gateway is not accepted"))
+        } else if let Some(r) = &plan.address_error {
+            Err(r.clone())
         } else if plan.addr.is_none() {
             Err(Reason::new(
                 "AddressNotAssigned",
@@ -243,12 +289,17 @@ pub(crate) fn gateway_status(ctx: &mut Ctx<'_, '_>, plans: &[GatewayPlan<'_>]) -
                 );
             }
         }
+        let addr_problem = match (&plan.address_error, plan.addr) {
+            (Some(r), _) => Some(r.clone()),
+            (None, None) => Some(Reason::new("Pending", "the Gateway has no address")),
+            (None, Some(_)) => None,
+        };
         let mut status = json!({
             "conditions": [
                 accepted_cond,
                 stamp.outcome("Programmed", &programmed, "Programmed", "Gateway programmed"),
             ],
-            "listeners": ls.iter().map(|l| listener_status(&stamp, l, plan.addr.is_some())).collect::<Vec<_>>(),
+            "listeners": ls.iter().map(|l| listener_status(&stamp, l, addr_problem.as_ref())).collect::<Vec<_>>(),
         });
         if let Some(ip) = plan.addr {
             status["addresses"] = json!([{"type": "IPAddress", "value": ip.to_string()}]);

@@ -236,7 +236,7 @@ pub(crate) fn finish(
                                 .backends
                                 .iter()
                                 .filter(|b| b.weight > 0)
-                                .filter_map(|b| b.backend),
+                                .filter_map(|b| b.backend.map(|id| (id, b.weight))),
                         ),
                     }
                 }

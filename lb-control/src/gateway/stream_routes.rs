@@ -1,7 +1,8 @@
 //! TLSRoutes (SNI routing on TLS passthrough Listeners: one SNI route per
 //! rule, weighted backends) and TCPRoutes (the backends of every attached
-//! rule feed the TCP Listener's L4 service; their endpoints are united and
-//! the weights are ignored, except that weight 0 refs are left out).
+//! rule feed the TCP Listener's L4 service: one Maglev table over their
+//! endpoints, each backendRef weighted by its `weight`, shared out over its
+//! endpoints; weight 0 refs are left out).
 
 use serde_json::Value;
 

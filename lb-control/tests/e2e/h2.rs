@@ -324,8 +324,32 @@ impl tonic::server::ServerStreamingService<Msg> for Count {
     }
 }
 
+/// `*/Metadata`: answers with the request metadata the server saw, one
+/// `name=value` line per value, in order.
+struct Metadata;
+
+impl tonic::server::UnaryService<Msg> for Metadata {
+    type Response = Msg;
+    type Future = BoxFuture<tonic::Response<Msg>, Status>;
+
+    fn call(&mut self, req: tonic::Request<Msg>) -> Self::Future {
+        Box::pin(async move {
+            let headers = req.metadata().clone().into_headers();
+            let text = headers
+                .iter()
+                .map(|(name, value)| {
+                    format!("{name}={}\n", String::from_utf8_lossy(value.as_bytes()))
+                })
+                .collect();
+            Ok(tonic::Response::new(Msg { text, n: 0 }))
+        })
+    }
+}
+
 /// The tonic server: dispatches by path, no generated code; every response
-/// carries `x-backend: <name>`.
+/// carries `x-backend: <name>`. Methods: `/test.Echo/Unary` (also as
+/// `/test.Echo/EchoTwo` and `/test.Other/Unary`), `/test.Echo/Count`, and
+/// `Metadata` of any service; anything else is UNIMPLEMENTED.
 #[derive(Clone)]
 struct EchoGrpc {
     name: &'static str,
@@ -345,8 +369,11 @@ impl Service<http::Request<tonic::body::Body>> for EchoGrpc {
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<Msg, Msg>::default());
             let mut resp = match req.uri().path() {
-                "/test.Echo/Unary" | "/test.Other/Unary" => grpc.unary(Unary, req).await,
+                "/test.Echo/Unary" | "/test.Echo/EchoTwo" | "/test.Other/Unary" => {
+                    grpc.unary(Unary, req).await
+                }
                 "/test.Echo/Count" => grpc.server_streaming(Count, req).await,
+                p if p.ends_with("/Metadata") => grpc.unary(Metadata, req).await,
                 _ => Status::unimplemented("no such method").into_http(),
             };
             resp.headers_mut()

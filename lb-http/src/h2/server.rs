@@ -46,6 +46,8 @@ pub(super) struct Ctx<'a> {
     pub proxy: &'a HttpProxy,
     pub client_ip: String,
     tls: bool,
+    /// The TLS server name, which picks the Listener on a Gateway HTTPS port.
+    sni: Option<Box<str>>,
     resets: ResetMeter,
     /// The Gateway port the connection arrived on (`None`: Ingress).
     gateway: Option<SocketAddr>,
@@ -182,6 +184,7 @@ pub(crate) async fn serve_h2<IO>(
     io: IO,
     peer: SocketAddr,
     tls: bool,
+    sni: Option<Box<str>>,
     mut drain: Drain,
     gateway: Option<SocketAddr>,
 ) where
@@ -215,6 +218,7 @@ pub(crate) async fn serve_h2<IO>(
         proxy,
         client_ip: peer.ip().to_canonical().to_string(),
         tls,
+        sni,
         resets: ResetMeter::new(h.max_resets_per_second),
         gateway,
     };
@@ -383,6 +387,7 @@ impl Ctx<'_> {
                     method: req.method().as_str().as_bytes(),
                     headers: req.headers(),
                     tls: self.tls,
+                    sni: self.sni.as_deref(),
                 };
                 let r = match route_gateway(snap, port_key, &greq, self.proxy.roll()) {
                     Err(e) => return Err(Early::Error(e)),

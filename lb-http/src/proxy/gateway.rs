@@ -149,6 +149,8 @@ pub(crate) struct GwRequest<'a, H: ?Sized> {
     pub headers: &'a H,
     /// Whether the request arrived over TLS.
     pub tls: bool,
+    /// The TLS server name (lowercase), if the client sent one.
+    pub sni: Option<&'a str>,
 }
 
 /// What Gateway routing decided for a request.
@@ -186,7 +188,11 @@ pub(crate) fn route_gateway<'s, H: HeaderSource + ?Sized>(
 ) -> Result<GwStep<'s>, Error> {
     let no_route = || Error::new(ErrorKind::NoRoute, Side::Downstream, "no Gateway route");
     let (_, port) = snap.gateway.port(port_key).ok_or_else(no_route)?;
-    let listener = port.listener(req.host).ok_or_else(no_route)?;
+    // On an HTTPS port the TLS server name picks the Listener, as it picked
+    // the certificate; Host then selects among that Listener's routes.
+    let listener = port
+        .listener(req.sni.unwrap_or(req.host))
+        .ok_or_else(no_route)?;
     let (path, query) = split_target(req.target);
     let entry = listener
         .routes
@@ -400,4 +406,91 @@ pub(super) fn encode_redirect_response(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::{
+        GatewayListener, GatewayPort, GatewayRouteTable, HostnameMatch, PathMatch, RouteMatch,
+        RouteRef, TargetId,
+    };
+    use crate::tls::CertIndex;
+
+    /// An HTTPS port with a Listener for `second.test` (action 0) and one
+    /// without hostname (action 1), each with a catch-all route.
+    fn https_port(key: SocketAddr) -> HttpSnapshot {
+        let listener = |host: Option<&str>, target: u32| GatewayListener {
+            name: format!("ns/gw/l{target}"),
+            hostname: host.map(|h| HostnameMatch::parse(h).unwrap()),
+            routes: GatewayRouteTable::build(vec![RouteEntry {
+                hostnames: Vec::new(),
+                rule_match: RouteMatch::new(
+                    PathMatch::PathPrefix("/".into()),
+                    None,
+                    Vec::new(),
+                    Vec::new(),
+                ),
+                route: RouteRef {
+                    namespace: "ns".into(),
+                    name: format!("r{target}"),
+                    rule_index: 0,
+                    match_index: 0,
+                    created: 0,
+                },
+                target: TargetId(target),
+            }]),
+            sni_routes: Vec::new(),
+        };
+        let mut snap = HttpSnapshot::default();
+        snap.gateway.ports.insert(
+            key,
+            GatewayPort {
+                protocol: PortProtocol::Https,
+                tls: CertIndex::default(),
+                listeners: vec![listener(Some("second.test"), 0), listener(None, 1)],
+            },
+        );
+        snap.gateway.actions = vec![
+            RuleAction {
+                fixed_status: Some(200),
+                ..Default::default()
+            },
+            RuleAction {
+                fixed_status: Some(201),
+                ..Default::default()
+            },
+        ];
+        snap
+    }
+
+    /// The fixed status of the rule `host` (and `sni`) reaches.
+    fn status(snap: &HttpSnapshot, key: SocketAddr, host: &str, sni: Option<&str>) -> u16 {
+        let headers: &[(&str, &[u8])] = &[];
+        let req = GwRequest {
+            host,
+            target: "/",
+            method: b"GET",
+            headers,
+            tls: sni.is_some(),
+            sni,
+        };
+        match route_gateway(snap, key, &req, 0) {
+            Ok(GwStep::Answer(s)) => s,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn the_server_name_picks_the_listener_on_https_ports() {
+        let key: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        let snap = https_port(key);
+        assert_eq!(status(&snap, key, "second.test", Some("second.test")), 200);
+        // The SNI selects the hostname-less Listener whatever the Host says.
+        assert_eq!(status(&snap, key, "second.test", Some("other.test")), 201);
+        assert_eq!(status(&snap, key, "other.test", Some("second.test")), 200);
+        // Without SNI the Host decides.
+        assert_eq!(status(&snap, key, "second.test", None), 200);
+        assert_eq!(status(&snap, key, "other.test", None), 201);
+    }
 }

@@ -19,8 +19,10 @@
 //! - If the final response arrives before the request body was fully sent,
 //!   sending stops and both connections close after the response.
 //!
-//! - Connections on Gateway API listeners carry their port; their requests
-//!   are routed by the port's Listeners and rule actions (`gateway`), with
+//! - Connections on Gateway API listeners carry their port (and on HTTPS
+//!   ports the TLS server name, which picks the Listener, Host falling back
+//!   when there is none); their requests are routed by the port's Listeners
+//!   and rule actions (`gateway`), with
 //!   header filters, rewrites, redirects, weights, mirrors and timeouts.
 //!   Mirrors only get requests whose body went out with the head.
 //!
@@ -148,6 +150,8 @@ struct Downstream {
     outcome: Outcome,
     /// The Gateway port the connection arrived on (`None`: Ingress).
     gateway: Option<SocketAddr>,
+    /// The TLS server name, which picks the Listener on a Gateway HTTPS port.
+    sni: Option<Box<str>>,
 }
 
 /// Decrements the active-connection gauge however the connection ends.
@@ -230,7 +234,8 @@ impl HttpProxy {
         };
         drop(snapshot);
         if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-            crate::h2::serve_h2(self, tls, conn.peer, true, drain, gateway).await;
+            let sni = crate::downstream::server_name_of(&tls);
+            crate::h2::serve_h2(self, tls, conn.peer, true, sni, drain, gateway).await;
             return;
         }
         self.serve_http1(DownIo::tls(tls), conn.peer, accepted_at, drain, gateway)
@@ -261,6 +266,7 @@ impl HttpProxy {
         mut drain: Drain,
         gateway: Option<SocketAddr>,
     ) {
+        let sni = stream.server_name();
         let mut down = Downstream {
             stream,
             rbuf: BytesMut::with_capacity(HEAD_BUFFER),
@@ -272,13 +278,15 @@ impl HttpProxy {
             peer,
             outcome: Outcome::default(),
             gateway,
+            sni,
         };
         // HTTP/2 by prior knowledge: the connection opens with the preface.
         let deadline = accepted_at + self.settings.header_read_timeout;
         if crate::h2::sniff_preface(&mut down.stream, &mut down.rbuf, deadline, &mut drain).await {
             let tls = down.stream.is_tls();
             let io = crate::h2::PrefixedIo::new(down.rbuf.split().freeze(), down.stream);
-            crate::h2::serve_h2(self, io, peer, tls, drain, gateway).await;
+            let sni = down.sni.take();
+            crate::h2::serve_h2(self, io, peer, tls, sni, drain, gateway).await;
             return;
         }
         let mut first = true;
@@ -501,6 +509,7 @@ impl HttpProxy {
                     method: head.method(),
                     headers: &H1Headers(head),
                     tls: down.stream.is_tls(),
+                    sni: down.sni.as_deref(),
                 };
                 match route_gateway(snap, port_key, &req, self.roll()) {
                     Err(e) => return Err(fail(e, body_done)),

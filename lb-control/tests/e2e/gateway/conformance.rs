@@ -6,6 +6,7 @@ use super::{
     APP, INFRA, Infra, WEB, expect_backend, expect_route, get, get_with, seen_header, seen_path,
     send,
 };
+use crate::support::client::Response;
 
 /// An HTTPRoute manifest: `parent` is `namespace/gateway` (optionally
 /// `namespace/gateway/section`), `rules` the YAML of `spec.rules` indented
@@ -157,6 +158,12 @@ fn http_route_matching_and_matching_across_routes() {
         "infra-backend-v1",
         "/v2example is not under /v2",
     );
+    expect_backend(&get(gw, "example.com", "/v2/"), "infra-backend-v2", "/v2/");
+    expect_backend(
+        &get(gw, "example.com", "/foo/v2/example"),
+        "infra-backend-v1",
+        "a prefix is anchored at the start of the path",
+    );
     drop(lb);
 
     // HTTPRouteMatchingAcrossRoutes: the same matches split over two routes,
@@ -272,8 +279,15 @@ fn http_route_header_matching() {
             &[("Version", "one"), ("Color", "orange")],
             Some("infra-backend-v1"),
         ),
+        // Two rules of equal specificity match: the first in rule order wins.
+        (
+            &[("Version", "two"), ("Color", "blue")],
+            Some("infra-backend-v2"),
+        ),
         (&[("version", "ONE")], None),
         (&[("Color", "purple")], None),
+        (&[("Color", "orange")], None),
+        (&[("Some-Other-Header", "one")], None),
         (&[], None),
     ];
     for (headers, want) in cases {
@@ -438,6 +452,9 @@ fn http_route_hostname_intersection() {
         ("foo.nonmatchingwildcard.io", "/s1", None),
         ("foo.wildcard.io", "/s1", None),
         ("very.specific.com", "/non-matching-prefix", None),
+        ("foo.wildcard.io", "/non-matching-prefix", None),
+        ("very.specific.com", "/s4", None),
+        ("foo.anotherwildcard.io", "/non-matching-prefix", None),
         ("foo.wildcard.io", "/s2", Some("infra-backend-v2")),
         ("bar.wildcard.io", "/s2", Some("infra-backend-v2")),
         ("foo.bar.wildcard.io", "/s2", Some("infra-backend-v2")),
@@ -972,6 +989,26 @@ fn http_route_invalid_parent_refs() {
         ("False", "NotAllowedByListeners"),
         resolved,
     );
+    // None of them is accepted by any parent, and no listener counts them.
+    for (ns, name) in [
+        (WEB, "invalid-cross-namespace-parent-ref"),
+        (INFRA, "wrong-section"),
+        (INFRA, "wrong-port"),
+        (WEB, "disallowed-kind"),
+    ] {
+        let status = super::object_status(&lb, "HTTPRoute", ns, name);
+        let accepted: Vec<_> = status["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| super::condition(&p["conditions"], "Accepted").0 == "True")
+            .collect();
+        assert!(accepted.is_empty(), "{ns}/{name}: {status:#}");
+    }
+    for gateway in ["same-namespace", "tlsroutes-only"] {
+        let st = super::object_status(&lb, "Gateway", INFRA, gateway);
+        assert_eq!(super::attached_routes(&st, "http"), 0, "{gateway}: {st:#}");
+    }
     // None of them serves traffic.
     assert_eq!(
         get(infra.gw("same-namespace"), "example.com", "/").status,
@@ -1105,5 +1142,945 @@ fn http_route_unsupported_filters_answer_500() {
         super::condition(&conds, "Accepted"),
         ("False".to_owned(), "UnsupportedValue".to_owned()),
         "{status:#}"
+    );
+}
+
+/// The request-header filter the suite combines with rewrites and mirrors.
+const MODIFY_HEADERS: &str = "{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Header-Set, value: set-overwrites-values}], add: [{name: X-Header-Add, value: header-val-1}, {name: X-Header-Add-Append, value: header-val-2}], remove: [X-Header-Remove]}}";
+
+/// The request headers sent to routes with [`MODIFY_HEADERS`].
+const ORIGINAL_HEADERS: &[(&str, &str)] = &[
+    ("X-Header-Remove", "remove-val"),
+    ("X-Header-Add-Append", "append-val-1"),
+    ("X-Header-Set", "set-val"),
+];
+
+/// The values of header `name` the echo backend saw, joined with commas as
+/// the suite compares them (one line with a list or several lines alike).
+fn seen(r: &Response, name: &str) -> String {
+    seen_header(r, name).join(",")
+}
+
+/// Asserts the backend saw [`ORIGINAL_HEADERS`] modified by [`MODIFY_HEADERS`].
+#[track_caller]
+fn expect_modified_headers(r: &Response, what: &str) {
+    let text = r.text();
+    assert_eq!(seen(r, "x-header-add"), "header-val-1", "{what}: {text}");
+    assert_eq!(
+        seen(r, "x-header-add-append"),
+        "append-val-1,header-val-2",
+        "{what}: {text}"
+    );
+    assert_eq!(
+        seen(r, "x-header-set"),
+        "set-overwrites-values",
+        "{what}: {text}"
+    );
+    assert_eq!(seen(r, "x-header-remove"), "", "{what}: {text}");
+}
+
+/// A 404 from lb itself, not from a backend.
+#[track_caller]
+fn expect_no_route(r: &Response, what: &str) {
+    assert_eq!(
+        (r.status, r.header("x-backend")),
+        (404, None),
+        "{what}: {}",
+        r.text()
+    );
+}
+
+#[test]
+fn http_route_partially_invalid_via_invalid_reference_grant() {
+    // The grant names app-backend-v1 only, so the rule to app-backend-v2 in
+    // the same namespace is not permitted.
+    let infra = Infra::start();
+    let grant = format!(
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: invalid-reference-grant, namespace: {APP}}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: {INFRA}}}]\n  to: [{{group: \"\", kind: Service, name: app-backend-v1}}]\n---\n"
+    );
+    let rules = format!(
+        "  - matches: [{{path: {{type: PathPrefix, value: /v2}}}}]\n    backendRefs: [{{name: app-backend-v2, namespace: {APP}, port: 8080}}]\n  - backendRefs: [{{name: app-backend-v1, namespace: {APP}, port: 8080}}]\n"
+    );
+    let route = http_route(
+        INFRA,
+        "invalid-reference-grant",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        &rules,
+    );
+    let lb = infra.lb("gw-grant-name", &(grant + &route));
+    let gw = infra.gw("same-namespace");
+    let r = get(gw, "example.com", "/v2");
+    assert_eq!(r.status, 500, "{}", r.text());
+    expect_backend(&get(gw, "example.com", "/"), "app-backend-v1", "granted");
+    expect_backend(
+        &get(gw, "example.com", "/v2x"),
+        "app-backend-v1",
+        "not under /v2",
+    );
+    expect_route(
+        &lb,
+        "HTTPRoute",
+        INFRA,
+        "invalid-reference-grant",
+        "same-namespace",
+        ("True", "Accepted"),
+        ("False", "RefNotPermitted"),
+    );
+}
+
+/// The filters of HTTPRouteRequestHeaderModifier: (path, modifier).
+const HEADER_MODIFIERS: &[(&str, &str)] = &[
+    (
+        "/set",
+        "{set: [{name: X-Header-Set, value: set-overwrites-values}]}",
+    ),
+    (
+        "/add",
+        "{add: [{name: X-Header-Add, value: add-appends-values}]}",
+    ),
+    ("/remove", "{remove: [X-Header-Remove]}"),
+    (
+        "/multiple",
+        "{set: [{name: X-Header-Set-1, value: header-set-1}, {name: X-Header-Set-2, value: header-set-2}], add: [{name: X-Header-Add-1, value: header-add-1}, {name: X-Header-Add-2, value: header-add-2}, {name: X-Header-Add-3, value: header-add-3}], remove: [X-Header-Remove-1, X-Header-Remove-2]}",
+    ),
+    (
+        "/case-insensitivity",
+        "{set: [{name: X-Header-Set, value: header-set}], add: [{name: X-Header-Add, value: header-add}], remove: [X-Header-Remove]}",
+    ),
+];
+
+/// One rule per [`HEADER_MODIFIERS`] entry of filter type `kind`
+/// (`RequestHeaderModifier` or `ResponseHeaderModifier`), on the rule or on
+/// its backendRef.
+fn header_modifier_rules(kind: &str, on_backend: bool) -> String {
+    let field = if kind == "RequestHeaderModifier" {
+        "requestHeaderModifier"
+    } else {
+        "responseHeaderModifier"
+    };
+    HEADER_MODIFIERS
+        .iter()
+        .map(|(path, m)| {
+            let filter = format!("[{{type: {kind}, {field}: {m}}}]");
+            let matches = format!("  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n");
+            if on_backend {
+                format!("{matches}    backendRefs: [{{name: infra-backend-v1, port: 8080, filters: {filter}}}]\n")
+            } else {
+                format!("{matches}    filters: {filter}\n    backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n")
+            }
+        })
+        .collect()
+}
+
+/// The requests and expectations of HTTPRouteRequestHeaderModifier.
+fn check_request_header_modifiers(gw: std::net::SocketAddr) {
+    let r = get_with(gw, "example.com", "/set", &[("Some-Other-Header", "val")]);
+    expect_backend(&r, "infra-backend-v1", "/set");
+    assert_eq!(seen(&r, "x-header-set"), "set-overwrites-values");
+    assert_eq!(seen(&r, "some-other-header"), "val");
+    let r = get_with(
+        gw,
+        "example.com",
+        "/set",
+        &[
+            ("Some-Other-Header", "val"),
+            ("X-Header-Set", "some-other-value"),
+        ],
+    );
+    assert_eq!(seen(&r, "x-header-set"), "set-overwrites-values");
+    let r = get_with(gw, "example.com", "/add", &[("Some-Other-Header", "val")]);
+    assert_eq!(seen(&r, "x-header-add"), "add-appends-values");
+    let r = get_with(
+        gw,
+        "example.com",
+        "/add",
+        &[
+            ("Some-Other-Header", "val"),
+            ("X-Header-Add", "some-other-value"),
+        ],
+    );
+    assert_eq!(
+        seen(&r, "x-header-add"),
+        "some-other-value,add-appends-values"
+    );
+    let r = get_with(
+        gw,
+        "example.com",
+        "/remove",
+        &[("X-Header-Remove", "val"), ("Some-Other-Header", "val")],
+    );
+    assert_eq!(seen(&r, "x-header-remove"), "", "{}", r.text());
+    assert_eq!(seen(&r, "some-other-header"), "val");
+    let r = get_with(
+        gw,
+        "example.com",
+        "/multiple",
+        &[
+            ("X-Header-Set-2", "set-val-2"),
+            ("X-Header-Add-2", "add-val-2"),
+            ("X-Header-Remove-2", "remove-val-2"),
+            ("Another-Header", "another-header-val"),
+        ],
+    );
+    expect_backend(&r, "infra-backend-v1", "/multiple");
+    for (name, want) in [
+        ("x-header-set-1", "header-set-1"),
+        ("x-header-set-2", "header-set-2"),
+        ("x-header-add-1", "header-add-1"),
+        ("x-header-add-2", "add-val-2,header-add-2"),
+        ("x-header-add-3", "header-add-3"),
+        ("another-header", "another-header-val"),
+        ("x-header-remove-1", ""),
+        ("x-header-remove-2", ""),
+    ] {
+        assert_eq!(seen(&r, name), want, "/multiple {name}: {}", r.text());
+    }
+    let r = get_with(
+        gw,
+        "example.com",
+        "/case-insensitivity",
+        &[
+            ("x-header-set", "original-val-set"),
+            ("x-header-add", "original-val-add"),
+            ("x-header-remove", "original-val-remove"),
+            ("Another-Header", "another-header-val"),
+        ],
+    );
+    for (name, want) in [
+        ("X-Header-Set", "header-set"),
+        ("X-Header-Add", "original-val-add,header-add"),
+        ("X-Header-Remove", ""),
+        ("Another-Header", "another-header-val"),
+    ] {
+        assert_eq!(
+            seen(&r, name),
+            want,
+            "/case-insensitivity {name}: {}",
+            r.text()
+        );
+    }
+}
+
+#[test]
+fn http_route_request_header_modifier() {
+    // HTTPRouteRequestHeaderModifier, with /multiple and /case-insensitivity.
+    let infra = Infra::start();
+    let route = http_route(
+        INFRA,
+        "request-header-modifier",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        &header_modifier_rules("RequestHeaderModifier", false),
+    );
+    let _lb = infra.lb("gw-reqhdr", &route);
+    check_request_header_modifiers(infra.gw("same-namespace"));
+}
+
+#[test]
+fn http_route_backend_request_header_modifier() {
+    // HTTPRouteBackendRequestHeaderModifier: the same filters on backendRefs.
+    let infra = Infra::start();
+    let route = http_route(
+        INFRA,
+        "backend-request-header-modifier",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        &header_modifier_rules("RequestHeaderModifier", true),
+    );
+    let lb = infra.lb("gw-backendhdr", &route);
+    check_request_header_modifiers(infra.gw("same-namespace"));
+    expect_route(
+        &lb,
+        "HTTPRoute",
+        INFRA,
+        "backend-request-header-modifier",
+        "same-namespace",
+        ("True", "Accepted"),
+        ("True", "ResolvedRefs"),
+    );
+}
+
+#[test]
+fn http_route_request_header_modifier_backend_weights() {
+    // HTTPRouteRequestHeaderModifierBackendWeights: each weighted backendRef
+    // names itself in a header only the request it receives carries.
+    let infra = Infra::start();
+    let refs: String = [("infra-backend-v1", 50), ("infra-backend-v2", 30), ("infra-backend-v3", 20)]
+        .iter()
+        .map(|(svc, w)| format!("    - {{name: {svc}, port: 8080, weight: {w}, filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: Backend, value: {svc}}}]}}}}]}}\n"))
+        .collect();
+    let route = http_route(
+        INFRA,
+        "backend-weights-header",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        &format!("  - backendRefs:\n{refs}"),
+    );
+    let _lb = infra.lb("gw-weighthdr", &route);
+    let gw = infra.gw("same-namespace");
+    let mut client = crate::support::client::Client::connect(gw);
+    let mut counts = std::collections::BTreeMap::new();
+    for i in 0..100 {
+        let r = client.get("example.com", "/");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(
+            seen(&r, "backend"),
+            r.backend(),
+            "request {i}: {}",
+            r.text()
+        );
+        *counts.entry(r.backend()).or_insert(0u32) += 1;
+    }
+    assert_eq!(counts.len(), 3, "every backend answered: {counts:?}");
+}
+
+#[test]
+fn http_route_hostname_intersection_hostnameless_listener() {
+    // HTTPRouteHostnameIntersection, the listener without a hostname: the
+    // route's own hostnames decide.
+    let infra = Infra::start();
+    let ip = infra.ip;
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: httproute-hostname-intersection-all, namespace: {INFRA}}}\nspec:\n  gatewayClassName: lb\n  addresses: [{{value: \"{ip}\"}}]\n  listeners:\n  - {{name: listener-1, port: 9003, protocol: HTTP}}\n---\n"
+    );
+    let route = http_route(
+        INFRA,
+        "hostless-listener",
+        &format!("{INFRA}/httproute-hostname-intersection-all"),
+        &["first.com", "sub.first.com", "second.com", "sub.second.com"],
+        "  - backendRefs: [{name: infra-backend-v2, port: 8080}]\n",
+    );
+    let lb = infra.lb("gw-hostless", &(gateway + &route));
+    let gw = std::net::SocketAddr::new(ip.into(), 9003);
+    for host in ["first.com", "sub.first.com", "second.com", "sub.second.com"] {
+        expect_backend(&get(gw, host, "/"), "infra-backend-v2", host);
+    }
+    for host in ["third.com", "sub.third.com"] {
+        expect_no_route(&get(gw, host, "/"), host);
+    }
+    let st = super::object_status(&lb, "Gateway", INFRA, "httproute-hostname-intersection-all");
+    assert_eq!(super::attached_routes(&st, "listener-1"), 1, "{st:#}");
+    let listener = &st["listeners"][0];
+    assert_eq!(
+        super::condition(&listener["conditions"], "Accepted").0,
+        "True"
+    );
+    assert_eq!(
+        super::condition(&listener["conditions"], "ResolvedRefs").0,
+        "True"
+    );
+    // The suite looks for HTTPRoute among the kinds; lb also lists GRPCRoute.
+    let http_route_kind =
+        serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"});
+    assert!(
+        listener["supportedKinds"]
+            .as_array()
+            .is_some_and(|ks| ks.contains(&http_route_kind)),
+        "{listener:#}"
+    );
+}
+
+#[test]
+fn http_route_all_backends_weight_zero() {
+    // HTTPRouteAllBackendsWeightZero.
+    let infra = Infra::start();
+    let route = http_route(
+        INFRA,
+        "all-backends-weight-zero",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        "  - backendRefs:\n    - {name: infra-backend-v1, port: 8080, weight: 0}\n    - {name: infra-backend-v2, port: 8080, weight: 0}\n",
+    );
+    let lb = infra.lb("gw-weight0", &route);
+    let gw = infra.gw("same-namespace");
+    for _ in 0..3 {
+        let r = get(gw, "example.com", "/");
+        assert_eq!(r.status, 500, "{}", r.text());
+    }
+    assert_eq!(infra.backend(INFRA, "infra-backend-v1").requests(), 0);
+    assert_eq!(infra.backend(INFRA, "infra-backend-v2").requests(), 0);
+    expect_route(
+        &lb,
+        "HTTPRoute",
+        INFRA,
+        "all-backends-weight-zero",
+        "same-namespace",
+        ("True", "Accepted"),
+        ("True", "ResolvedRefs"),
+    );
+}
+
+/// (method, path with query, headers, expected backend or None for 404).
+type MatchCase = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+);
+
+fn check_match_cases(gw: std::net::SocketAddr, host: &str, cases: &[MatchCase]) {
+    let mut wrong = Vec::new();
+    for (method, path, headers, want) in cases {
+        let mut hs = headers.to_vec();
+        if !matches!(*method, "GET" | "HEAD") {
+            hs.push(("Content-Length", "0"));
+        }
+        let r = send(gw, method, host, path, &hs);
+        let got = (r.status, r.header("x-backend").map(str::to_owned));
+        let ok = match want {
+            Some(b) => got == (200, Some((*b).to_owned())),
+            None => got == (404, None),
+        };
+        if !ok {
+            wrong.push(format!(
+                "{method} {path} {headers:?}: want {want:?}, got {got:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn http_route_query_param_and_method_combinations() {
+    // HTTPRouteQueryParamMatching and HTTPRouteMethodMatching, with the
+    // combinations of path, header, query and method matches.
+    let infra = Infra::start();
+    let parent = format!("{INFRA}/same-namespace");
+    let query_rules = [
+        rule("[{queryParams: [{name: animal, value: whale}]}]", "infra-backend-v1"),
+        rule("[{queryParams: [{name: animal, value: dolphin}]}]", "infra-backend-v2"),
+        rule("[{queryParams: [{name: animal, value: dolphin}, {name: color, value: blue}]}]", "infra-backend-v3"),
+        rule("[{queryParams: [{name: ANIMAL, value: Whale}]}]", "infra-backend-v3"),
+        rule("[{path: {type: PathPrefix, value: /path1}, queryParams: [{name: animal, value: whale}]}]", "infra-backend-v1"),
+        rule("[{headers: [{name: version, value: one}], queryParams: [{name: animal, value: whale}]}]", "infra-backend-v2"),
+        rule("[{path: {type: PathPrefix, value: /path2}, headers: [{name: version, value: two}], queryParams: [{name: animal, value: whale}]}]", "infra-backend-v3"),
+        rule("[{path: {type: PathPrefix, value: /path3}, queryParams: [{name: animal, value: shark}]}, {path: {type: PathPrefix, value: /path4}, headers: [{name: version, value: three}], queryParams: [{name: animal, value: kraken}]}]", "infra-backend-v1"),
+        rule("[{path: {type: PathPrefix, value: /path5}, queryParams: [{name: animal, value: hydra}]}]", "infra-backend-v1"),
+        rule("[{headers: [{name: version, value: four}], queryParams: [{name: animal, value: hydra}]}]", "infra-backend-v3"),
+    ]
+    .concat();
+    let method_rules = [
+        rule("[{method: POST}]", "infra-backend-v1"),
+        rule("[{method: GET}]", "infra-backend-v2"),
+        rule("[{path: {type: PathPrefix, value: /path1}, method: GET}]", "infra-backend-v1"),
+        rule("[{headers: [{name: version, value: one}], method: PUT}]", "infra-backend-v2"),
+        rule("[{path: {type: PathPrefix, value: /path2}, headers: [{name: version, value: two}], method: POST}]", "infra-backend-v3"),
+        rule("[{path: {type: PathPrefix, value: /path3}, method: PATCH}, {path: {type: PathPrefix, value: /path4}, headers: [{name: version, value: three}], method: DELETE}]", "infra-backend-v1"),
+        rule("[{path: {type: PathPrefix, value: /path5}, method: PATCH}]", "infra-backend-v1"),
+        rule("[{headers: [{name: version, value: four}], method: PATCH}]", "infra-backend-v2"),
+    ]
+    .concat();
+    let routes = http_route(
+        INFRA,
+        "query-param-matching",
+        &parent,
+        &["query.example.com"],
+        &query_rules,
+    ) + &http_route(
+        INFRA,
+        "method-matching",
+        &parent,
+        &["method.example.com"],
+        &method_rules,
+    );
+    let _lb = infra.lb("gw-combos", &routes);
+    let gw = infra.gw("same-namespace");
+    let (v1, v2, v3) = (
+        Some("infra-backend-v1"),
+        Some("infra-backend-v2"),
+        Some("infra-backend-v3"),
+    );
+    check_match_cases(
+        gw,
+        "query.example.com",
+        &[
+            ("GET", "/?animal=whale", &[], v1),
+            ("GET", "/?animal=dolphin&color=blue", &[], v3),
+            ("GET", "/path1?animal=whale", &[], v1),
+            ("GET", "/?animal=whale", &[("version", "one")], v2),
+            ("GET", "/path2?animal=whale", &[("version", "two")], v3),
+            ("GET", "/path3?animal=shark", &[], v1),
+            ("GET", "/path4?animal=kraken", &[("version", "three")], v1),
+            ("GET", "/?animal=shark", &[], None),
+            ("GET", "/path4?animal=kraken", &[], None),
+            ("GET", "/path5?animal=hydra", &[], v1),
+            ("GET", "/?animal=hydra", &[("version", "four")], v3),
+            ("GET", "/?animal=dog", &[], None),
+            ("GET", "/?animal=whaledolphin", &[], None),
+            ("GET", "/", &[], None),
+        ],
+    );
+    check_match_cases(
+        gw,
+        "method.example.com",
+        &[
+            ("POST", "/", &[], v1),
+            ("GET", "/", &[], v2),
+            ("HEAD", "/", &[], None),
+            ("GET", "/path1", &[], v1),
+            ("PUT", "/", &[("version", "one")], v2),
+            ("POST", "/path2", &[("version", "two")], v3),
+            ("PATCH", "/path3", &[], v1),
+            ("DELETE", "/path4", &[("version", "three")], v1),
+            ("PUT", "/", &[], None),
+            ("DELETE", "/path4", &[], None),
+            ("PATCH", "/path5", &[], v1),
+            ("PATCH", "/", &[("version", "four")], v2),
+        ],
+    );
+}
+
+/// One redirect rule: `PathPrefix path` with `requestRedirect: redirect`.
+fn redirect_rule(path: &str, redirect: &str) -> String {
+    format!(
+        "  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {redirect}}}]\n"
+    )
+}
+
+#[test]
+fn http_route_redirect_matrix() {
+    // HTTPRouteRedirectPort, ...Scheme, ...Path and ...PortAndScheme on an
+    // HTTP listener (port 8080, so an unset port keeps :8080).
+    let infra = Infra::start();
+    let rules = [
+        redirect_rule("/port-and-host", "{hostname: example.org, port: 8083}"),
+        redirect_rule("/port-and-status", "{port: 8083, statusCode: 301}"),
+        redirect_rule("/port-and-host-and-status", "{port: 8083, hostname: example.org, statusCode: 302}"),
+        redirect_rule("/scheme", "{scheme: https}"),
+        redirect_rule("/scheme-and-status", "{scheme: https, statusCode: 301}"),
+        redirect_rule("/scheme-and-host-and-status", "{scheme: https, hostname: example.org, statusCode: 302}"),
+        redirect_rule("/path-and-status", "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}, statusCode: 301}"),
+        redirect_rule("/full-path-and-host", "{hostname: example.org, path: {type: ReplaceFullPath, replaceFullPath: /replacement-full}}"),
+        redirect_rule("/full-path-and-status", "{path: {type: ReplaceFullPath, replaceFullPath: /replacement-full}, statusCode: 301}"),
+        redirect_rule("/port-80", "{port: 80}"),
+        redirect_rule("/scheme-http-port-8080", "{scheme: http, port: 8080}"),
+        redirect_rule("/scheme-https-port-8443", "{scheme: https, port: 8443}"),
+    ]
+    .concat();
+    let route = http_route(
+        INFRA,
+        "redirect-matrix",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        &rules,
+    );
+    let _lb = infra.lb("gw-redirect-matrix", &route);
+    let gw = infra.gw("same-namespace");
+    let mut wrong = Vec::new();
+    for (path, status, location) in [
+        (
+            "/port-and-host",
+            302,
+            "http://example.org:8083/port-and-host",
+        ),
+        (
+            "/port-and-status",
+            301,
+            "http://example.com:8083/port-and-status",
+        ),
+        (
+            "/port-and-host-and-status",
+            302,
+            "http://example.org:8083/port-and-host-and-status",
+        ),
+        ("/scheme", 302, "https://example.com/scheme"),
+        (
+            "/scheme-and-status",
+            301,
+            "https://example.com/scheme-and-status",
+        ),
+        (
+            "/scheme-and-host-and-status",
+            302,
+            "https://example.org/scheme-and-host-and-status",
+        ),
+        (
+            "/path-and-status",
+            301,
+            "http://example.com:8080/replacement-prefix",
+        ),
+        (
+            "/path-and-status/x",
+            301,
+            "http://example.com:8080/replacement-prefix/x",
+        ),
+        (
+            "/full-path-and-host",
+            302,
+            "http://example.org:8080/replacement-full",
+        ),
+        (
+            "/full-path-and-status",
+            301,
+            "http://example.com:8080/replacement-full",
+        ),
+        ("/port-80", 302, "http://example.com/port-80"),
+        (
+            "/scheme-http-port-8080",
+            302,
+            "http://example.com:8080/scheme-http-port-8080",
+        ),
+        (
+            "/scheme-https-port-8443",
+            302,
+            "https://example.com:8443/scheme-https-port-8443",
+        ),
+    ] {
+        let r = get(gw, "example.com", path);
+        if (r.status, r.header("location")) != (status, Some(location)) {
+            wrong.push(format!(
+                "{path}: want {status} {location}, got {} {:?}",
+                r.status,
+                r.header("location")
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn http_route_redirect_matrix_on_https_listener() {
+    // HTTPRouteRedirectPortAndScheme on an HTTPS listener: the listener's
+    // scheme and port apply where the redirect leaves them unset.
+    let infra = Infra::start();
+    let ip = infra.ip;
+    let dir = crate::support::scratch_dir("gw-redirect-https");
+    let cert = crate::support::certs::self_signed(&dir, "example.org", &["example.org"]);
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: redirect-https, namespace: {INFRA}}}\nspec:\n  gatewayClassName: lb\n  addresses: [{{value: \"{ip}\"}}]\n  listeners:\n  - name: https\n    port: 9460\n    protocol: HTTPS\n    tls:\n      certificateRefs: [{{name: redirect-cert}}]\n---\n"
+    );
+    let rules = [
+        redirect_rule("/unset", "{hostname: example.org}"),
+        redirect_rule("/port-443", "{port: 443}"),
+        redirect_rule("/port-8443", "{port: 8443}"),
+        redirect_rule("/scheme-http", "{scheme: http}"),
+        redirect_rule("/scheme-http-port-80", "{scheme: http, port: 80}"),
+        redirect_rule("/scheme-http-port-8080", "{scheme: http, port: 8080}"),
+    ]
+    .concat();
+    let route = http_route(
+        INFRA,
+        "redirect-https",
+        &format!("{INFRA}/redirect-https"),
+        &[],
+        &rules,
+    );
+    let manifests = super::tls_secret_in(INFRA, "redirect-cert", &cert) + &gateway + &route;
+    let _lb = infra.lb("gw-redirect-https", &manifests);
+    let at = std::net::SocketAddr::new(ip.into(), 9460);
+    let mut wrong = Vec::new();
+    for (path, location) in [
+        ("/unset", "https://example.org:9460/unset"),
+        ("/port-443", "https://example.org/port-443"),
+        ("/port-8443", "https://example.org:8443/port-8443"),
+        ("/scheme-http", "http://example.org/scheme-http"),
+        (
+            "/scheme-http-port-80",
+            "http://example.org/scheme-http-port-80",
+        ),
+        (
+            "/scheme-http-port-8080",
+            "http://example.org:8080/scheme-http-port-8080",
+        ),
+    ] {
+        let r = super::curl_tls(at, "example.org", "example.org", path);
+        if (r.status, r.header("location")) != (302, Some(location)) {
+            wrong.push(format!(
+                "{path}: want 302 {location}, got {} {:?} {}",
+                r.status,
+                r.header("location"),
+                r.text()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn http_route_rewrite_with_header_filters() {
+    // HTTPRouteRewritePath and HTTPRouteRewriteHost combined with a
+    // RequestHeaderModifier.
+    let infra = Infra::start();
+    let path_rules = format!(
+        "  - matches: [{{path: {{type: PathPrefix, value: /prefix/rewrite-path-and-modify-headers}}}}]
+    filters:
+    - {{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /prefix}}}}}}
+    - {MODIFY_HEADERS}
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /full/rewrite-path-and-modify-headers}}}}]
+    filters:
+    - {{type: URLRewrite, urlRewrite: {{path: {{type: ReplaceFullPath, replaceFullPath: /test}}}}}}
+    - {MODIFY_HEADERS}
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+"
+    );
+    let host_rules = format!(
+        "  - matches: [{{path: {{type: PathPrefix, value: /one}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{hostname: one.example.org}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /two}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{hostname: example.org}}}}]
+    backendRefs: [{{name: infra-backend-v2, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /rewrite-host-and-modify-headers}}}}]
+    filters:
+    - {{type: URLRewrite, urlRewrite: {{hostname: test.example.org}}}}
+    - {MODIFY_HEADERS}
+    backendRefs: [{{name: infra-backend-v2, port: 8080}}]
+"
+    );
+    let parent = format!("{INFRA}/same-namespace");
+    let routes = http_route(INFRA, "rewrite-path", &parent, &[], &path_rules)
+        + &http_route(
+            INFRA,
+            "rewrite-host",
+            &parent,
+            &["rewrite.example"],
+            &host_rules,
+        );
+    let _lb = infra.lb("gw-rewrite-hdr", &routes);
+    let gw = infra.gw("same-namespace");
+    for (path, upstream) in [
+        ("/prefix/rewrite-path-and-modify-headers/one", "/prefix/one"),
+        ("/full/rewrite-path-and-modify-headers/test", "/test"),
+    ] {
+        let r = get_with(gw, "example.com", path, ORIGINAL_HEADERS);
+        expect_backend(&r, "infra-backend-v1", path);
+        assert_eq!(seen_path(&r), upstream, "{path}");
+        expect_modified_headers(&r, path);
+    }
+    for (path, backend, host) in [
+        ("/one", "infra-backend-v1", "one.example.org"),
+        ("/two", "infra-backend-v2", "example.org"),
+        (
+            "/rewrite-host-and-modify-headers",
+            "infra-backend-v2",
+            "test.example.org",
+        ),
+    ] {
+        let r = get_with(gw, "rewrite.example", path, ORIGINAL_HEADERS);
+        expect_backend(&r, backend, path);
+        assert_eq!(
+            r.json()["host"].as_str(),
+            Some(host),
+            "{path}: {}",
+            r.text()
+        );
+        assert_eq!(seen_path(&r), path);
+        if path == "/rewrite-host-and-modify-headers" {
+            expect_modified_headers(&r, path);
+        }
+    }
+}
+
+#[test]
+fn http_route_request_mirror_paths_and_filters() {
+    // HTTPRouteRequestMirror and HTTPRouteRequestMultipleMirrors: the mirror
+    // receives the request path; header filters apply before mirroring.
+    let infra = Infra::start();
+    let mirror = |svc: &str| {
+        format!(
+            "{{type: RequestMirror, requestMirror: {{backendRef: {{name: {svc}, port: 8080}}}}}}"
+        )
+    };
+    let rules = format!(
+        "  - matches: [{{path: {{type: PathPrefix, value: /mirror}}}}]
+    filters: [{m2}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /mirror-and-modify-headers}}}}]
+    filters: [{MODIFY_HEADERS}, {m2}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /multi-mirror-and-modify-request-headers}}}}]
+    filters: [{MODIFY_HEADERS}, {m2}, {m3}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+",
+        m2 = mirror("infra-backend-v2"),
+        m3 = mirror("infra-backend-v3"),
+    );
+    let route = http_route(
+        INFRA,
+        "request-mirror",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        &rules,
+    );
+    let _lb = infra.lb("gw-mirror-paths", &route);
+    let gw = infra.gw("same-namespace");
+    let (v2, v3) = (
+        infra.backend(INFRA, "infra-backend-v2"),
+        infra.backend(INFRA, "infra-backend-v3"),
+    );
+    let limit = std::time::Duration::from_secs(5);
+
+    let r = get(gw, "example.com", "/mirror");
+    expect_backend(&r, "infra-backend-v1", "/mirror");
+    assert_eq!(seen_path(&r), "/mirror");
+    assert!(
+        super::eventually(limit, || v2.seen_paths().iter().any(|p| p == "/mirror")),
+        "the mirror saw /mirror: {:?}",
+        v2.seen_paths()
+    );
+
+    let path = "/mirror-and-modify-headers/x?y=z";
+    let r = get_with(gw, "example.com", path, ORIGINAL_HEADERS);
+    expect_backend(&r, "infra-backend-v1", path);
+    expect_modified_headers(&r, path);
+    assert!(
+        super::eventually(limit, || v2.seen_paths().iter().any(|p| p == path)),
+        "the mirror saw {path}: {:?}",
+        v2.seen_paths()
+    );
+
+    let path = "/multi-mirror-and-modify-request-headers";
+    let r = get_with(gw, "example.com", path, ORIGINAL_HEADERS);
+    expect_backend(&r, "infra-backend-v1", path);
+    expect_modified_headers(&r, path);
+    for (name, b) in [("infra-backend-v2", v2), ("infra-backend-v3", v3)] {
+        assert!(
+            super::eventually(limit, || b.seen_paths().iter().any(|p| p == path)),
+            "{name} saw {path}: {:?}",
+            b.seen_paths()
+        );
+    }
+    // Only the multi-mirror rule mirrors to v3.
+    assert_eq!(v3.seen_paths(), [path]);
+}
+
+#[test]
+fn http_route_response_header_modifier() {
+    // HTTPRouteResponseHeaderModifier, against headers the backend sends
+    // (the echo adds each `x-echo-response-header` to its answer).
+    let infra = Infra::start();
+    let route = http_route(
+        INFRA,
+        "response-header-modifier",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        &header_modifier_rules("ResponseHeaderModifier", false),
+    );
+    let _lb = infra.lb("gw-resphdr", &route);
+    let gw = infra.gw("same-namespace");
+    let echo = bench::echo::RESPONSE_HEADER;
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: &[Case<'_>] = &[
+        ("/set", &[], &[("X-Header-Set", "set-overwrites-values")]),
+        (
+            "/set",
+            &["X-Header-Set: some-other-value"],
+            &[("X-Header-Set", "set-overwrites-values")],
+        ),
+        ("/add", &[], &[("X-Header-Add", "add-appends-values")]),
+        (
+            "/add",
+            &["X-Header-Add: some-other-value"],
+            &[("X-Header-Add", "some-other-value,add-appends-values")],
+        ),
+        (
+            "/remove",
+            &["X-Header-Remove: val", "Some-Other-Header: val"],
+            &[("X-Header-Remove", ""), ("Some-Other-Header", "val")],
+        ),
+        (
+            "/multiple",
+            &[
+                "X-Header-Set-2: set-val-2",
+                "X-Header-Add-2: add-val-2",
+                "X-Header-Remove-2: remove-val-2",
+                "Another-Header: another-header-val",
+            ],
+            &[
+                ("X-Header-Set-1", "header-set-1"),
+                ("X-Header-Set-2", "header-set-2"),
+                ("X-Header-Add-1", "header-add-1"),
+                ("X-Header-Add-2", "add-val-2,header-add-2"),
+                ("X-Header-Add-3", "header-add-3"),
+                ("X-Header-Remove-1", ""),
+                ("X-Header-Remove-2", ""),
+                ("Another-Header", "another-header-val"),
+            ],
+        ),
+        (
+            "/case-insensitivity",
+            &[
+                "x-header-set: original-val-set",
+                "x-header-add: original-val-add",
+                "x-header-remove: original-val-remove",
+                "Another-Header: another-header-val",
+            ],
+            &[
+                ("X-Header-Set", "header-set"),
+                ("X-Header-Add", "original-val-add,header-add"),
+                ("X-Header-Remove", ""),
+                ("Another-Header", "another-header-val"),
+            ],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (path, backend_sends, want) in cases {
+        let hs: Vec<(&str, &str)> = backend_sends.iter().map(|h| (echo, *h)).collect();
+        let r = get_with(gw, "example.com", path, &hs);
+        expect_backend(&r, "infra-backend-v1", path);
+        for (name, value) in *want {
+            let got = super::response_header_values(&r, name).join(",");
+            if got != *value {
+                wrong.push(format!(
+                    "{path} {backend_sends:?}: {name} want {value:?}, got {got:?}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn http_route_timeouts_zero_disables() {
+    // HTTPRouteTimeoutRequest and HTTPRouteTimeoutBackendRequest: "0s"
+    // disables the timeout.
+    let infra = Infra::start();
+    let to_sleep = |prefix: &str, timeouts: &str| {
+        format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    timeouts: {timeouts}\n    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /sleep}}}}}}]\n    backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n"
+        )
+    };
+    let rules = [
+        to_sleep("/request-timeout", "{request: 500ms}"),
+        to_sleep("/disable-request-timeout", "{request: \"0s\"}"),
+        to_sleep("/backend-timeout", "{backendRequest: 500ms}"),
+        to_sleep("/disabled-backend-timeout", "{backendRequest: \"0s\"}"),
+        to_sleep(
+            "/disabled-both",
+            "{request: \"0s\", backendRequest: \"0s\"}",
+        ),
+    ]
+    .concat();
+    let route = http_route(
+        INFRA,
+        "timeouts-zero",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        &rules,
+    );
+    let lb = infra.lb("gw-timeouts-zero", &route);
+    let gw = infra.gw("same-namespace");
+    for (path, status) in [
+        ("/request-timeout/10", 200),
+        ("/request-timeout/1000", 504),
+        ("/disable-request-timeout/1000", 200),
+        ("/backend-timeout/10", 200),
+        ("/backend-timeout/1000", 504),
+        ("/disabled-backend-timeout/1000", 200),
+        ("/disabled-both/1000", 200),
+    ] {
+        let r = get(gw, "example.com", path);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+    }
+    expect_route(
+        &lb,
+        "HTTPRoute",
+        INFRA,
+        "timeouts-zero",
+        "same-namespace",
+        ("True", "Accepted"),
+        ("True", "ResolvedRefs"),
     );
 }

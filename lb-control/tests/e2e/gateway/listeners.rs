@@ -341,3 +341,141 @@ fn addresses_come_from_the_pool_or_are_reported_missing() {
     let base = object_status(&lb, "Gateway", INFRA, "same-namespace");
     assert_eq!(base["addresses"][0]["value"], infra.ip.to_string());
 }
+
+#[test]
+fn https_listener_selection_by_sni_and_host() {
+    // HTTPRouteHTTPSListener: a listener without a hostname and one with,
+    // a route with hostnames attached to the Gateway and a route without
+    // hostnames attached to the named listener only.
+    let infra = Infra::start();
+    let ip = infra.ip;
+    let dir = scratch_dir("gw-https-select");
+    let cert = self_signed(
+        &dir,
+        "https-select",
+        &["example.org", "second-example.org", "unknown-example.org"],
+    );
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: same-namespace-with-https-listener, namespace: {INFRA}}}\nspec:\n  gatewayClassName: lb\n  addresses: [{{value: \"{ip}\"}}]\n  listeners:\n  - name: https\n    port: 9448\n    protocol: HTTPS\n    tls: {{certificateRefs: [{{name: select-cert}}]}}\n  - name: https-with-hostname\n    port: 9448\n    protocol: HTTPS\n    hostname: second-example.org\n    tls: {{certificateRefs: [{{name: select-cert}}]}}\n---\n"
+    );
+    let backend = "  - backendRefs: [{name: infra-backend-v1, port: 8080}]\n";
+    let parent = format!("{INFRA}/same-namespace-with-https-listener");
+    let manifests = super::tls_secret_in(INFRA, "select-cert", &cert)
+        + &gateway
+        + &http_route(
+            INFRA,
+            "https-with-hostnames",
+            &parent,
+            &["example.org"],
+            backend,
+        )
+        + &http_route(
+            INFRA,
+            "https-no-hostnames",
+            &format!("{parent}/https-with-hostname"),
+            &[],
+            backend,
+        );
+    let lb = infra.lb("gw-https-select", &manifests);
+    let at = SocketAddr::new(ip.into(), 9448);
+    let mut wrong = Vec::new();
+    for (sni, host, want) in [
+        ("example.org", "example.org", Some("infra-backend-v1")),
+        ("unknown-example.org", "second-example.org", None),
+        (
+            "second-example.org",
+            "second-example.org",
+            Some("infra-backend-v1"),
+        ),
+        ("unknown-example.org", "unknown-example.org", None),
+    ] {
+        for h2 in [false, true] {
+            let r = super::curl_tls_as(at, sni, host, "/", h2);
+            let got = (r.status, r.header("x-backend").map(str::to_owned));
+            let ok = match want {
+                Some(b) => got == (200, Some(b.to_owned())),
+                None => got == (404, None),
+            };
+            if !ok {
+                wrong.push(format!(
+                    "SNI {sni} Host {host} (h2 {h2}): want {want:?}, got {got:?}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let st = object_status(&lb, "Gateway", INFRA, "same-namespace-with-https-listener");
+    assert_eq!(super::attached_routes(&st, "https"), 1, "{st:#}");
+    assert_eq!(
+        super::attached_routes(&st, "https-with-hostname"),
+        1,
+        "{st:#}"
+    );
+}
+
+#[test]
+fn gateway_http_listener_isolation_with_route_hostnames() {
+    // GatewayHTTPListenerIsolation, second part: every route also lists
+    // hostnames that a more specific listener owns; isolation still keeps
+    // each request on the most specific listener.
+    let infra = Infra::start();
+    let ip = infra.ip;
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: isolation-hostnames, namespace: {INFRA}}}\nspec:\n  gatewayClassName: lb\n  addresses: [{{value: \"{ip}\"}}]\n  listeners:\n  - {{name: empty-hostname, port: 9011, protocol: HTTP}}\n  - {{name: wildcard-example-com, port: 9011, protocol: HTTP, hostname: \"*.example.com\"}}\n  - {{name: wildcard-foo-example-com, port: 9011, protocol: HTTP, hostname: \"*.foo.example.com\"}}\n  - {{name: abc-foo-example-com, port: 9011, protocol: HTTP, hostname: abc.foo.example.com}}\n---\n"
+    );
+    let listeners = [
+        ("empty-hostname", "infra-backend-v1"),
+        ("wildcard-example-com", "infra-backend-v2"),
+        ("wildcard-foo-example-com", "infra-backend-v3"),
+        ("abc-foo-example-com", "app-backend-v1"),
+    ];
+    let routes: String = listeners
+        .iter()
+        .map(|(l, svc)| {
+            let ns = if svc.starts_with("app") {
+                format!(", namespace: {}", super::APP)
+            } else {
+                String::new()
+            };
+            http_route(
+                INFRA,
+                l,
+                &format!("{INFRA}/isolation-hostnames/{l}"),
+                &[
+                    "bar.com",
+                    "\"*.example.com\"",
+                    "\"*.foo.example.com\"",
+                    "abc.foo.example.com",
+                ],
+                &format!("  - matches: [{{path: {{type: PathPrefix, value: /{l}}}}}]\n    backendRefs: [{{name: {svc}, port: 8080{ns}}}]\n"),
+            )
+        })
+        .collect();
+    let grant = format!(
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: app, namespace: {}}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: {INFRA}}}]\n  to: [{{group: \"\", kind: Service}}]\n---\n",
+        super::APP
+    );
+    let _lb = infra.lb("gw-isolation-hosts", &(gateway + &routes + &grant));
+    let gw = SocketAddr::new(ip.into(), 9011);
+    let mut wrong = Vec::new();
+    for (host, owner) in [
+        ("bar.com", 0),
+        ("bar.example.com", 1),
+        ("bar.foo.example.com", 2),
+        ("abc.foo.example.com", 3),
+    ] {
+        for (i, (path, svc)) in listeners.iter().enumerate() {
+            let r = get(gw, host, &format!("/{path}"));
+            let got = (r.status, r.header("x-backend").map(str::to_owned));
+            let want = if i == owner {
+                (200, Some((*svc).to_owned()))
+            } else {
+                (404, None)
+            };
+            if got != want {
+                wrong.push(format!("{host}/{path}: want {want:?}, got {got:?}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -271,3 +271,80 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// A `kubernetes.io/tls` Secret `ns/name` holding `(certificate, key)` PEM.
+pub fn tls_secret_in(ns: &str, name: &str, (crt, key): &(String, String)) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n",
+        indent(crt),
+        indent(key)
+    )
+}
+
+/// `GET path` over HTTPS/1.1 to `addr` with curl, trusting any certificate:
+/// TLS server name `sni`, `Host: host`. The response as received (redirects
+/// are not followed); status 0 when the exchange failed (no TLS, reset).
+pub fn curl_tls(addr: SocketAddr, sni: &str, host: &str, path: &str) -> Response {
+    curl_tls_as(addr, sni, host, path, false)
+}
+
+/// [`curl_tls`] over HTTP/2 (`h2`, the Host becomes `:authority`) or HTTP/1.1.
+pub fn curl_tls_as(addr: SocketAddr, sni: &str, host: &str, path: &str, h2: bool) -> Response {
+    let out = std::process::Command::new("curl")
+        .args(["-sik", "--max-time", "10"])
+        .arg(if h2 { "--http2" } else { "--http1.1" })
+        .arg("--resolve")
+        .arg(format!("{sni}:{}:{}", addr.port(), addr.ip()))
+        .args(["-H", &format!("Host: {host}")])
+        .arg(format!("https://{sni}:{}{path}", addr.port()))
+        .output()
+        .expect("curl runs");
+    crate::support::client::parse_full_response(&out.stdout).unwrap_or(Response {
+        status: 0,
+        headers: Vec::new(),
+        body: out.stderr,
+    })
+}
+
+/// Every value of response header `name`, in order.
+pub fn response_header_values(resp: &Response, name: &str) -> Vec<String> {
+    resp.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// `attachedRoutes` of listener `listener` in a Gateway's status.
+pub fn attached_routes(gateway_status: &serde_json::Value, listener: &str) -> u64 {
+    gateway_status["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == listener))
+        .and_then(|l| l["attachedRoutes"].as_u64())
+        .unwrap_or_else(|| panic!("no listener {listener} in {gateway_status:#}"))
+}
+
+/// Listener `name` of a Gateway's status.
+pub fn listener_of(gateway_status: &serde_json::Value, name: &str) -> serde_json::Value {
+    gateway_status["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no listener {name} in {gateway_status:#}"))
+}
+
+/// Replaces lb's `test.yaml` atomically (write aside, rename over) and waits
+/// for the generation it produces; returns that generation.
+pub fn rewrite_test_yaml(lb: &Lb, text: &str) -> u64 {
+    let before = lb.generation();
+    let path = lb.manifest_path("test.yaml");
+    let tmp = path.with_extension("rewrite");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    lb.wait_generation_above(before, Duration::from_secs(10))
+}
+
+/// Whether a TCP connection to `addr` is refused (bounded: 2 s connect timeout).
+pub fn refused(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err()
+}

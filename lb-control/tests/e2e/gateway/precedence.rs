@@ -232,3 +232,69 @@ fn http_route_precedence_table() {
     // One positive case checked in full, as a sanity check of the helper.
     expect_backend(&send(gw, "GET", P, "/api", &[]), "p-a3", "exact /api");
 }
+
+#[test]
+fn http_route_path_match_order() {
+    // HTTPRoutePathMatchOrder: Exact beats any prefix, and the longest
+    // prefix wins, with prefixes that end in `/`.
+    let infra = Infra::start();
+    let rules = [
+        rule("infra-backend-v1", "{path: {type: Exact, value: /match}}"),
+        rule(
+            "infra-backend-v2",
+            "{path: {type: Exact, value: /match/exact}}",
+        ),
+        rule(
+            "infra-backend-v3",
+            "{path: {type: Exact, value: /match/exact/one}}",
+        ),
+        rule(
+            "infra-backend-v3",
+            "{path: {type: PathPrefix, value: /match/}}",
+        ),
+        rule(
+            "infra-backend-v1",
+            "{path: {type: PathPrefix, value: /match/prefix/}}",
+        ),
+        rule(
+            "infra-backend-v2",
+            "{path: {type: PathPrefix, value: /match/prefix/one}}",
+        ),
+    ]
+    .concat();
+    let route = http_route(
+        INFRA,
+        "path-matching-order",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        &rules,
+    );
+    let _lb = infra.lb("gw-path-order", &route);
+    let gw = infra.gw("same-namespace");
+    for (path, want) in [
+        ("/match/exact/one", Some("infra-backend-v3")),
+        ("/match/exact", Some("infra-backend-v2")),
+        ("/match", Some("infra-backend-v1")),
+        ("/match/prefix/one/any", Some("infra-backend-v2")),
+        ("/match/prefix/any", Some("infra-backend-v1")),
+        ("/match/any", Some("infra-backend-v3")),
+        // A prefix with a trailing `/` matches the path without it too.
+        ("/match/prefix", Some("infra-backend-v1")),
+        ("/match/prefix/", Some("infra-backend-v1")),
+        ("/match/", Some("infra-backend-v3")),
+        ("/match/exact/", Some("infra-backend-v3")),
+        ("/matchx", None),
+        ("/", None),
+    ] {
+        let r = send(gw, "GET", "example.com", path, &[]);
+        match want {
+            Some(b) => expect_backend(&r, b, path),
+            None => assert_eq!(
+                (r.status, r.header("x-backend")),
+                (404, None),
+                "{path}: {}",
+                r.text()
+            ),
+        }
+    }
+}
