@@ -297,6 +297,10 @@ impl Ctx<'_> {
 
     async fn serve_stream(&self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
         let is_head = req.method() == Method::HEAD;
+        let grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let end = match self.route(&req) {
             Err(Early::Error(err)) => StreamEnd::failed(err, false),
             Err(Early::Redirect(status, location)) => {
@@ -304,7 +308,7 @@ impl Ctx<'_> {
                 return;
             }
             Err(Early::Answer(status)) => {
-                self.reply_error(&mut respond, status, is_head);
+                self.reply_error(&mut respond, status, is_head, grpc);
                 return;
             }
             Ok(plan) => {
@@ -328,7 +332,7 @@ impl Ctx<'_> {
                 }
                 tracing::debug!(error = %err, head_sent, "HTTP/2 request failed");
                 if !head_sent {
-                    self.reply_error(&mut respond, err.status(), is_head);
+                    self.reply_error(&mut respond, err.status(), is_head, grpc);
                 }
             }
         }
@@ -494,8 +498,36 @@ impl Ctx<'_> {
             .mirror(&g.snapshot.value, g.mirrors(), &out, &self.client_ip);
     }
 
-    /// Answers with one of lb's own responses (`"<status> <reason>\n"`).
-    fn reply_error(&self, respond: &mut SendResponse<Bytes>, status: u16, is_head: bool) {
+    /// Answers with one of lb's own responses (`"<status> <reason>\n"`). A
+    /// gRPC request gets a trailers-only gRPC answer instead (HTTP 200,
+    /// `grpc-status` from the HTTP status as the gRPC spec maps them), so
+    /// that gRPC clients see a status rather than a body they cannot parse.
+    /// The counters record `status` either way.
+    fn reply_error(
+        &self,
+        respond: &mut SendResponse<Bytes>,
+        status: u16,
+        is_head: bool,
+        grpc: bool,
+    ) {
+        if grpc {
+            let mut resp = Response::new(());
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            h.insert(
+                "grpc-status",
+                HeaderValue::from(u16::from(grpc_status(status))),
+            );
+            if let Ok(msg) = HeaderValue::from_str(&format!("{status} {}", reason(status))) {
+                h.insert("grpc-message", msg);
+            }
+            self.proxy.counters().response(status);
+            let _ = respond.send_response(resp, true);
+            return;
+        }
         let body = format!("{status} {}\n", reason(status));
         let mut resp = Response::new(());
         *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -513,7 +545,7 @@ impl Ctx<'_> {
     /// Answers `status` (a redirect) to `location`.
     fn redirect(&self, respond: &mut SendResponse<Bytes>, status: u16, location: &str) {
         let Ok(value) = HeaderValue::from_str(location) else {
-            self.reply_error(respond, 400, false);
+            self.reply_error(respond, 400, false, false);
             return;
         };
         let mut resp = Response::new(());
@@ -523,6 +555,20 @@ impl Ctx<'_> {
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         self.proxy.counters().response(status);
         let _ = respond.send_response(resp, true);
+    }
+}
+
+/// The gRPC status code a client derives from HTTP status `http` (gRPC's
+/// "HTTP to gRPC Status Code Mapping"): 404 is UNIMPLEMENTED, 429 and 502 to
+/// 504 UNAVAILABLE, and so on; anything else UNKNOWN.
+fn grpc_status(http: u16) -> u8 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
     }
 }
 

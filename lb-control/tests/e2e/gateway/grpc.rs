@@ -2,11 +2,10 @@
 //! header matching, Listener hostname matching by :authority, weights, and
 //! the RequestHeaderModifier filter. The backends are the tonic servers of
 //! the h2 tests (`x-backend` response metadata names the one that answered);
-//! a call lb routes nowhere gets an HTTP 404 with no `x-backend`, which the
-//! gRPC HTTP-to-status mapping (and the suite's Go client) reports as
-//! UNIMPLEMENTED. tonic reports INTERNAL for it, because it decodes lb's
-//! text body as a gRPC frame, so such answers are judged on the wire (see
-//! `Caller::wire_code`) and tonic's view has its own, ignored, test.
+//! a call lb routes nowhere gets a trailers-only gRPC answer with
+//! `grpc-status` 12 (UNIMPLEMENTED, what the gRPC mapping of HTTP 404
+//! gives), judged both on the wire (`Caller::wire_code`) and as tonic sees
+//! it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -606,10 +605,6 @@ fn grpc_route_request_header_modifier() {
 /// An unmatched call as a tonic client sees it: the suite's client reports
 /// UNIMPLEMENTED, and so should tonic.
 #[test]
-#[ignore = "lb answers an unmatched gRPC call with HTTP 404, content-type text/plain and the body \
-            `404 Not Found\\n`; tonic decodes that body as a gRPC frame and reports INTERNAL \
-            (invalid compression flag 52), not UNIMPLEMENTED. lb should answer gRPC requests \
-            trailers-only (200, application/grpc, grpc-status 12) or with an empty 404 body"]
 fn grpc_route_unmatched_call_is_unimplemented_for_tonic() {
     let infra = Infra::start();
     let (_servers, services) = grpc_backends(&[V1]);
