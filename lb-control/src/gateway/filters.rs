@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use lb_http::gateway::{
-    HeaderModifier, PathModifier, Redirect, Rewrite, RuleAction, WeightedBackend,
+    HeaderModifier, Mirror, PathModifier, Redirect, Rewrite, RuleAction, WeightedBackend,
 };
 use serde_json::Value;
 
@@ -24,7 +24,7 @@ use super::Ctx;
 use super::refs::{backend_id, check_backend};
 use super::status::Reason;
 use crate::model::gateway::{
-    BackendRef, HeaderFilter, PathModifierSpec, RouteFilter, RouteTimeouts,
+    BackendRef, HeaderFilter, PathModifierSpec, RequestMirrorFilter, RouteFilter, RouteTimeouts,
 };
 
 /// A compiled rule action and what went wrong in it.
@@ -212,10 +212,14 @@ pub(crate) fn compile_action(
                 let Some(m) = f.request_mirror else {
                     return Err(invalid("requestMirror is missing"));
                 };
+                let per_million = mirror_share(&m).map_err(invalid)?;
                 match check_backend(ctx.store, k.kind, k.ns, &m.backend_ref) {
                     Ok(s) if k.materialize => {
                         let id = backend_id(ctx, s, k.grpc);
-                        out.action.mirrors.push(id);
+                        out.action.mirrors.push(Mirror {
+                            backend: id,
+                            per_million,
+                        });
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -313,6 +317,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mirror_shares_from_percent_or_fraction() {
+        let m = |percent, fraction: Option<(i32, Option<i32>)>| RequestMirrorFilter {
+            backend_ref: BackendRef::default(),
+            percent,
+            fraction: fraction.map(|(numerator, denominator)| crate::model::gateway::Fraction {
+                numerator,
+                denominator,
+            }),
+        };
+        assert_eq!(mirror_share(&m(None, None)), Ok(1_000_000));
+        assert_eq!(mirror_share(&m(Some(50), None)), Ok(500_000));
+        assert_eq!(mirror_share(&m(Some(0), None)), Ok(0));
+        assert_eq!(mirror_share(&m(None, Some((1, Some(3))))), Ok(333_333));
+        assert_eq!(mirror_share(&m(None, Some((25, None)))), Ok(250_000));
+        for bad in [
+            m(Some(101), None),
+            m(Some(-1), None),
+            m(Some(5), Some((1, None))),
+            m(None, Some((2, Some(1)))),
+            m(None, Some((1, Some(0)))),
+        ] {
+            assert!(mirror_share(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn durations_follow_the_gateway_api_format() {
         let ok = [
             ("10s", 10_000),
@@ -333,4 +363,26 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// Requests per million a `RequestMirror` copies: `percent`, else
+/// `fraction` (denominator 100 by default), else all of them.
+fn mirror_share(m: &RequestMirrorFilter) -> Result<u32, String> {
+    let share = match (m.percent, &m.fraction) {
+        (Some(_), Some(_)) => return Err("requestMirror sets both percent and fraction".into()),
+        (Some(p), None) if (0..=100).contains(&p) => i64::from(p) * 10_000,
+        (Some(p), None) => return Err(format!("requestMirror percent {p} is not within 0-100")),
+        (None, Some(f)) => {
+            let d = f.denominator.unwrap_or(100);
+            if d < 1 || f.numerator < 0 || f.numerator > d {
+                return Err(format!(
+                    "requestMirror fraction {}/{d} is not a fraction of at most 1",
+                    f.numerator
+                ));
+            }
+            i64::from(f.numerator) * 1_000_000 / i64::from(d)
+        }
+        (None, None) => 1_000_000,
+    };
+    Ok(u32::try_from(share).unwrap_or(1_000_000))
 }

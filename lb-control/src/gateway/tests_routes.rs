@@ -307,7 +307,12 @@ fn filters_compile_into_the_action() {
         rw.path,
         Some(PathModifier::ReplacePrefixMatch("/new".into()))
     );
-    assert_eq!(a.mirrors, [a.backends[0].backend.unwrap()]);
+    assert_eq!(
+        a.mirrors,
+        [lb_http::gateway::Mirror::all(
+            a.backends[0].backend.unwrap()
+        )]
+    );
     assert_eq!(
         a.backends[0].request_headers.set,
         [("x-backend".to_owned(), "d".to_owned())]

@@ -653,6 +653,23 @@ pub struct UrlRewriteFilter {
 pub struct RequestMirrorFilter {
     /// Where copies of requests go.
     pub backend_ref: BackendRef,
+    /// Percentage of requests mirrored (0-100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+    /// Fraction of requests mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+/// `Fraction`: `numerator / denominator` (denominator 100 when unset).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fraction {
+    /// Requests mirrored...
+    pub numerator: i32,
+    /// ...out of this many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<i32>,
 }
 
 /// `HTTPRouteTimeouts`: Gateway API duration strings (`10s`, `500ms`, `1h2m`).

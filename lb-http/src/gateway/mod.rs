@@ -27,8 +27,8 @@ pub use hostname::{HostnameMatch, InvalidHostname, attaches, intersect};
 pub use matcher::{HeaderMatch, PathMatch, Pattern, QueryMatch, RouteMatch, ValueMatch};
 pub use request::{HeaderSource, host_key, split_target};
 pub use snapshot::{
-    GatewayListener, GatewayPort, GatewaySnapshot, HeaderModifier, PathModifier, PortProtocol,
-    Redirect, Rewrite, RuleAction, SniRoute, WeightedBackend,
+    GatewayListener, GatewayPort, GatewaySnapshot, HeaderModifier, Mirror, PathModifier,
+    PortProtocol, Redirect, Rewrite, RuleAction, SniRoute, WeightedBackend,
 };
 pub use table::GatewayRouteTable;
 

@@ -140,7 +140,7 @@ pub struct RuleAction {
     pub rewrite: Option<Rewrite>,
     /// `RequestMirror` backends (fire and forget, responses discarded).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub mirrors: Vec<BackendId>,
+    pub mirrors: Vec<Mirror>,
     /// `backendRefs`, in order. Empty (and no redirect): lb answers 500.
     pub backends: Vec<WeightedBackend>,
     /// `timeouts.request`: the whole exchange, until the response head.
@@ -175,6 +175,32 @@ impl RuleAction {
             at -= w;
         }
         None
+    }
+}
+
+/// One `RequestMirror` filter: where copies go, and how many requests get
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Mirror {
+    /// The mirror backend.
+    pub backend: BackendId,
+    /// Requests mirrored per million (`percent` or `fraction`; 1,000,000
+    /// when neither is set).
+    pub per_million: u32,
+}
+
+impl Mirror {
+    /// A mirror of every request to `backend`.
+    pub fn all(backend: BackendId) -> Self {
+        Mirror {
+            backend,
+            per_million: 1_000_000,
+        }
+    }
+
+    /// Whether the request with random `roll` gets a copy.
+    pub fn takes(&self, roll: u64) -> bool {
+        self.per_million >= 1_000_000 || roll % 1_000_000 < u64::from(self.per_million)
     }
 }
 

@@ -104,7 +104,7 @@ impl GwPlan {
         }
     }
 
-    fn mirrors(&self) -> &[crate::snapshot::BackendId] {
+    fn mirrors(&self) -> &[crate::gateway::Mirror] {
         self.parts().map_or(&[][..], |(a, _)| &a.mirrors[..])
     }
 }

@@ -19,8 +19,9 @@ use tokio::time::Instant;
 use super::{ActiveGuard, HttpProxy};
 use crate::error::{Error, ErrorKind, Side};
 use crate::gateway::{
-    Field, HeaderModifier, HeaderSource, PortProtocol, RedirectFrom, RouteEntry, RuleAction,
-    WeightedBackend, modify_fields, modify_map, redirect_location, rewrite_path, split_target,
+    Field, HeaderModifier, HeaderSource, Mirror, PortProtocol, RedirectFrom, RouteEntry,
+    RuleAction, WeightedBackend, modify_fields, modify_map, redirect_location, rewrite_path,
+    split_target,
 };
 use crate::h1::head::{RequestHead, ResponseHead};
 use crate::snapshot::{BackendId, HttpSnapshot, UpstreamProtocol};
@@ -80,12 +81,16 @@ impl HttpProxy {
     pub(crate) fn mirror(
         &self,
         snap: &HttpSnapshot,
-        mirrors: &[BackendId],
+        mirrors: &[Mirror],
         request: &[u8],
         client_ip: &str,
     ) {
         let mut bytes: Option<Bytes> = None;
-        for &id in mirrors {
+        for m in mirrors {
+            if !m.takes(self.roll()) {
+                continue;
+            }
+            let id = m.backend;
             let Some(b) = snap.backend(id) else { continue };
             if b.protocol != UpstreamProtocol::Http1 || b.endpoints.is_empty() {
                 continue;

@@ -2084,3 +2084,74 @@ fn http_route_timeouts_zero_disables() {
         ("True", "ResolvedRefs"),
     );
 }
+
+#[test]
+fn http_route_request_percentage_mirror() {
+    // HTTPRouteRequestPercentageMirror: percent and fraction sample the
+    // requests a mirror gets; 0 % gets none.
+    let infra = Infra::start();
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /half}}]
+    filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}, percent: 50}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: infra-backend-v3, port: 8080}, fraction: {numerator: 1, denominator: 4}}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /none}}]
+    filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: app-backend-v1, namespace: gateway-conformance-app-backend, port: 8080}, percent: 0}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+";
+    let grant = format!(
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: mirror, namespace: {APP}}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: {INFRA}}}]\n  to: [{{group: \"\", kind: Service}}]\n---\n"
+    );
+    let route = http_route(
+        INFRA,
+        "percent-mirror",
+        &format!("{INFRA}/same-namespace"),
+        &[],
+        rules,
+    );
+    let _lb = infra.lb("gw-percent-mirror", &(route + &grant));
+    let gw = infra.gw("same-namespace");
+    let mut client = crate::support::client::Client::connect(gw);
+    let n = 800u32;
+    for i in 0..n {
+        expect_backend(
+            &client.get("example.com", &format!("/half/{i}")),
+            "infra-backend-v1",
+            "main",
+        );
+        expect_backend(
+            &client.get("example.com", &format!("/none/{i}")),
+            "infra-backend-v1",
+            "main",
+        );
+    }
+    let count = |ns: &str, name: &str| {
+        let server = infra.backend(ns, name);
+        // Mirrors are fire and forget: let the last copies land.
+        let mut last = u64::MAX;
+        super::eventually(std::time::Duration::from_secs(3), || {
+            let now = server.requests();
+            let settled = now == last;
+            last = now;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            settled
+        });
+        server.requests() as f64
+    };
+    // Binomial bounds, 5 standard deviations.
+    let (half, quarter) = (
+        count(INFRA, "infra-backend-v2"),
+        count(INFRA, "infra-backend-v3"),
+    );
+    let sd = |p: f64| (f64::from(n) * p * (1.0 - p)).sqrt();
+    assert!(
+        (half - 400.0).abs() <= 5.0 * sd(0.5),
+        "50% mirror got {half} of {n}"
+    );
+    assert!(
+        (quarter - 200.0).abs() <= 5.0 * sd(0.25),
+        "1/4 mirror got {quarter} of {n}"
+    );
+    assert_eq!(count(APP, "app-backend-v1"), 0.0, "0% mirror gets nothing");
+}
