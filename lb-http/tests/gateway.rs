@@ -437,7 +437,7 @@ fn mirror_gets_a_copy_and_client_gets_main_response() {
         TestBackend::start(BackendMode::default()),
     );
     let mut action = to(0);
-    action.mirrors = vec![BackendId(1)];
+    action.mirrors = vec![lb_http::gateway::Mirror::all(BackendId(1))];
     action.request_headers = modifier(&[("x-filtered", "yes")], &[], &[]);
     let proxy = simple(
         vec![backend("main", main.addr), backend("mirror", mirror.addr)],
