@@ -312,6 +312,28 @@ pub(crate) fn compile_action(
     Ok(out)
 }
 
+/// Requests per million a `RequestMirror` copies: `percent`, else
+/// `fraction` (denominator 100 by default), else all of them.
+fn mirror_share(m: &RequestMirrorFilter) -> Result<u32, String> {
+    let share = match (m.percent, &m.fraction) {
+        (Some(_), Some(_)) => return Err("requestMirror sets both percent and fraction".into()),
+        (Some(p), None) if (0..=100).contains(&p) => i64::from(p) * 10_000,
+        (Some(p), None) => return Err(format!("requestMirror percent {p} is not within 0-100")),
+        (None, Some(f)) => {
+            let d = f.denominator.unwrap_or(100);
+            if d < 1 || f.numerator < 0 || f.numerator > d {
+                return Err(format!(
+                    "requestMirror fraction {}/{d} is not a fraction of at most 1",
+                    f.numerator
+                ));
+            }
+            i64::from(f.numerator) * 1_000_000 / i64::from(d)
+        }
+        (None, None) => 1_000_000,
+    };
+    Ok(u32::try_from(share).unwrap_or(1_000_000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,26 +385,4 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
-}
-
-/// Requests per million a `RequestMirror` copies: `percent`, else
-/// `fraction` (denominator 100 by default), else all of them.
-fn mirror_share(m: &RequestMirrorFilter) -> Result<u32, String> {
-    let share = match (m.percent, &m.fraction) {
-        (Some(_), Some(_)) => return Err("requestMirror sets both percent and fraction".into()),
-        (Some(p), None) if (0..=100).contains(&p) => i64::from(p) * 10_000,
-        (Some(p), None) => return Err(format!("requestMirror percent {p} is not within 0-100")),
-        (None, Some(f)) => {
-            let d = f.denominator.unwrap_or(100);
-            if d < 1 || f.numerator < 0 || f.numerator > d {
-                return Err(format!(
-                    "requestMirror fraction {}/{d} is not a fraction of at most 1",
-                    f.numerator
-                ));
-            }
-            i64::from(f.numerator) * 1_000_000 / i64::from(d)
-        }
-        (None, None) => 1_000_000,
-    };
-    Ok(u32::try_from(share).unwrap_or(1_000_000))
 }
