@@ -14,7 +14,7 @@ use crate::support::{Lb, service_yaml};
 
 /// A WebSocket server answering each text message `m` with `"{name}:{m}"`,
 /// on its own thread until the test process ends.
-fn ws_server(name: &'static str) -> SocketAddr {
+pub(crate) fn ws_server(name: &'static str) -> SocketAddr {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
@@ -63,9 +63,9 @@ fn manifests(backend: SocketAddr) -> Vec<(String, String)> {
     ]
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
-async fn connect(lb: SocketAddr) -> Ws {
+pub(crate) async fn connect(lb: SocketAddr) -> Ws {
     let stream = TcpStream::connect(lb).await.unwrap();
     let (ws, resp) = tokio_tungstenite::client_async("ws://ws.test/chat", stream)
         .await
@@ -74,7 +74,7 @@ async fn connect(lb: SocketAddr) -> Ws {
     ws
 }
 
-async fn ask(ws: &mut Ws, text: &str) -> String {
+pub(crate) async fn ask(ws: &mut Ws, text: &str) -> String {
     ws.send(Message::text(text)).await.unwrap();
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())

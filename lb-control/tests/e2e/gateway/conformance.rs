@@ -669,6 +669,12 @@ fn http_route_redirects() {
     filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}}]
   - matches: [{path: {type: PathPrefix, value: /strip}}]
     filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]
+  - matches: [{path: {type: PathPrefix, value: /see-other}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, statusCode: 303}}]
+  - matches: [{path: {type: PathPrefix, value: /temporary}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 307}}]
+  - matches: [{path: {type: PathPrefix, value: /permanent}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, statusCode: 308}}]
 ";
     let route = http_route(
         INFRA,
@@ -720,6 +726,10 @@ fn http_route_redirects() {
         ),
         ("/strip/one", 302, "http://example.com:8080/one"),
         ("/strip", 302, "http://example.com:8080/"),
+        // HTTPRoute303/307/308Redirect (and their -scheme variants).
+        ("/see-other", 303, "http://example.org:8080/see-other"),
+        ("/temporary", 307, "https://example.com/temporary"),
+        ("/permanent", 308, "http://example.org:8080/permanent"),
     ] {
         let r = get(gw, "example.com", path);
         assert_eq!(
@@ -2154,4 +2164,38 @@ fn http_route_request_percentage_mirror() {
         "1/4 mirror got {quarter} of {n}"
     );
     assert_eq!(count(APP, "app-backend-v1"), 0.0, "0% mirror gets nothing");
+}
+
+#[test]
+fn http_route_backend_protocol_websocket() {
+    // HTTPRouteBackendProtocolWebSocket: the Upgrade passes through a
+    // Gateway route (with a request header filter) to a WebSocket server.
+    use crate::websocket::{ask, connect, ws_server};
+    let server = ws_server("ws-gw");
+    let infra = Infra::start();
+    let rules = "  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x-via, value: gateway}]}}]
+    backendRefs: [{name: chat, port: 8080}]
+";
+    let manifests = crate::support::service_yaml(INFRA, "chat", 8080, None, &[server])
+        + "---\n"
+        + &http_route(
+            INFRA,
+            "ws",
+            &format!("{INFRA}/same-namespace"),
+            &["ws.test"],
+            rules,
+        );
+    let _lb = infra.lb("gw-websocket", &manifests);
+    let gw = infra.gw("same-namespace");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut ws = connect(gw).await;
+        assert_eq!(ask(&mut ws, "hello").await, "ws-gw:hello");
+        let big = "y".repeat(100_000);
+        assert_eq!(ask(&mut ws, &big).await, format!("ws-gw:{big}"));
+        ws.close(None).await.unwrap();
+    });
 }
