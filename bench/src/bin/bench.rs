@@ -9,9 +9,9 @@ use std::process::ExitCode;
 
 use bench::backends::Backend;
 use bench::report::{machine, result_path};
-use bench::scenarios::{Options, conns, http1, http2, l4, reload, scale, tls};
+use bench::scenarios::{Options, conns, gateway, http1, http2, l4, reload, scale, tls};
 
-const SCENARIOS: &str = "http1, http1-close, tls, http2, conns, reload, scale, l4";
+const SCENARIOS: &str = "http1, http1-close, tls, http2, gateway, conns, reload, scale, l4";
 
 fn parse_args() -> Result<(String, Options), String> {
     let mut args = std::env::args().skip(1);
@@ -82,6 +82,10 @@ fn main() -> ExitCode {
         "http2" => (
             "http2: HTTP/2 cleartext (h2c) with h2load, lb vs HAProxy vs nginx",
             http2::run(&o),
+        ),
+        "gateway" => (
+            "gateway: Gateway API routing (100 HTTPRoutes) vs Ingress routing in one lb, HAProxy, nginx, direct",
+            gateway::run(&o),
         ),
         "conns" => (
             "conns: memory per idle keep-alive connection, lb vs HAProxy vs nginx vs direct",

@@ -1,6 +1,7 @@
 //! The benchmark scenarios. Each returns the markdown body of its report.
 
 pub mod conns;
+pub mod gateway;
 pub mod http1;
 pub mod http2;
 pub mod idle;
