@@ -12,7 +12,7 @@ use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::http_routes::header_matches;
 use super::listeners::GatewayPlan;
-use super::routes::{CompiledRule, Placement, Route, finish, hostnames, resolve_parents};
+use super::routes::{CompiledRule, Placement, Route, compile_route, hostnames};
 use super::status::Reason;
 use crate::model::Object;
 use crate::model::gateway::{GrpcMethodMatch, GrpcRouteMatch, GrpcRouteRule};
@@ -122,16 +122,14 @@ pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> V
             parents: &r.value.spec.parent_refs,
             hostnames: hostnames(ctx, obj, &r.value.spec.hostnames),
         };
-        let Some(parents) = resolve_parents(ctx, plans, &route) else {
-            continue;
-        };
-        let materialize = parents.iter().any(|(_, ok, a)| ok.is_ok() && !a.is_empty());
-        let (ns, name) = route.id();
-        let rules = match compile_rules(ctx, &r.value.spec.rules, &ns, &name, false) {
-            Ok(_) if materialize => compile_rules(ctx, &r.value.spec.rules, &ns, &name, true),
-            other => other,
-        };
-        status.push(finish(ctx, plans, &route, parents, rules, Placement::Table));
+        status.extend(compile_route(
+            ctx,
+            plans,
+            &route,
+            &r.value.spec.rules[..],
+            Placement::Table,
+            compile_rules,
+        ));
     }
     status
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::listeners::GatewayPlan;
-use super::routes::{CompiledRule, Placement, Route, finish, hostnames, resolve_parents};
+use super::routes::{CompiledRule, Placement, Route, compile_route, hostnames};
 use super::status::Reason;
 use crate::model::Object;
 use crate::model::gateway::{HttpHeaderMatch, HttpRouteMatch, HttpRouteRule};
@@ -115,17 +115,14 @@ pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> V
             parents: &r.value.spec.parent_refs,
             hostnames: hostnames(ctx, obj, &r.value.spec.hostnames),
         };
-        let Some(parents) = resolve_parents(ctx, plans, &route) else {
-            continue;
-        };
-        let materialize = parents.iter().any(|(_, ok, a)| ok.is_ok() && !a.is_empty());
-        let (ns, name) = route.id();
-        // A dry run first, so an invalid route adds no backends.
-        let rules = match compile_rules(ctx, &r.value.spec.rules, &ns, &name, false) {
-            Ok(_) if materialize => compile_rules(ctx, &r.value.spec.rules, &ns, &name, true),
-            other => other,
-        };
-        status.push(finish(ctx, plans, &route, parents, rules, Placement::Table));
+        status.extend(compile_route(
+            ctx,
+            plans,
+            &route,
+            &r.value.spec.rules[..],
+            Placement::Table,
+            compile_rules,
+        ));
     }
     status
 }

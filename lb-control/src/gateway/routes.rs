@@ -104,6 +104,28 @@ pub(crate) fn resolve_parents<'p>(
     (!out.is_empty()).then_some(out)
 }
 
+/// Compiles one route: resolves its parents, compiles its rules with
+/// `compile` (a dry run first, so that a route no parent attaches adds no
+/// backends; for real when some parent does) and places them with
+/// [`finish`]. `None` when no parent is a Gateway of ours.
+pub(crate) fn compile_route<R: ?Sized>(
+    ctx: &mut Ctx<'_, '_>,
+    plans: &mut [GatewayPlan<'_>],
+    route: &Route<'_>,
+    rules: &R,
+    placement: Placement,
+    compile: impl Fn(&mut Ctx<'_, '_>, &R, &str, &str, bool) -> Result<Vec<CompiledRule>, Reason>,
+) -> Option<Value> {
+    let parents = resolve_parents(ctx, plans, route)?;
+    let materialize = parents.iter().any(|(_, ok, a)| ok.is_ok() && !a.is_empty());
+    let (ns, name) = route.id();
+    let compiled = match compile(ctx, rules, &ns, &name, false) {
+        Ok(_) if materialize => compile(ctx, rules, &ns, &name, true),
+        other => other,
+    };
+    Some(finish(ctx, plans, route, parents, compiled, placement))
+}
+
 /// Places `rules` (or the route-level error `invalid`) on the attached
 /// Listeners and returns the route's status object.
 pub(crate) fn finish(

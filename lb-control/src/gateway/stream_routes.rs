@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::listeners::GatewayPlan;
-use super::routes::{CompiledRule, Placement, Route, finish, hostnames, resolve_parents};
+use super::routes::{CompiledRule, Placement, Route, compile_route, hostnames};
 use super::status::Reason;
 use crate::model::Object;
 use crate::model::gateway::{ParentReference, StreamRouteRule};
@@ -68,14 +68,9 @@ fn one(
         parents,
         hostnames: hostnames(ctx, obj, raw_hostnames),
     };
-    let parents = resolve_parents(ctx, plans, &route)?;
-    let materialize = parents.iter().any(|(_, ok, a)| ok.is_ok() && !a.is_empty());
-    let (ns, name) = route.id();
-    let compiled = match compile_rules(ctx, kind, rules, &ns, &name, false) {
-        Ok(_) if materialize => compile_rules(ctx, kind, rules, &ns, &name, true),
-        other => other,
-    };
-    Some(finish(ctx, plans, &route, parents, compiled, placement))
+    compile_route(ctx, plans, &route, rules, placement, |c, r, ns, name, m| {
+        compile_rules(c, kind, r, ns, name, m)
+    })
 }
 
 /// Compiles every TLSRoute with a parent of ours; returns their status.

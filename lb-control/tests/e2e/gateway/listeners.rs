@@ -3,10 +3,10 @@
 //! kinds, unsupported protocols and conflicts, addresses from the pool.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::conformance::http_route;
-use super::{INFRA, Infra, WEB, condition, expect_backend, get, object_status};
+use super::{INFRA, Infra, WEB, condition, expect_backend, get, object_status, served_cn};
 use crate::support::certs::self_signed;
 use crate::support::{Lb, scratch_dir};
 
@@ -52,26 +52,6 @@ fn curl_https(addr: SocketAddr, host: &str, path: &str, h2: bool) -> (u16, Strin
     let last = text.lines().last().unwrap_or_default();
     let (code, version) = last.split_once(' ').unwrap_or(("0", ""));
     (code.parse().unwrap_or(0), backend, version.to_owned())
-}
-
-/// The subject CN presented at `addr` for server name `sni`.
-fn served_cn(addr: SocketAddr, sni: &str) -> Option<String> {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            sni,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl s_client runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("subject="))
-        .and_then(|s| s.rsplit("CN").next())
-        .map(|s| s.trim_start_matches([' ', '=']).trim().to_owned())
 }
 
 fn listener_conditions(status: &serde_json::Value, listener: &str) -> serde_json::Value {

@@ -348,3 +348,23 @@ pub fn rewrite_test_yaml(lb: &Lb, text: &str) -> u64 {
 pub fn refused(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err()
 }
+
+/// The subject CN presented at `addr` for server name `sni`.
+pub fn served_cn(addr: SocketAddr, sni: &str) -> Option<String> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            sni,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("subject="))
+        .and_then(|s| s.rsplit("CN").next())
+        .map(|s| s.trim_start_matches([' ', '=']).trim().to_owned())
+}

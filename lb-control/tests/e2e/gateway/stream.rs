@@ -9,7 +9,9 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use tonic_prost::ProstCodec;
 
-use super::{INFRA, Infra, WEB, condition, eventually, expect_backend, get, object_status};
+use super::{
+    INFRA, Infra, WEB, condition, eventually, expect_backend, get, object_status, served_cn,
+};
 use crate::h2::{GrpcServer, Msg, runtime};
 use crate::support::certs::self_signed;
 use crate::support::{free_port, scratch_dir, service_yaml};
@@ -58,26 +60,6 @@ impl Drop for TlsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The subject CN the client sees at `addr` for server name `sni`.
-fn served_cn(addr: SocketAddr, sni: &str) -> Option<String> {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            sni,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl s_client runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("subject="))
-        .and_then(|s| s.rsplit("CN").next())
-        .map(|s| s.trim_start_matches([' ', '=']).trim().to_owned())
 }
 
 #[test]
