@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use lb_core::counters::CounterSet;
 use lb_core::snapshot::SnapshotCell;
 use lb_http::HttpSnapshot;
@@ -36,11 +37,51 @@ pub struct ControlView {
     pub diagnostics: Vec<String>,
 }
 
+/// Event-to-traffic times: from the first change event of a burst (a file
+/// event, SIGHUP) to the swap of the snapshot built from it.
+#[derive(Debug)]
+struct EventToTraffic {
+    /// Microseconds, 1 µs to an hour, 3 significant figures.
+    micros: Histogram<u64>,
+    /// Sum of every recorded time, in microseconds (for `_sum`).
+    sum_micros: u64,
+}
+
+/// The longest time the histogram holds; longer ones are recorded as this.
+const EVENT_TO_TRAFFIC_MAX_MICROS: u64 = 3_600_000_000;
+
+impl EventToTraffic {
+    fn new() -> Self {
+        // Constant, valid bounds (low >= 1, high >= 2 * low, sigfig <= 5).
+        let micros = Histogram::new_with_bounds(1, EVENT_TO_TRAFFIC_MAX_MICROS, 3)
+            .expect("valid histogram bounds");
+        Self {
+            micros,
+            sum_micros: 0,
+        }
+    }
+
+    fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, EVENT_TO_TRAFFIC_MAX_MICROS);
+        self.micros.saturating_record(us);
+        self.sum_micros = self.sum_micros.saturating_add(us);
+    }
+}
+
 /// State shared between the control thread and the admin server.
 #[derive(Debug)]
 pub struct AdminState {
     ready: AtomicBool,
     reloads: [AtomicU64; 3],
+    /// Change events seen (`lb_config_events_total`).
+    events: AtomicU64,
+    /// Loads compiled (`lb_config_compiles_total`).
+    compiles: AtomicU64,
+    /// The first event of the changes not yet published, if any.
+    pending_change: Mutex<Option<Instant>>,
+    event_to_traffic: Mutex<EventToTraffic>,
     /// Duration of the last load's compile and publish steps, in nanoseconds.
     compile_nanos: AtomicU64,
     publish_nanos: AtomicU64,
@@ -59,6 +100,10 @@ impl AdminState {
         Self {
             ready: AtomicBool::new(false),
             reloads: Default::default(),
+            events: AtomicU64::new(0),
+            compiles: AtomicU64::new(0),
+            pending_change: Mutex::new(None),
+            event_to_traffic: Mutex::new(EventToTraffic::new()),
             compile_nanos: AtomicU64::new(0),
             publish_nanos: AtomicU64::new(0),
             snapshot,
@@ -83,11 +128,35 @@ impl AdminState {
         self.reloads[result as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records how long the last load took to read, validate and compile
-    /// (`lb_config_compile_seconds`).
+    /// Records one compile (`lb_config_compiles_total`) and how long the
+    /// load took to read, validate and compile (`lb_config_compile_seconds`).
     pub fn set_compile_time(&self, d: Duration) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.compile_nanos.store(nanos, Ordering::Relaxed);
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes `events` change events (`lb_config_events_total`) whose burst
+    /// began at `first`; a source calls it before reloading. The next
+    /// [`AdminState::snapshot_published`] ends the event-to-traffic interval
+    /// of the earliest unpublished change.
+    pub fn note_change(&self, first: Instant, events: u64) {
+        self.events.fetch_add(events, Ordering::Relaxed);
+        if let Ok(mut pending) = self.pending_change.lock() {
+            *pending = Some(pending.map_or(first, |p| p.min(first)));
+        }
+    }
+
+    /// Called right after a snapshot swap: records the time since the first
+    /// event of the changes it carries (`lb_event_to_traffic_seconds`), if
+    /// any were noted.
+    pub fn snapshot_published(&self) {
+        let first = self.pending_change.lock().ok().and_then(|mut p| p.take());
+        if let Some(first) = first
+            && let Ok(mut h) = self.event_to_traffic.lock()
+        {
+            h.record(first.elapsed());
+        }
     }
 
     /// Records how long the last snapshot swap and generation bump took
@@ -208,6 +277,7 @@ impl AdminState {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+        self.write_change_metrics(&mut out);
         let generation = self.snapshot.generation();
         let _ = writeln!(
             out,
@@ -227,6 +297,53 @@ impl AdminState {
             u8::from(self.is_ready())
         );
         out
+    }
+
+    /// The change counters and the event-to-traffic summary.
+    fn write_change_metrics(&self, out: &mut String) {
+        let counters = [
+            (
+                "lb_config_events_total",
+                "Change events seen by the sources (file events, SIGHUP) that led to a reload.",
+                self.events.load(Ordering::Relaxed),
+            ),
+            (
+                "lb_config_compiles_total",
+                "Configuration loads compiled (bursts of events are coalesced into one).",
+                self.compiles.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let name = "lb_event_to_traffic_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Seconds from the first change event of a burst to the swap of the snapshot built from it.\n# TYPE {name} summary"
+        );
+        let Ok(h) = self.event_to_traffic.lock() else {
+            return;
+        };
+        let count = h.micros.len();
+        let seconds = |us: u64| us as f64 / 1e6;
+        for q in ["0.5", "0.9", "0.99"] {
+            let value = if count == 0 {
+                "NaN".to_owned()
+            } else {
+                let quantile = q.parse().unwrap_or(0.5);
+                seconds(h.micros.value_at_quantile(quantile)).to_string()
+            };
+            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {count}\n# HELP {name}_max Longest event-to-traffic time recorded, in seconds.\n# TYPE {name}_max gauge\n{name}_max {}",
+            seconds(h.sum_micros),
+            seconds(h.micros.max()),
+        );
     }
 
     fn config_json(&self) -> serde_json::Value {
@@ -345,4 +462,58 @@ async fn handle(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
     }
     stream.write_all(out.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> AdminState {
+        AdminState::new(
+            Arc::new(SnapshotCell::new(HttpSnapshot::default())),
+            Arc::new(CounterSet::new(1)),
+        )
+    }
+
+    fn series(metrics: &str, name: &str) -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    }
+
+    #[test]
+    fn event_to_traffic_is_exported_as_a_summary() {
+        let s = state();
+        let m = s.metrics();
+        assert_eq!(series(&m, "lb_event_to_traffic_seconds_count"), 0.0);
+        assert!(series(&m, "lb_event_to_traffic_seconds{quantile=\"0.99\"}").is_nan());
+
+        // A publish with no change noted (the first load) records nothing.
+        s.set_compile_time(Duration::from_millis(1));
+        s.snapshot_published();
+        // Two bursts noted before one publish: one interval, from the earliest.
+        let now = Instant::now();
+        s.note_change(now - Duration::from_millis(40), 3);
+        s.note_change(now - Duration::from_millis(80), 2);
+        s.set_compile_time(Duration::from_millis(1));
+        s.snapshot_published();
+        // A SIGHUP right now.
+        s.note_change(Instant::now(), 1);
+        s.set_compile_time(Duration::from_millis(1));
+        s.snapshot_published();
+
+        let m = s.metrics();
+        assert_eq!(series(&m, "lb_config_events_total"), 6.0);
+        assert_eq!(series(&m, "lb_config_compiles_total"), 3.0);
+        assert_eq!(series(&m, "lb_event_to_traffic_seconds_count"), 2.0);
+        let p50 = series(&m, "lb_event_to_traffic_seconds{quantile=\"0.5\"}");
+        let p99 = series(&m, "lb_event_to_traffic_seconds{quantile=\"0.99\"}");
+        let max = series(&m, "lb_event_to_traffic_seconds_max");
+        assert!(p50 < 0.05, "{p50}");
+        assert!((0.08..1.0).contains(&p99), "{p99}");
+        assert!((p99 - max).abs() < 0.001, "{p99} {max}");
+        let sum = series(&m, "lb_event_to_traffic_seconds_sum");
+        assert!((0.08..1.0).contains(&sum), "{sum}");
+    }
 }

@@ -18,6 +18,7 @@ pub mod listeners;
 pub mod logging;
 pub mod model;
 pub mod publish;
+pub mod sd_notify;
 pub mod serve;
 pub mod source;
 pub mod store;

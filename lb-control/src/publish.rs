@@ -1,6 +1,7 @@
 //! Publication: swap a compiled snapshot in, bump the generation, log every
-//! diagnostic and expose status, diagnostics and the load's compile and
-//! publish times on the admin API.
+//! diagnostic and expose status, diagnostics, the load's compile and
+//! publish times and the event-to-traffic time of the changes it carries on
+//! the admin API.
 
 use std::time::Instant;
 
@@ -44,6 +45,8 @@ pub fn publish(state: &AdminState, cfg: &Config, compiled: Compiled) -> u64 {
     let swap = Instant::now();
     let generation = state.snapshot.publish(compiled.snapshot);
     state.set_publish_time(swap.elapsed());
+    // Ends the event-to-traffic interval of the changes this load carries.
+    state.snapshot_published();
     state.set_view(view);
     state.count_reload(if errors == 0 {
         ReloadResult::Ok

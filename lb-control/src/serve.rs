@@ -25,7 +25,8 @@ use crate::config::Config;
 use crate::health::HealthChecker;
 use crate::listeners::{GATEWAY_TAG, L4_TAG, L4Listeners};
 use crate::publish::publish;
-use crate::source::files::{FileSource, watch};
+use crate::sd_notify::Notifier;
+use crate::source::files::{Change, FileSource, watch};
 
 /// Runs `lb serve` to completion and returns the process exit code.
 pub fn run(config_path: &Path) -> ExitCode {
@@ -98,6 +99,8 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     let mut admin_state = AdminState::new(Arc::clone(&cell), Arc::clone(&counters));
     admin_state.io_mode = io.as_str();
     let state = Arc::new(admin_state);
+    let notify = Notifier::from_env();
+    notify.spawn_watchdog();
 
     let admin_listener = match admin::bind(cfg.admin.listen).await {
         Ok(l) => l,
@@ -176,6 +179,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         }
     };
     state.set_ready(true);
+    notify.ready(&serving_status(&state, workers));
     tracing::info!(workers, io = io.as_str(), http = ?cfg.ingress.http, admin = %cfg.admin.listen, "lb serving");
 
     let signals = (
@@ -194,6 +198,8 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
+                let hup_at = std::time::Instant::now();
+                notify.reloading();
                 match Config::load(config_path) {
                     Ok(new_cfg) => {
                         warn_restart_only_changes(&cfg, &new_cfg);
@@ -206,24 +212,34 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                     Err(e) => {
                         tracing::error!("reload: configuration file unusable, keeping the running configuration: {e}");
                         state.count_reload(ReloadResult::Failed);
+                        notify.ready(&serving_status(&state, workers));
                         continue;
                     }
                 }
+                state.note_change(hup_at, 1);
                 apply(&state, &cfg, &mut source, &mut l4, &mut health);
+                notify.ready(&serving_status(&state, workers));
             }
             _ = sleep_until_due(health.next_due()) => {
                 if health.probe_due().await {
                     health.republish(&state);
                 }
             }
-            Some(()) = changes.recv() => {
-                tracing::info!("manifest files changed: reloading");
+            Some(mut change) = changes.recv() => {
+                // Bursts that ended while the last compile ran: one reload.
+                while let Ok(more) = changes.try_recv() {
+                    change.merge(more);
+                }
+                state.note_change(change.first, change.events);
+                tracing::info!(events = change.events, "manifest files changed: reloading");
                 apply(&state, &cfg, &mut source, &mut l4, &mut health);
+                notify.status(&serving_status(&state, workers));
             }
         }
     }
 
     state.set_ready(false);
+    notify.stopping();
     drain_ctl.drain();
     let grace = cfg.runtime.shutdown_grace;
     let join = tokio::task::spawn_blocking(move || {
@@ -296,6 +312,15 @@ impl ConnectionHandler for Dispatch {
     }
 }
 
+/// The systemd `STATUS=` line while serving.
+fn serving_status(state: &AdminState, workers: usize) -> String {
+    let generation = state.snapshot.generation();
+    format!(
+        "serving generation {generation} on {workers} workers ({})",
+        state.io_mode
+    )
+}
+
 /// Sleeps until `due`; forever when nothing is due.
 async fn sleep_until_due(due: Option<tokio::time::Instant>) {
     match due {
@@ -335,7 +360,7 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
 
 /// Starts watching the manifest sources; a failure to watch is logged and
 /// leaves SIGHUP as the way to reload.
-fn watch_sources(cfg: &Config) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+fn watch_sources(cfg: &Config) -> tokio::sync::mpsc::UnboundedReceiver<Change> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     match watch(&cfg.sources.files) {
         Ok((guard, events)) => {
@@ -343,8 +368,8 @@ fn watch_sources(cfg: &Config) -> tokio::sync::mpsc::UnboundedReceiver<()> {
                 .name("lb-watch".into())
                 .spawn(move || {
                     let _guard = guard;
-                    while events.recv().is_ok() {
-                        if tx.send(()).is_err() {
+                    while let Ok(change) = events.recv() {
+                        if tx.send(change).is_err() {
                             break;
                         }
                     }

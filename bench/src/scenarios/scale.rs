@@ -6,6 +6,13 @@
 //! SIGHUP to the next `lb_snapshot_generation`, and VmRSS. lb only: HAProxy
 //! and nginx do not read Kubernetes objects, so there is nothing to compare.
 //!
+//! A second table measures event-to-traffic latency: for each count up to
+//! [`LATENCY_MAX_OBJECTS`], lb serves that many Services (each with an
+//! EndpointSlice), then that many Ingress hosts; one small file is changed
+//! [`CHANGES`] times (lb's `lb_event_to_traffic_seconds` p50/p99/max), then
+//! rewritten [`BURST`] times as fast as possible (events seen and compiles
+//! run), and VmRSS is read.
+//!
 //! The object generator is public so the `compile` criterion benchmark of
 //! lb-control compiles exactly the same mix.
 
@@ -19,6 +26,13 @@ use std::time::{Duration, Instant};
 use super::Options;
 use crate::harness::{Proc, log_tail, median, scratch};
 use crate::proxies::{sibling, write};
+
+/// Largest `--objects` count that also gets the event-to-traffic rows.
+pub const LATENCY_MAX_OBJECTS: usize = 10_000;
+/// Single-object changes per event-to-traffic workload.
+pub const CHANGES: usize = 20;
+/// Rewrites of one file in the burst of each event-to-traffic workload.
+pub const BURST: usize = 10_000;
 
 /// Object counts run when `--objects` is not given.
 pub const DEFAULT_OBJECTS: [usize; 3] = [1_000, 10_000, 100_000];
@@ -283,8 +297,277 @@ pub fn run(o: &Options) -> Result<String, String> {
             m(|s| s.rss_reload),
         );
     }
+    let latency: Vec<usize> = o
+        .objects
+        .iter()
+        .copied()
+        .filter(|&n| n <= LATENCY_MAX_OBJECTS)
+        .collect();
+    if !latency.is_empty() {
+        out.push_str(&latency_table(&latency)?);
+    }
     Ok(out)
 }
+
+/// What an event-to-traffic workload serves.
+#[derive(Debug, Clone, Copy)]
+enum Workload {
+    /// This many Services, each with an EndpointSlice.
+    Services(usize),
+    /// Ingresses with this many hosts in all ([`RULES`] per Ingress), with
+    /// their Services and EndpointSlices.
+    IngressHosts(usize),
+}
+
+impl Workload {
+    fn name(self) -> String {
+        match self {
+            Workload::Services(n) => format!("{n} Services + {n} EndpointSlices"),
+            Workload::IngressHosts(n) => format!(
+                "{n} Ingress hosts ({} Ingresses + Services + EndpointSlices)",
+                n.div_ceil(RULES)
+            ),
+        }
+    }
+
+    /// `(file name, text)` of the workload's manifests.
+    fn files(self) -> Vec<(&'static str, String)> {
+        let (apps, ingresses) = match self {
+            Workload::Services(n) => (n, false),
+            Workload::IngressHosts(n) => (n.div_ceil(RULES), true),
+        };
+        let mut files = vec![
+            ("services.yaml", String::new()),
+            ("endpointslices.yaml", String::new()),
+        ];
+        if ingresses {
+            files.push(("ingresses.yaml", String::new()));
+        }
+        for app in 0..apps {
+            files[0].1.push_str("---\n");
+            files[0].1.push_str(&service(app));
+            files[1].1.push_str("---\n");
+            files[1].1.push_str(&endpoint_slice(app));
+            if ingresses {
+                files[2].1.push_str("---\n");
+                files[2].1.push_str(&ingress(app));
+            }
+        }
+        files.push((PROBE, probe(0)));
+        files
+    }
+
+    fn objects(self) -> usize {
+        match self {
+            Workload::Services(n) => 2 * n,
+            Workload::IngressHosts(n) => 3 * n.div_ceil(RULES),
+        }
+    }
+}
+
+/// The file each change rewrites.
+const PROBE: &str = "probe.yaml";
+
+/// The probe Service and EndpointSlice, version `v` (its endpoint moves).
+fn probe(v: usize) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: probe, namespace: bench}}\nspec:\n  ports:\n  - {{port: 80, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: probe-1\n  namespace: bench\n  labels: {{kubernetes.io/service-name: probe}}\naddressType: IPv4\nports:\n- {{port: 8080, protocol: TCP}}\nendpoints:\n- addresses: [\"10.254.{}.{}\"]\n",
+        (v >> 8) & 0xff,
+        1 + v % 250
+    )
+}
+
+/// What one event-to-traffic workload measured (times in ms).
+#[derive(Debug, Default, Clone)]
+struct Latency {
+    startup: f64,
+    compile: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    samples: f64,
+    observed: f64,
+    burst_write: f64,
+    burst_events: f64,
+    burst_compiles: f64,
+    rss: f64,
+}
+
+/// The whole `/metrics` text.
+fn metrics_text(admin: SocketAddr) -> Result<String, String> {
+    Ok(admin_get(admin, "/metrics")
+        .ok_or("lb: /metrics unreachable")?
+        .1)
+}
+
+/// A series (labels included) of `text`, or an error naming it.
+fn series(text: &str, name: &str) -> Result<f64, String> {
+    metric(text, name).ok_or(format!("lb: {name} missing from /metrics"))
+}
+
+/// Starts lb on `dir`'s config, waits for `/readyz` 200; returns the
+/// process and the time that took.
+fn start_lb(dir: &Path, cfg: &Path, admin: SocketAddr) -> Result<(Proc, Duration), String> {
+    let log = dir.join("lb.log");
+    let args = vec!["serve".into(), "--config".into(), cfg.display().to_string()];
+    let start = Instant::now();
+    let mut lb = Proc::start_logged("lb", "0", &sibling("lb")?, &args, &log)
+        .map_err(|e| format!("lb: {e}"))?;
+    while admin_get(admin, "/readyz").map(|r| r.0) != Some(200) {
+        if start.elapsed() > LIMIT || lb.child.try_wait().ok().flatten().is_some() {
+            return Err(format!(
+                "lb did not become ready; log:\n{}",
+                log_tail(&log, 20)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok((lb, start.elapsed()))
+}
+
+/// Waits until `lb_snapshot_generation` exceeds `than`; returns it.
+fn wait_generation(admin: SocketAddr, than: f64) -> Result<f64, String> {
+    let start = Instant::now();
+    loop {
+        let g = series(&metrics_text(admin)?, "lb_snapshot_generation")?;
+        if g > than {
+            return Ok(g);
+        }
+        if start.elapsed() > LIMIT {
+            return Err("lb did not publish after a file change".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Replaces `path` atomically (write aside, rename over), as config
+/// management does.
+fn replace(path: &Path, text: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    write(&tmp, text)?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Starts lb on `w`, changes the probe file [`CHANGES`] times, then
+/// rewrites it [`BURST`] times, and stops lb.
+fn measure_latency(w: Workload) -> Result<Latency, String> {
+    let dir = scratch(&format!("latency-{}", w.objects()));
+    let result = (|| {
+        let (cfg, admin) = write_config(&dir, &w.files())?;
+        let (lb, startup) = start_lb(&dir, &cfg, admin)?;
+        let probe_path = dir.join("manifests").join(PROBE);
+        let mut generation = series(&metrics_text(admin)?, "lb_snapshot_generation")?;
+        let mut observed = Vec::new();
+        for v in 1..=CHANGES {
+            // Let the previous change's burst close first.
+            std::thread::sleep(Duration::from_millis(50));
+            let written = Instant::now();
+            replace(&probe_path, &probe(v))?;
+            generation = wait_generation(admin, generation)?;
+            observed.push(written.elapsed().as_secs_f64() * 1e3);
+        }
+        let m = metrics_text(admin)?;
+        let q = |q: &str| {
+            series(
+                &m,
+                &format!("lb_event_to_traffic_seconds{{quantile=\"{q}\"}}"),
+            )
+        };
+        let mut l = Latency {
+            startup: startup.as_secs_f64() * 1e3,
+            compile: series(&m, "lb_config_compile_seconds")? * 1e3,
+            p50: q("0.5")? * 1e3,
+            p99: q("0.99")? * 1e3,
+            max: series(&m, "lb_event_to_traffic_seconds_max")? * 1e3,
+            samples: series(&m, "lb_event_to_traffic_seconds_count")?,
+            observed: median(observed),
+            ..Latency::default()
+        };
+
+        let (events, compiles) = (
+            series(&m, "lb_config_events_total")?,
+            series(&m, "lb_config_compiles_total")?,
+        );
+        let burst = Instant::now();
+        for v in 0..BURST {
+            write(&probe_path, &probe(CHANGES + 1 + v))?;
+        }
+        l.burst_write = burst.elapsed().as_secs_f64() * 1e3;
+        wait_generation(admin, generation)?;
+        // Settled: no compile for 1 s and three compile times.
+        let settle = Duration::from_secs(1).max(Duration::from_secs_f64(3.0 * l.compile / 1e3));
+        let mut last = (compiles, Instant::now());
+        let m = loop {
+            let m = metrics_text(admin)?;
+            let now = series(&m, "lb_config_compiles_total")?;
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() >= settle {
+                break m;
+            }
+            if burst.elapsed() > LIMIT {
+                return Err("lb kept compiling after the burst".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        l.burst_events = series(&m, "lb_config_events_total")? - events;
+        l.burst_compiles = series(&m, "lb_config_compiles_total")? - compiles;
+        l.rss = vm_rss_mib(lb.pid());
+        Ok(l)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The event-to-traffic table for `counts` (each gives a Services row and
+/// an Ingress hosts row).
+fn latency_table(counts: &[usize]) -> Result<String, String> {
+    let mut out = format!(
+        "\nEvent-to-traffic: lb (`workers = 1`, core 0) serves each workload plus one probe \
+         Service + EndpointSlice in its own file; the probe file is replaced (write aside, \
+         rename) {CHANGES} times, 50 ms apart, each time waiting for the new generation. \
+         p50/p99/max are lb's own `lb_event_to_traffic_seconds` (first file event to snapshot \
+         swap, so they include the {} ms debounce quiet period and a full reload); *observed* \
+         is the median from the rename to `/metrics` showing the new generation. Then the \
+         probe file is rewritten {BURST} times in a row: the events lb saw and the compiles \
+         they cost. VmRSS is read at the end.\n\n\
+         | workload | objects | start to /readyz ms | compile ms | event-to-traffic p50 ms | p99 ms | max ms | observed ms | burst: write ms | events | compiles | VmRSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        DEBOUNCE_MS
+    );
+    for &n in counts {
+        for w in [Workload::Services(n), Workload::IngressHosts(n)] {
+            let l = measure_latency(w)?;
+            if l.samples < CHANGES as f64 {
+                return Err(format!(
+                    "lb recorded {} event-to-traffic samples for {CHANGES} changes",
+                    l.samples
+                ));
+            }
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
+                w.name(),
+                w.objects() + 2,
+                l.startup,
+                l.compile,
+                l.p50,
+                l.p99,
+                l.max,
+                l.observed,
+                l.burst_write,
+                l.burst_events,
+                l.burst_compiles,
+                l.rss,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// lb's debounce quiet period (`lb_control::source::files::DEBOUNCE`), for
+/// the report's text.
+const DEBOUNCE_MS: u64 = 100;
 
 #[cfg(test)]
 mod tests {
@@ -317,5 +600,28 @@ mod tests {
         let ingress = &docs[2];
         assert_eq!(ingress.matches("- host:").count(), RULES);
         assert_eq!(ingress.matches("pathType:").count(), PATHS);
+    }
+
+    #[test]
+    fn latency_workloads_have_the_named_sizes() {
+        let count = |files: &[(&str, String)], kind: &str| -> usize {
+            files
+                .iter()
+                .map(|(_, t)| t.matches(&format!("kind: {kind}\n")).count())
+                .sum()
+        };
+        let files = Workload::Services(5).files();
+        assert_eq!(count(&files, "Service"), 5 + 1, "plus the probe");
+        assert_eq!(count(&files, "EndpointSlice"), 5 + 1);
+        assert_eq!(count(&files, "Ingress"), 0);
+        let files = Workload::IngressHosts(10).files();
+        assert_eq!(count(&files, "Ingress"), 4);
+        let hosts: usize = files
+            .iter()
+            .map(|(_, t)| t.matches("- host:").count())
+            .sum();
+        assert_eq!(hosts, 12);
+        assert_eq!(Workload::IngressHosts(10).objects(), 12);
+        assert_ne!(probe(1), probe(2));
     }
 }

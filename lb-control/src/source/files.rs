@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -282,8 +282,35 @@ impl std::fmt::Debug for WatchGuard {
     }
 }
 
-/// How long the watcher waits for a burst of changes to settle.
+/// How long the watcher waits for a burst of changes to settle: a burst
+/// ends after this much quiet (no relevant event)...
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// ...or at the latest this long after its first event, so that a steady
+/// stream of changes still reloads at least this often instead of never.
+/// With a compile in progress, bursts that end meanwhile wait and are merged
+/// into one reload (see [`Change::merge`]).
+pub const MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// One coalesced burst of file changes, as signalled by [`watch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// When the burst's first change event arrived from the kernel: the
+    /// start of its event-to-traffic interval.
+    pub first: Instant,
+    /// How many relevant change events the burst held.
+    pub events: u64,
+}
+
+impl Change {
+    /// Folds a later burst into this one: the earliest first event, the
+    /// events summed. Used to reload once for bursts that queued up while a
+    /// compile ran.
+    pub fn merge(&mut self, later: Change) {
+        self.first = self.first.min(later.first);
+        self.events = self.events.saturating_add(later.events);
+    }
+}
 
 /// What a watch registration is interested in.
 #[derive(Debug, Clone)]
@@ -311,16 +338,19 @@ fn relevant(kind: &EventKind) -> bool {
     }
 }
 
-/// Watches `paths` and signals once per burst of changes (after [`DEBOUNCE`]
-/// of quiet). Directories are watched recursively; a listed file is watched
+/// Watches `paths` and signals one [`Change`] per burst of changes: after
+/// [`DEBOUNCE`] of quiet, and never later than [`MAX_DELAY`] after the
+/// burst's first event. Directories are watched recursively; a listed file is watched
 /// through its parent directory, so editors that replace files by rename are
 /// seen. The caller reloads with [`FileSource::load`] on each signal.
-pub fn watch(paths: &[PathBuf]) -> Result<(WatchGuard, mpsc::Receiver<()>), Error> {
-    let (raw_tx, raw_rx) = mpsc::channel::<notify::Event>();
+pub fn watch(paths: &[PathBuf]) -> Result<(WatchGuard, mpsc::Receiver<Change>), Error> {
+    let (raw_tx, raw_rx) = mpsc::channel::<(Instant, notify::Event)>();
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(ev) => {
-                let _ = raw_tx.send(ev);
+                // Stamped on arrival, so a busy debounce thread does not
+                // shorten the measured event-to-traffic time.
+                let _ = raw_tx.send((Instant::now(), ev));
             }
             Err(e) => tracing::warn!("file watcher: {e}"),
         })
@@ -366,7 +396,11 @@ pub fn watch(paths: &[PathBuf]) -> Result<(WatchGuard, mpsc::Receiver<()>), Erro
     Ok((WatchGuard { _watcher: watcher }, rx))
 }
 
-fn debounce(raw: mpsc::Receiver<notify::Event>, tx: mpsc::Sender<()>, interests: Vec<Interest>) {
+fn debounce(
+    raw: mpsc::Receiver<(Instant, notify::Event)>,
+    tx: mpsc::Sender<Change>,
+    interests: Vec<Interest>,
+) {
     let wanted = |ev: &notify::Event| {
         relevant(&ev.kind)
             && ev
@@ -374,20 +408,44 @@ fn debounce(raw: mpsc::Receiver<notify::Event>, tx: mpsc::Sender<()>, interests:
                 .iter()
                 .any(|p| interests.iter().any(|i| i.matches(p)))
     };
+    coalesce(&raw, wanted, &tx, DEBOUNCE, MAX_DELAY);
+}
+
+/// Turns timestamped events into bursts: a burst starts at a wanted event
+/// and ends after `quiet` without another wanted event, or `max_delay`
+/// after its first event, whichever comes first. Unwanted events are
+/// ignored. Returns when either channel closes.
+fn coalesce<T>(
+    raw: &mpsc::Receiver<(Instant, T)>,
+    wanted: impl Fn(&T) -> bool,
+    tx: &mpsc::Sender<Change>,
+    quiet: Duration,
+    max_delay: Duration,
+) {
     // Blocks until the watcher is dropped (the sender goes away).
-    while let Ok(ev) = raw.recv() {
+    while let Ok((first, ev)) = raw.recv() {
         if !wanted(&ev) {
             continue;
         }
-        // Swallow the rest of the burst.
+        let mut change = Change { first, events: 1 };
+        let deadline = first + max_delay;
+        let mut quiet_until = Instant::now() + quiet;
         loop {
-            match raw.recv_timeout(DEBOUNCE) {
-                Ok(_) => continue,
+            let until = quiet_until.min(deadline);
+            let Some(wait) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match raw.recv_timeout(wait) {
+                Ok((_, ev)) if wanted(&ev) => {
+                    change.events += 1;
+                    quiet_until = Instant::now() + quiet;
+                }
+                Ok(_) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => break,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
-        if tx.send(()).is_err() {
+        if tx.send(change).is_err() {
             return;
         }
     }
@@ -526,5 +584,104 @@ mod tests {
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
         drop(guard);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Runs [`coalesce`] on a thread over integer events (odd ones unwanted).
+    fn coalescer(
+        quiet: Duration,
+        max_delay: Duration,
+    ) -> (mpsc::Sender<(Instant, u32)>, mpsc::Receiver<Change>) {
+        let (raw_tx, raw_rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            coalesce(
+                &raw_rx,
+                |n: &u32| n.is_multiple_of(2),
+                &tx,
+                quiet,
+                max_delay,
+            )
+        });
+        (raw_tx, rx)
+    }
+
+    #[test]
+    fn steady_stream_still_reloads_within_max_delay() {
+        let (raw, rx) = coalescer(DEBOUNCE, MAX_DELAY);
+        // One event every 20 ms (never DEBOUNCE of quiet) for 1.6 s.
+        let sender = std::thread::spawn(move || {
+            for _ in 0..80 {
+                let _ = raw.send((Instant::now(), 0));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let start = Instant::now();
+        let first = rx.recv_timeout(Duration::from_secs(5)).expect("a reload");
+        let waited = first.first.elapsed();
+        // Bounded: no waiting for a quiet gap that never comes.
+        assert!(
+            waited < MAX_DELAY + Duration::from_millis(250),
+            "first reload {waited:?} after the first event"
+        );
+        assert!(first.first >= start - Duration::from_millis(50));
+        assert!(first.events > 10, "{first:?}");
+        let mut later = 0;
+        while rx
+            .recv_timeout(MAX_DELAY + Duration::from_millis(300))
+            .is_ok()
+        {
+            later += 1;
+        }
+        sender.join().unwrap();
+        // 1.6 s of events in bursts of at most MAX_DELAY: 3 more signals,
+        // give or take scheduling; not one per event.
+        assert!((2..=10).contains(&later), "{later} more signals");
+    }
+
+    #[test]
+    fn burst_of_ten_thousand_events_gives_one_change() {
+        let (raw, rx) = coalescer(DEBOUNCE, MAX_DELAY);
+        let at = Instant::now();
+        for i in 0..20_000u32 {
+            raw.send((at, i)).unwrap();
+        }
+        let change = rx.recv_timeout(Duration::from_secs(5)).expect("a reload");
+        assert_eq!(
+            change,
+            Change {
+                first: at,
+                events: 10_000
+            }
+        );
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        // Unwanted events alone signal nothing.
+        raw.send((Instant::now(), 1)).unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        // Closing the event stream ends the coalescer.
+        drop(raw);
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(2)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        ));
+    }
+
+    #[test]
+    fn changes_merge_to_the_earliest_first_event() {
+        let t = Instant::now();
+        let mut a = Change {
+            first: t + Duration::from_millis(5),
+            events: 2,
+        };
+        a.merge(Change {
+            first: t,
+            events: 3,
+        });
+        assert_eq!(
+            a,
+            Change {
+                first: t,
+                events: 5
+            }
+        );
     }
 }

@@ -341,3 +341,46 @@ pub fn test_io() -> &'static str {
         _ => "auto",
     }
 }
+
+impl Lb {
+    /// Like [`Lb::spawn_unready`], with `env` added to the lb process's
+    /// environment (e.g. systemd's `NOTIFY_SOCKET`). Same configuration.
+    pub fn spawn_unready_env(
+        tag: &str,
+        manifests: &[(&str, &str)],
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Lb {
+        let dir = scratch_dir(tag);
+        for (name, body) in manifests {
+            std::fs::write(dir.join("manifests").join(name), body).expect("write manifest");
+        }
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "[runtime]\nworkers = 2\nshutdown_grace = \"10s\"\nio = \"{io}\"\npin = false\n[admin]\nlisten = \"{admin}\"\n[ingress]\nclass = \"lb\"\nhttp = [\"{http}\"]\nhttps = [\"{https}\"]\n[sources]\nfiles = [\"{}\"]\n{extra}",
+            dir.join("manifests").display(),
+            io = test_io(),
+        );
+        std::fs::write(dir.join("lb.toml"), config).expect("write lb.toml");
+        let log = dir.join("lb.log");
+        let child = Command::new(lb_bin())
+            .args(["serve", "--config"])
+            .arg(dir.join("lb.toml"))
+            .env("LB_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create log"))
+            .spawn()
+            .expect("spawn lb");
+        Lb {
+            log,
+            dir,
+            http,
+            https,
+            admin,
+            child: Some(child),
+        }
+    }
+}
