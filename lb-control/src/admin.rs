@@ -92,6 +92,8 @@ pub struct AdminState {
     /// I/O mode of each worker, for `/metrics` and `/config`.
     pub io_mode: &'static str,
     view: Mutex<ControlView>,
+    /// The Kubernetes API server source's status, when that source is configured.
+    pub kubernetes: std::sync::OnceLock<Arc<crate::source::kube::KubeStatus>>,
 }
 
 impl AdminState {
@@ -110,6 +112,7 @@ impl AdminState {
             counters,
             io_mode: "epoll",
             view: Mutex::new(ControlView::default()),
+            kubernetes: std::sync::OnceLock::new(),
         }
     }
 
@@ -290,6 +293,9 @@ impl AdminState {
                 "lb_worker_info{{worker=\"{i}\",io=\"{}\"}} 1",
                 self.io_mode
             );
+        }
+        if let Some(k) = self.kubernetes.get() {
+            k.write_metrics(&mut out);
         }
         let _ = writeln!(
             out,

@@ -2,6 +2,7 @@
 //! compile, and merge every diagnostic. `lb serve` reloads through
 //! [`load_and_compile`], so check and serve agree by construction.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
@@ -9,13 +10,26 @@ use crate::compile::{Compiled, Summary, compile};
 use crate::config::Config;
 use crate::diag::{self, Diagnostic};
 use crate::source::files::FileSource;
+use crate::source::{Loaded, RawObject};
 use crate::store::Store;
 
 /// Loads every source, builds the store and compiles it. The result's
 /// diagnostics hold everything: load, model and compile findings, in that order.
 /// An object that became invalid keeps the version of the previous load.
 pub fn load_and_compile(cfg: &Config, source: &mut FileSource) -> Compiled {
-    let loaded = source.load();
+    load_and_compile_with(cfg, source, Vec::new())
+}
+
+/// [`load_and_compile`] with the objects of the Kubernetes API server
+/// source added. An object (kind, namespace, name) that both the files and
+/// the API server hold is a warning; the API server's object wins.
+pub fn load_and_compile_with(
+    cfg: &Config,
+    source: &mut FileSource,
+    api_objects: Vec<RawObject>,
+) -> Compiled {
+    let mut loaded = source.load();
+    combine(&mut loaded, api_objects);
     let (store, store_diags) = Store::build_keeping(&loaded.objects, source.last_store());
     let mut compiled = compile(&store, cfg);
     source.remember(store);
@@ -24,6 +38,38 @@ pub fn load_and_compile(cfg: &Config, source: &mut FileSource) -> Compiled {
     all.append(&mut compiled.diagnostics);
     compiled.diagnostics = all;
     compiled
+}
+
+/// Kinds without a namespace: for them a missing namespace is no namespace,
+/// for every other kind it is `default`.
+const CLUSTER_SCOPED: &[&str] = &["Namespace", "IngressClass", "GatewayClass"];
+
+/// Adds the API server's objects to the files' ones; a file object that the
+/// API server also holds is dropped with a warning.
+fn combine(loaded: &mut Loaded, api_objects: Vec<RawObject>) {
+    if api_objects.is_empty() {
+        return;
+    }
+    let key = |o: &RawObject| {
+        let ns = if CLUSTER_SCOPED.contains(&o.kind.as_str()) {
+            None
+        } else {
+            Some(o.namespace.clone().unwrap_or_else(|| "default".into()))
+        };
+        (o.kind.clone(), ns, o.name.clone())
+    };
+    let from_api: HashSet<_> = api_objects.iter().map(key).collect();
+    let diagnostics = &mut loaded.diagnostics;
+    loaded.objects.retain(|o| {
+        if !from_api.contains(&key(o)) {
+            return true;
+        }
+        diagnostics.push(o.diagnostic(Diagnostic::warning(
+            "the Kubernetes API server also has this object; using the API server's and ignoring this one",
+        )));
+        false
+    });
+    loaded.objects.extend(api_objects);
 }
 
 /// The outcome of `lb check`.
@@ -201,6 +247,40 @@ mod tests {
         assert_eq!(report.exit_code(), 2);
         assert!(report.to_string().contains("klass"), "{report}");
         assert_eq!(check(&dir.join("missing.toml")).exit_code(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn api_object_wins_over_the_same_file_object() {
+        let dir = scratch("combine");
+        std::fs::write(dir.join("manifests/good.yaml"), GOOD).unwrap();
+        let cfg = Config::load(&write_config(&dir)).unwrap();
+        let mut source = FileSource::new(cfg.sources.files.clone());
+        let mut api = crate::model::raw_from_yaml(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: default}\nspec: {ports: [{port: 80}]}\n",
+        );
+        api.origin = crate::source::Origin::kubernetes();
+        let compiled = load_and_compile_with(&cfg, &mut source, vec![api]);
+        let warnings: Vec<String> = compiled
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("warning: "), "{warnings:?}");
+        assert!(
+            warnings[0].contains("good.yaml doc 0: Service s: "),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("API server's"), "{warnings:?}");
+        // The Ingress from the file still routes to the API server's Service.
+        assert!(
+            compiled
+                .snapshot
+                .routes
+                .lookup("a.example.com", "/")
+                .is_some()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -355,12 +355,48 @@ impl Default for LoadBalancer {
 pub struct Sources {
     /// Manifest files or directories; relative paths are relative to the current directory.
     pub files: Vec<PathBuf>,
+    /// The Kubernetes API server to list and watch objects from; none by default.
+    pub kubernetes: Option<KubernetesSource>,
 }
 
 impl Default for Sources {
     fn default() -> Self {
         Self {
             files: vec![PathBuf::from("config/manifests")],
+            kubernetes: None,
+        }
+    }
+}
+
+/// `[sources] kubernetes = { kubeconfig = "PATH", context = "NAME" }` or
+/// `{ in_cluster = true }`: how to reach the API server.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesSource {
+    /// A kubeconfig file (for an edge host outside the cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use; its current context when unset.
+    pub context: Option<String>,
+    /// Use the pod's service account (`KUBERNETES_SERVICE_HOST`, the mounted token and CA).
+    pub in_cluster: bool,
+}
+
+impl KubernetesSource {
+    fn validate(&self) -> Result<(), String> {
+        match (&self.kubeconfig, self.in_cluster) {
+            (Some(_), true) => {
+                Err("sources.kubernetes: set either kubeconfig or in_cluster, not both".into())
+            }
+            (None, false) => {
+                Err("sources.kubernetes: set kubeconfig = \"PATH\" or in_cluster = true".into())
+            }
+            (None, true) if self.context.is_some() => {
+                Err("sources.kubernetes: context needs kubeconfig".into())
+            }
+            _ if self.context.as_deref() == Some("") => {
+                Err("sources.kubernetes.context: must not be empty".into())
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -411,6 +447,9 @@ impl Config {
         }
         if self.loadbalancer.udp_flows == 0 {
             return Err("loadbalancer.udp_flows: must be at least 1".into());
+        }
+        if let Some(k) = &self.sources.kubernetes {
+            k.validate()?;
         }
         if self.node.name.is_empty() {
             return Err("node.name: must not be empty".into());
@@ -649,6 +688,41 @@ files = ["config/manifests"]
         assert_eq!(cfg.sources.files, vec![PathBuf::from("config/manifests")]);
         let json = serde_json::to_value(&cfg).unwrap();
         assert_eq!(json["http"]["idle_timeout"], "1m");
+    }
+
+    #[test]
+    fn kubernetes_source_parses_and_is_checked() {
+        assert_eq!(parse("").unwrap().sources.kubernetes, None);
+        let cfg = parse(
+            "[sources]\nkubernetes = { kubeconfig = \"/etc/lb/kubeconfig\", context = \"edge\" }\n",
+        )
+        .unwrap();
+        let k = cfg.sources.kubernetes.unwrap();
+        assert_eq!(k.kubeconfig, Some(PathBuf::from("/etc/lb/kubeconfig")));
+        assert_eq!(k.context.as_deref(), Some("edge"));
+        assert!(!k.in_cluster);
+        let cfg = parse("[sources]\nkubernetes = { in_cluster = true }\n").unwrap();
+        assert!(cfg.sources.kubernetes.unwrap().in_cluster);
+        for (bad, needle) in [
+            ("kubernetes = {}", "in_cluster = true"),
+            (
+                "kubernetes = { kubeconfig = \"k\", in_cluster = true }",
+                "not both",
+            ),
+            (
+                "kubernetes = { in_cluster = true, context = \"x\" }",
+                "context needs kubeconfig",
+            ),
+            (
+                "kubernetes = { kubeconfig = \"k\", contxt = \"x\" }",
+                "contxt",
+            ),
+        ] {
+            let e = parse(&format!("[sources]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
     }
 
     #[test]

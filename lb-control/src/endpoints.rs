@@ -337,7 +337,7 @@ where
     T: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
 {
     let meta = t.value.metadata();
-    d.at(t.origin.file.clone(), Some(t.origin.document)).object(
+    t.origin.locate(d).object(
         T::KIND,
         meta.namespace.as_deref(),
         meta.name.clone().unwrap_or_default(),

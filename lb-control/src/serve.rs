@@ -20,13 +20,14 @@ use lb_http::{HttpProxy, HttpSnapshot, ProxySettings};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, AdminState, ReloadResult};
-use crate::check::load_and_compile;
+use crate::check::load_and_compile_with;
 use crate::config::Config;
 use crate::health::HealthChecker;
 use crate::listeners::{GATEWAY_TAG, L4_TAG, L4Listeners};
 use crate::publish::publish;
 use crate::sd_notify::Notifier;
 use crate::source::files::{Change, FileSource, watch};
+use crate::source::kube::KubeSource;
 
 /// Runs `lb serve` to completion and returns the process exit code.
 pub fn run(config_path: &Path) -> ExitCode {
@@ -112,9 +113,22 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&state)));
 
     let mut source = FileSource::new(cfg.sources.files.clone());
+    // With [sources] kubernetes: the first snapshot waits for the initial list.
+    let Some((kube, mut kube_changes)) = crate::source::kube::start_and_sync(&cfg, &state).await
+    else {
+        admin_task.abort();
+        return ExitCode::SUCCESS;
+    };
     let (mut l4, commands) = L4Listeners::new(workers);
     let mut health = HealthChecker::default();
-    apply(&state, &cfg, &mut source, &mut l4, &mut health);
+    apply(
+        &state,
+        &cfg,
+        &mut source,
+        kube.as_ref(),
+        &mut l4,
+        &mut health,
+    );
 
     // Plain HTTP listeners first, then HTTPS: a listener's index tells which.
     let addrs: Vec<SocketAddr> = cfg
@@ -217,13 +231,22 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                     }
                 }
                 state.note_change(hup_at, 1);
-                apply(&state, &cfg, &mut source, &mut l4, &mut health);
+                apply(&state, &cfg, &mut source, kube.as_ref(), &mut l4, &mut health);
                 notify.ready(&serving_status(&state, workers));
             }
             _ = sleep_until_due(health.next_due()) => {
                 if health.probe_due().await {
                     health.republish(&state);
                 }
+            }
+            Some(mut change) = kube_changes.recv() => {
+                while let Ok(more) = kube_changes.try_recv() {
+                    change.merge(more);
+                }
+                state.note_change(change.first, change.events);
+                tracing::debug!(events = change.events, "kubernetes objects changed: reloading");
+                apply(&state, &cfg, &mut source, kube.as_ref(), &mut l4, &mut health);
+                notify.status(&serving_status(&state, workers));
             }
             Some(mut change) = changes.recv() => {
                 // Bursts that ended while the last compile ran: one reload.
@@ -232,7 +255,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                 }
                 state.note_change(change.first, change.events);
                 tracing::info!(events = change.events, "manifest files changed: reloading");
-                apply(&state, &cfg, &mut source, &mut l4, &mut health);
+                apply(&state, &cfg, &mut source, kube.as_ref(), &mut l4, &mut health);
                 notify.status(&serving_status(&state, workers));
             }
         }
@@ -265,11 +288,13 @@ fn apply(
     state: &AdminState,
     cfg: &Config,
     source: &mut FileSource,
+    kube: Option<&KubeSource>,
     l4: &mut L4Listeners,
     health: &mut HealthChecker,
 ) {
     let start = std::time::Instant::now();
-    let mut compiled = load_and_compile(cfg, source);
+    let api_objects = kube.map(KubeSource::objects).unwrap_or_default();
+    let mut compiled = load_and_compile_with(cfg, source, api_objects);
     health.filter(&mut compiled.snapshot);
     state.set_compile_time(start.elapsed());
     let wanted = L4Listeners::wanted(&compiled.snapshot.l4, &compiled.snapshot.gateway);
@@ -349,6 +374,9 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     }
     if old.upstream != new.upstream {
         changed.push("upstream");
+    }
+    if old.sources.kubernetes != new.sources.kubernetes {
+        changed.push("sources.kubernetes");
     }
     if !changed.is_empty() {
         tracing::warn!(

@@ -254,7 +254,7 @@ impl Object {
     pub fn diagnostic(&self, d: Diagnostic) -> Diagnostic {
         let meta = self.meta();
         let origin = self.origin();
-        d.at(origin.file.clone(), Some(origin.document)).object(
+        origin.locate(d).object(
             self.kind(),
             meta.namespace.as_deref(),
             meta.name.clone().unwrap_or_default(),
@@ -397,7 +397,8 @@ fn to_diagnostic(raw: &RawObject, info: &KindInfo, issue: Issue) -> Diagnostic {
         Severity::Error => Diagnostic::error(issue.message),
         Severity::Warning => Diagnostic::warning(issue.message),
     };
-    d.at(raw.origin.file.clone(), Some(raw.origin.document))
+    raw.origin
+        .locate(d)
         .object(raw.kind.clone(), namespace, raw.name.clone())
         .field(issue.field)
 }

@@ -81,3 +81,77 @@ spec:
         assert!(text.contains(part), "diagnostic lacks {part:?}: {text}");
     }
 }
+
+#[test]
+fn cluster_manifests_are_valid_and_grant_what_lb_uses() {
+    let dir = repo_root().join("config/kubernetes");
+    // The classes check clean with lb's own validation.
+    let scratch = scratch_dir("cluster-manifests");
+    let config = scratch.join("lb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources]\nfiles = [\"{}\"]\n",
+            dir.join("classes.yaml").display()
+        ),
+    )
+    .unwrap();
+    let (code, text) = lb_check(&config);
+    assert_eq!(code, 0, "{text}");
+    // RBAC: every document parses, and the ClusterRole covers each kind lb
+    // reads with get/list/watch and each status it writes.
+    let rbac = std::fs::read_to_string(dir.join("rbac.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&rbac)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML document"))
+        .collect();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for k in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
+    }
+    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    let grants = |resource: &str, verb: &str| {
+        role["rules"].as_array().unwrap().iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == resource)
+                && r["verbs"].as_array().unwrap().iter().any(|x| x == verb)
+        })
+    };
+    for resource in [
+        "services",
+        "secrets",
+        "namespaces",
+        "endpointslices",
+        "ingresses",
+        "ingressclasses",
+        "gatewayclasses",
+        "gateways",
+        "httproutes",
+        "grpcroutes",
+        "tlsroutes",
+        "tcproutes",
+        "referencegrants",
+    ] {
+        for verb in ["list", "watch"] {
+            assert!(grants(resource, verb), "{verb} {resource} not granted");
+        }
+    }
+    for status in [
+        "services/status",
+        "ingresses/status",
+        "gateways/status",
+        "httproutes/status",
+    ] {
+        assert!(grants(status, "patch"), "patch {status} not granted");
+    }
+    assert!(!grants("secrets", "update"), "lb never writes Secrets");
+}

@@ -11,6 +11,8 @@ mod explain;
 mod gateway;
 mod h2;
 mod io;
+mod kube;
+mod kube_api_selftest;
 mod l4;
 mod latency;
 mod lifecycle;

@@ -384,3 +384,4 @@ impl Lb {
         }
     }
 }
+pub mod kube_api;

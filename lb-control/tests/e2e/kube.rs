@@ -1,0 +1,257 @@
+//! The Kubernetes API server source against the stand-in API server
+//! (`support::kube_api`): initial sync before readiness, events to traffic,
+//! resume after a dropped watch, relist after 410 Gone, and serving the last
+//! snapshot while the API server is down.
+
+use std::time::{Duration, Instant};
+
+use bench::echo::EchoServer;
+
+use crate::support::kube_api::KubeApi;
+use crate::support::{Lb, admin_get, scratch_dir, service_yaml};
+
+fn ingress(name: &str, host: &str, service: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ingressClassName: lb
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}
+"
+    )
+}
+
+/// An lb whose only objects come from `api` (the manifest directory is empty).
+fn lb_on(tag: &str, api: &KubeApi) -> Lb {
+    let kubeconfig = api.kubeconfig(&scratch_dir(&format!("{tag}-kc")));
+    Lb::spawn_unready(
+        tag,
+        &[],
+        &format!(
+            "kubernetes = {{ kubeconfig = \"{}\", context = \"test\" }}\n",
+            kubeconfig.display()
+        ),
+    )
+}
+
+/// Waits until `host` is served by the echo backend named `want`.
+fn wait_backend(lb: &Lb, host: &str, want: &str, limit: Duration) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < limit {
+        if let Ok(mut c) = crate::support::Client::try_connect(lb.http) {
+            let r = c.get(host, "/");
+            if r.status == 200 && r.backend() == want {
+                return;
+            }
+            last = format!("{} {}", r.status, r.backend());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{host} not served by {want} within {limit:?} (last: {last}); log:\n{}",
+        lb.log_text()
+    );
+}
+
+fn wait_metric(lb: &Lb, name: &str, want: u64, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if lb.metric(name) == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{name} did not become {want} within {limit:?}; log:\n{}",
+        lb.log_text()
+    );
+}
+
+fn two_backends(api: &KubeApi) -> (EchoServer, EchoServer) {
+    let a = EchoServer::start("127.0.0.1:0".parse().unwrap(), "a").expect("echo");
+    let b = EchoServer::start("127.0.0.1:0".parse().unwrap(), "b").expect("echo");
+    api.apply_yaml(&service_yaml(
+        "default",
+        "svc-a",
+        80,
+        None,
+        &[a.local_addr()],
+    ));
+    api.apply_yaml(&service_yaml(
+        "default",
+        "svc-b",
+        80,
+        None,
+        &[b.local_addr()],
+    ));
+    (a, b)
+}
+
+#[test]
+fn initial_sync_then_readiness_then_traffic() {
+    let api = KubeApi::start();
+    api.set_down(true);
+    let (_a, _b) = two_backends(&api);
+    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    let mut lb = lb_on("kube-sync", &api);
+    // The API server does not answer: not ready.
+    std::thread::sleep(Duration::from_millis(800));
+    let start = Instant::now();
+    while admin_get(lb.admin, "/readyz").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "admin API not up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(admin_get(lb.admin, "/readyz").unwrap().status, 503);
+    api.set_down(false);
+    lb.wait_ready(Duration::from_secs(20));
+    let lists: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET ") && !r.contains("watch="))
+        .collect();
+    for plural in ["/services", "/endpointslices", "/ingresses", "/httproutes"] {
+        assert!(
+            lists.iter().any(|r| r.contains(plural)),
+            "no list of {plural}: {lists:?}"
+        );
+    }
+    // Ready means the API's Ingress is already served.
+    assert_eq!(lb.get("kube.test", "/").backend(), "a");
+    assert_eq!(lb.metric("lb_source_kubernetes_up"), 1);
+}
+
+#[test]
+fn an_event_changes_served_traffic() {
+    let api = KubeApi::start();
+    let (_a, _b) = two_backends(&api);
+    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    let mut lb = lb_on("kube-event", &api);
+    lb.wait_ready(Duration::from_secs(20));
+    assert_eq!(lb.get("kube.test", "/").backend(), "a");
+    api.apply_yaml(&ingress("web", "kube.test", "svc-b"));
+    wait_backend(&lb, "kube.test", "b", Duration::from_secs(10));
+    api.apply_yaml(&ingress("other", "other.test", "svc-a"));
+    wait_backend(&lb, "other.test", "a", Duration::from_secs(10));
+    api.delete("Ingress", Some("default"), "other");
+    let start = Instant::now();
+    while lb.get("other.test", "/").status == 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "deleted Ingress still served"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(lb.metric("lb_source_kubernetes_events_total") >= 3);
+    // Event-to-traffic of the API changes, for the record (`--nocapture`).
+    let m = admin_get(lb.admin, "/metrics").expect("metrics").text();
+    for line in m
+        .lines()
+        .filter(|l| l.starts_with("lb_event_to_traffic_seconds"))
+    {
+        eprintln!("kube event-to-traffic: {line}");
+    }
+}
+
+#[test]
+fn a_dropped_watch_resumes_from_the_last_resource_version() {
+    let api = KubeApi::start();
+    let (_a, _b) = two_backends(&api);
+    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    let mut lb = lb_on("kube-resume", &api);
+    lb.wait_ready(Duration::from_secs(20));
+    let rv = api.resource_version();
+    let lists_before = ingress_lists(&api);
+    api.drop_watches();
+    api.apply_yaml(&ingress("web", "kube.test", "svc-b"));
+    wait_backend(&lb, "kube.test", "b", Duration::from_secs(15));
+    // The Ingress watch came back from where it was, without a relist.
+    let resumed = api.requests().into_iter().any(|r| {
+        r.contains("/ingresses?")
+            && r.contains("watch=")
+            && resource_version_of(&r).is_some_and(|v| v >= rv && v > 0)
+    });
+    assert!(resumed, "no resumed watch: {:?}", api.requests());
+    assert_eq!(
+        ingress_lists(&api),
+        lists_before,
+        "relisted after a plain drop"
+    );
+}
+
+#[test]
+fn relist_after_410_gone() {
+    let api = KubeApi::start();
+    let (_a, _b) = two_backends(&api);
+    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    let mut lb = lb_on("kube-gone", &api);
+    lb.wait_ready(Duration::from_secs(20));
+    let lists_before = ingress_lists(&api);
+    // Advance the version past what lb saw, forget the history, drop watches.
+    api.apply_yaml(&ingress("unrelated", "unrelated.test", "svc-a"));
+    wait_backend(&lb, "unrelated.test", "a", Duration::from_secs(10));
+    api.compact();
+    api.apply_yaml(&ingress("web", "kube.test", "svc-b"));
+    api.compact();
+    api.drop_watches();
+    wait_backend(&lb, "kube.test", "b", Duration::from_secs(15));
+    api.apply_yaml(&ingress("later", "later.test", "svc-b"));
+    wait_backend(&lb, "later.test", "b", Duration::from_secs(15));
+    assert!(
+        ingress_lists(&api) > lists_before,
+        "no relist after 410: {:?}",
+        api.requests()
+    );
+}
+
+#[test]
+fn api_server_down_keeps_serving_the_last_snapshot() {
+    let api = KubeApi::start();
+    let (_a, _b) = two_backends(&api);
+    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    let mut lb = lb_on("kube-down", &api);
+    lb.wait_ready(Duration::from_secs(20));
+    wait_metric(&lb, "lb_source_kubernetes_up", 1, Duration::from_secs(5));
+    api.set_down(true);
+    wait_metric(&lb, "lb_source_kubernetes_up", 0, Duration::from_secs(10));
+    for _ in 0..20 {
+        assert_eq!(lb.get("kube.test", "/").backend(), "a");
+    }
+    assert_eq!(admin_get(lb.admin, "/readyz").unwrap().status, 200);
+    assert!(lb.wait_log("unreachable", Duration::from_secs(5)));
+    assert_eq!(
+        lb.log_text().matches("API server unreachable").count(),
+        1,
+        "one warning per outage"
+    );
+    api.set_down(false);
+    wait_metric(&lb, "lb_source_kubernetes_up", 1, Duration::from_secs(20));
+    assert!(lb.wait_log("reachable again", Duration::from_secs(5)));
+    api.apply_yaml(&ingress("web", "kube.test", "svc-b"));
+    wait_backend(&lb, "kube.test", "b", Duration::from_secs(20));
+}
+
+/// How many times the Ingresses were listed (GETs without `watch`).
+fn ingress_lists(api: &KubeApi) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.contains("/ingresses") && !r.contains("watch="))
+        .count()
+}
+
+/// The `resourceVersion` query parameter of a request line.
+fn resource_version_of(request: &str) -> Option<u64> {
+    let query = request.split_once('?')?.1;
+    query
+        .split(['&', ' '])
+        .find_map(|p| p.strip_prefix("resourceVersion="))
+        .and_then(|v| v.parse().ok())
+}
