@@ -94,6 +94,8 @@ pub struct AdminState {
     view: Mutex<ControlView>,
     /// The Kubernetes API server source's status, when that source is configured.
     pub kubernetes: std::sync::OnceLock<Arc<crate::source::kube::KubeStatus>>,
+    /// The leader election, when the Kubernetes API server source is configured.
+    pub leader: std::sync::OnceLock<crate::leader::Leader>,
 }
 
 impl AdminState {
@@ -113,6 +115,7 @@ impl AdminState {
             io_mode: "epoll",
             view: Mutex::new(ControlView::default()),
             kubernetes: std::sync::OnceLock::new(),
+            leader: std::sync::OnceLock::new(),
         }
     }
 
@@ -296,6 +299,9 @@ impl AdminState {
         }
         if let Some(k) = self.kubernetes.get() {
             k.write_metrics(&mut out);
+        }
+        if let Some(l) = self.leader.get() {
+            l.write_metrics(&mut out);
         }
         let _ = writeln!(
             out,

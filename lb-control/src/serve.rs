@@ -119,6 +119,13 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         admin_task.abort();
         return ExitCode::SUCCESS;
     };
+    // With [sources] kubernetes: elect one leader (it alone writes status).
+    if let Some(leader) = crate::leader::start(&cfg) {
+        let _ = state.leader.set(leader);
+    }
+    if let Some(leader) = state.leader.get().cloned() {
+        crate::status_writer::set_leader_check(Arc::new(move || leader.is_leader()));
+    }
     let (mut l4, commands) = L4Listeners::new(workers);
     let mut health = HealthChecker::default();
     apply(
@@ -264,6 +271,9 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     state.set_ready(false);
     notify.stopping();
     drain_ctl.drain();
+    if let Some(leader) = state.leader.get() {
+        leader.release().await;
+    }
     let grace = cfg.runtime.shutdown_grace;
     let join = tokio::task::spawn_blocking(move || {
         for h in handles {
@@ -299,7 +309,12 @@ fn apply(
     state.set_compile_time(start.elapsed());
     let wanted = L4Listeners::wanted(&compiled.snapshot.l4, &compiled.snapshot.gateway);
     l4.remove_stale(&wanted);
+    // Status write-back (off this thread): the entries go to the kube source.
+    let status = kube.map(|_| compiled.status.clone());
     publish(state, cfg, compiled);
+    if let (Some(k), Some(status)) = (kube, status) {
+        k.write_status(status);
+    }
     for (protocol, addr, error) in l4.add_missing(&wanted) {
         tracing::error!(%addr, ?protocol, "address not served: {error}");
     }

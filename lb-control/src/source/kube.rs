@@ -112,7 +112,8 @@ impl KindSpec {
         }
     }
 
-    fn resource(&self) -> ApiResource {
+    /// The kind's resource for a dynamic `Api`.
+    pub(crate) fn resource(&self) -> ApiResource {
         ApiResource {
             group: self.group.to_owned(),
             version: self.version.to_owned(),
@@ -134,6 +135,8 @@ pub struct KubeStatus {
     events: AtomicU64,
     /// Kinds whose initial list completed.
     synced_kinds: AtomicUsize,
+    /// Status write-back counters (`lb_status_writes_total`, ...).
+    pub status_writes: crate::status_writer::WriteCounters,
 }
 
 impl KubeStatus {
@@ -160,6 +163,7 @@ impl KubeStatus {
             "# HELP lb_source_kubernetes_events_total Watch events received from the Kubernetes API server after the initial sync.\n# TYPE lb_source_kubernetes_events_total counter\nlb_source_kubernetes_events_total {}",
             self.events.load(Ordering::Relaxed)
         );
+        self.status_writes.write_metrics(out);
     }
 
     fn contact_ok(&self) {
@@ -193,6 +197,8 @@ pub struct KubeSource {
     objects: Arc<Mutex<BTreeMap<&'static str, KindObjects>>>,
     /// Connection health and counters.
     pub status: Arc<KubeStatus>,
+    /// The latest published status entries, for the status writer.
+    status_out: Arc<tokio::sync::watch::Sender<crate::status_writer::StatusList>>,
 }
 
 impl KubeSource {
@@ -203,9 +209,11 @@ impl KubeSource {
         cfg: &KubernetesSource,
         changes: UnboundedSender<Change>,
     ) -> std::io::Result<KubeSource> {
+        let (status_out, status_in) = tokio::sync::watch::channel(Arc::default());
         let source = KubeSource {
             objects: Arc::default(),
             status: Arc::default(),
+            status_out: Arc::new(status_out),
         };
         // The kube client's TLS takes the process-wide provider; lb-http
         // names its provider explicitly, so installing one here is safe.
@@ -224,7 +232,7 @@ impl KubeSource {
                         return;
                     }
                 };
-                rt.block_on(shared.run(cfg, changes));
+                rt.block_on(shared.run(cfg, changes, status_in));
             })?;
         Ok(source)
     }
@@ -261,8 +269,40 @@ impl KubeSource {
         }
     }
 
-    async fn run(self, cfg: KubernetesSource, changes: UnboundedSender<Change>) {
+    /// Hands the status entries of a publish to the status writer (which
+    /// runs on this source's thread); never blocks.
+    pub fn write_status(&self, status: Vec<serde_json::Value>) {
+        self.status_out.send_replace(Arc::new(status));
+    }
+
+    /// The `.status` of an object as last seen by the watcher: `None` when
+    /// the API server does not hold the object, `Some(None)` when it has no
+    /// status.
+    pub fn status_of(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Option<serde_json::Value>> {
+        let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let obj = objects
+            .get(kind)?
+            .get(&(namespace.map(str::to_owned), name.to_owned()))?;
+        Some(obj.value.get("status").cloned())
+    }
+
+    async fn run(
+        self,
+        cfg: KubernetesSource,
+        changes: UnboundedSender<Change>,
+        status_in: tokio::sync::watch::Receiver<crate::status_writer::StatusList>,
+    ) {
         let client = self.connect(&cfg).await;
+        tokio::spawn(crate::status_writer::run(
+            client.clone(),
+            self.clone(),
+            status_in,
+        ));
         for spec in KINDS {
             tokio::spawn(
                 self.clone()
@@ -459,7 +499,7 @@ pub async fn start_and_sync(
 }
 
 /// A client from a kubeconfig (and context) or the in-cluster service account.
-async fn client(cfg: &KubernetesSource) -> Result<kube::Client, String> {
+pub(crate) async fn client(cfg: &KubernetesSource) -> Result<kube::Client, String> {
     let config = if let Some(path) = &cfg.kubeconfig {
         let kubeconfig = Kubeconfig::read_from(path)
             .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
