@@ -10,33 +10,19 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_core::counters::CounterSet;
-use lb_core::listener::bind_per_worker;
-use lb_core::runtime::{Accepted, ConnectionHandler, Drain, DrainController, WorkerPlan, start};
-use lb_core::snapshot::SnapshotCell;
 use lb_http::gateway::{
     GatewayListener, GatewayPort, GatewayRouteTable, HostnameMatch, PortProtocol, RouteRef,
     RuleAction, SniRoute, TargetId, WeightedBackend,
 };
 use lb_http::tls::CertIndex;
-use lb_http::{Backend, BackendId, HttpProxy, HttpSnapshot, ProxySettings};
+use lb_http::{Backend, BackendId, HttpSnapshot, ProxySettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
-use support::{Proxy, test_io};
-
-/// Serves every connection as a Gateway connection.
-struct GatewayHandler(Rc<HttpProxy>);
-
-impl ConnectionHandler for GatewayHandler {
-    async fn serve(self: Rc<Self>, conn: Accepted, drain: Drain) {
-        Rc::clone(&self.0).serve_gateway(conn, drain).await
-    }
-}
+use support::Proxy;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -158,37 +144,6 @@ fn snapshot(at: SocketAddr, backends: &[(&str, Vec<SocketAddr>)]) -> HttpSnapsho
     snap
 }
 
-/// lb with one worker serving Gateway connections; `snap` makes the
-/// snapshot from the listening address.
-fn start_gateway(snap: impl FnOnce(SocketAddr) -> HttpSnapshot) -> Proxy {
-    let listeners = bind_per_worker(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
-    let addr = listeners[0][0].local_addr().unwrap();
-    let (drain, rx) = DrainController::new();
-    let plan = WorkerPlan {
-        listeners,
-        drain: rx,
-        grace: Duration::from_secs(5),
-        io: test_io(),
-        pin: false,
-        commands: Vec::new(),
-    };
-    let cell = Arc::new(SnapshotCell::new(snap(addr)));
-    let counters = Arc::new(CounterSet::new(1));
-    let (c, k) = (Arc::clone(&cell), Arc::clone(&counters));
-    let handles = start(plan, move |w| {
-        let proxy = HttpProxy::new(Arc::clone(&c), Arc::clone(&k), w, ProxySettings::default());
-        GatewayHandler(Rc::new(proxy))
-    })
-    .unwrap();
-    Proxy {
-        addr,
-        drain,
-        counters,
-        cell,
-        handles,
-    }
-}
-
 /// A TLS client trusting `roots`, connected through lb with server name
 /// `name`.
 fn tls_client(
@@ -237,18 +192,21 @@ fn setup(tag: &str, dead_a: usize) -> Setup {
     let _ = std::fs::remove_dir_all(&dir);
     let a_addr = tls_echo(a.0.clone(), &a.1);
     let b_addr = tls_echo(b.0.clone(), &b.1);
-    let proxy = start_gateway(|at| {
-        snapshot(
-            at,
-            &[
-                (
-                    "a.example.com",
-                    (0..dead_a).map(|_| dead_addr()).chain([a_addr]).collect(),
-                ),
-                ("b.example.com", vec![b_addr]),
-            ],
-        )
-    });
+    let proxy = Proxy::start_gateway(
+        |at| {
+            snapshot(
+                at,
+                &[
+                    (
+                        "a.example.com",
+                        (0..dead_a).map(|_| dead_addr()).chain([a_addr]).collect(),
+                    ),
+                    ("b.example.com", vec![b_addr]),
+                ],
+            )
+        },
+        ProxySettings::default(),
+    );
     Setup {
         proxy,
         certs: vec![a.0, b.0],

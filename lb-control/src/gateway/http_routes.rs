@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::listeners::GatewayPlan;
-use super::routes::{CompiledRule, Placement, Route, compile_route, hostnames};
+use super::routes::{CompiledRule, Placement, Route, compile_matches, compile_route, hostnames};
 use super::status::Reason;
 use crate::model::Object;
 use crate::model::gateway::{HttpHeaderMatch, HttpRouteMatch, HttpRouteRule};
@@ -139,15 +139,7 @@ fn compile_rules(
         .enumerate()
         .map(|(ri, rule)| {
             let field = format!("spec.rules[{ri}]");
-            let matches = if rule.matches.is_empty() {
-                vec![RouteMatch::default()]
-            } else {
-                rule.matches
-                    .iter()
-                    .enumerate()
-                    .map(|(mi, m)| route_match(m, &format!("{field}.matches[{mi}]")))
-                    .collect::<Result<Vec<_>, Reason>>()?
-            };
+            let matches = compile_matches(&rule.matches, &field, route_match)?;
             let kind = RuleKind {
                 kind: "HTTPRoute",
                 ns,

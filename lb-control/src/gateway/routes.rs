@@ -104,6 +104,24 @@ pub(crate) fn resolve_parents<'p>(
     (!out.is_empty()).then_some(out)
 }
 
+/// A rule's `matches` compiled with `one` (each given its field path,
+/// `FIELD.matches[i]`); a rule without matches matches everything
+/// ([`RouteMatch::default`], `PathPrefix /`).
+pub(crate) fn compile_matches<M>(
+    matches: &[M],
+    field: &str,
+    one: impl Fn(&M, &str) -> Result<RouteMatch, Reason>,
+) -> Result<Vec<RouteMatch>, Reason> {
+    if matches.is_empty() {
+        return Ok(vec![RouteMatch::default()]);
+    }
+    matches
+        .iter()
+        .enumerate()
+        .map(|(mi, m)| one(m, &format!("{field}.matches[{mi}]")))
+        .collect()
+}
+
 /// Compiles one route: resolves its parents, compiles its rules with
 /// `compile` (a dry run first, so that a route no parent attaches adds no
 /// backends; for real when some parent does) and places them with

@@ -3,35 +3,11 @@
 //! in `/metrics`.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bench::echo::EchoServer;
 
-use crate::support::{Lb, admin_get, service_yaml};
-
-fn ingress_to(service: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: web}}
-spec:
-  ingressClassName: lb
-  rules:
-  - host: latency.test
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}
-"
-    )
-}
-
-/// Replaces a file atomically (write aside, rename over).
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
+use crate::support::{Lb, admin_get, ingress_to, replace, service_yaml};
 
 /// A series of `/metrics` (labels included in `series`), as a float.
 fn series(admin: SocketAddr, series: &str) -> f64 {
@@ -61,7 +37,7 @@ fn burst_of_two_thousand_files_compiles_a_few_times_and_serves_the_result() {
                 "svc.yaml",
                 &service_yaml("default", "svc-a", 80, None, &[a.local_addr()]),
             ),
-            ("ing.yaml", &ingress_to("svc-a")),
+            ("ing.yaml", &ingress_to("latency.test", "svc-a")),
         ],
         "",
     );
@@ -88,7 +64,10 @@ fn burst_of_two_thousand_files_compiles_a_few_times_and_serves_the_result() {
         );
         std::fs::write(dir.join(format!("burst-{i}.yaml")), svc).unwrap();
     }
-    replace(&lb.manifest_path("ing.yaml"), &ingress_to("burst-1999"));
+    replace(
+        &lb.manifest_path("ing.yaml"),
+        &ingress_to("latency.test", "burst-1999"),
+    );
 
     // The final state serves...
     let start = Instant::now();
@@ -141,7 +120,10 @@ fn a_single_change_records_its_event_to_traffic_time() {
     .join("---\n");
     let lb = Lb::start(
         "latency-single",
-        &[("svc.yaml", &services), ("ing.yaml", &ingress_to("svc-a"))],
+        &[
+            ("svc.yaml", &services),
+            ("ing.yaml", &ingress_to("latency.test", "svc-a")),
+        ],
         "",
     );
     // The first load is no change: nothing recorded yet.
@@ -150,7 +132,10 @@ fn a_single_change_records_its_event_to_traffic_time() {
 
     let generation = lb.generation();
     let written = Instant::now();
-    replace(&lb.manifest_path("ing.yaml"), &ingress_to("svc-b"));
+    replace(
+        &lb.manifest_path("ing.yaml"),
+        &ingress_to("latency.test", "svc-b"),
+    );
     let generation = lb.wait_generation_above(generation, Duration::from_secs(10));
     let observed = written.elapsed().as_secs_f64();
     assert_eq!(lb.get("latency.test", "/").backend(), "b");

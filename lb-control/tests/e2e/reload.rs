@@ -2,37 +2,13 @@
 //! requests; bad input is reported and loses nothing that was serving.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bench::echo::EchoServer;
 
-use crate::support::{Client, Lb, lb_check, service_yaml};
-
-fn ingress_to(service: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: web}}
-spec:
-  ingressClassName: lb
-  rules:
-  - host: reload.test
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}
-"
-    )
-}
-
-/// Replaces a file atomically (write aside, rename over), as config management does.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
+use crate::support::{Client, Lb, ingress_to, lb_check, replace, service_yaml};
 
 fn two_services(a: &EchoServer, b: &EchoServer) -> String {
     [
@@ -50,7 +26,7 @@ fn file_changes_reload_with_zero_failed_requests() {
         "reload",
         &[
             ("svc.yaml", &two_services(&a, &b)),
-            ("ing.yaml", &ingress_to("svc-a")),
+            ("ing.yaml", &ingress_to("reload.test", "svc-a")),
         ],
         "",
     );
@@ -82,7 +58,10 @@ fn file_changes_reload_with_zero_failed_requests() {
     let mut generation = lb.generation();
     for i in 0..10 {
         let target = if i % 2 == 0 { "svc-b" } else { "svc-a" };
-        replace(&lb.manifest_path("ing.yaml"), &ingress_to(target));
+        replace(
+            &lb.manifest_path("ing.yaml"),
+            &ingress_to("reload.test", target),
+        );
         generation = lb.wait_generation_above(generation, Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -117,7 +96,7 @@ fn bad_input_keeps_what_was_serving() {
         "badinput",
         &[
             ("svc.yaml", &two_services(&a, &b)),
-            ("ing.yaml", &ingress_to("svc-a")),
+            ("ing.yaml", &ingress_to("reload.test", "svc-a")),
         ],
         "",
     );
@@ -126,9 +105,10 @@ fn bad_input_keeps_what_was_serving() {
 
     // 1. The Ingress becomes invalid: the previous version keeps serving, and
     //    a second, valid object in the same file is applied.
-    let broken = ingress_to("svc-b").replace("pathType: Prefix", "pathType: Sometimes")
+    let broken = ingress_to("reload.test", "svc-b")
+        .replace("pathType: Prefix", "pathType: Sometimes")
         + "---\n"
-        + &ingress_to("svc-b")
+        + &ingress_to("reload.test", "svc-b")
             .replace("name: web", "name: extra")
             .replace("reload.test", "extra.test");
     replace(&lb.manifest_path("ing.yaml"), &broken);

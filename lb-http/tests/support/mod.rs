@@ -374,6 +374,17 @@ pub fn test_io() -> lb_core::stream::IoMode {
 
 impl Proxy {
     pub fn start(snapshot: HttpSnapshot, settings: ProxySettings) -> Self {
+        Self::start_on(|_| snapshot, settings, |proxy| proxy)
+    }
+
+    /// A one-worker proxy on a fresh loopback port: `snapshot` is made once
+    /// the listening address is known, and `handler` wraps each worker's
+    /// proxy into the connection handler the worker runs.
+    fn start_on<H: lb_core::runtime::ConnectionHandler>(
+        snapshot: impl FnOnce(SocketAddr) -> HttpSnapshot,
+        settings: ProxySettings,
+        handler: fn(HttpProxy) -> H,
+    ) -> Self {
         let listeners = bind_per_worker(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
         let addr = listeners[0][0].local_addr().unwrap();
         let (drain, rx) = DrainController::new();
@@ -385,11 +396,16 @@ impl Proxy {
             pin: false,
             commands: Vec::new(),
         };
-        let cell = Arc::new(SnapshotCell::new(snapshot));
+        let cell = Arc::new(SnapshotCell::new(snapshot(addr)));
         let counters = Arc::new(CounterSet::new(1));
         let (c, k) = (Arc::clone(&cell), Arc::clone(&counters));
         let handles = start(plan, move |w| {
-            HttpProxy::new(Arc::clone(&c), Arc::clone(&k), w, settings.clone())
+            handler(HttpProxy::new(
+                Arc::clone(&c),
+                Arc::clone(&k),
+                w,
+                settings.clone(),
+            ))
         })
         .unwrap();
         Self {
@@ -469,35 +485,8 @@ impl Proxy {
         snapshot: impl FnOnce(SocketAddr) -> HttpSnapshot,
         settings: ProxySettings,
     ) -> Self {
-        let listeners = bind_per_worker(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
-        let addr = listeners[0][0].local_addr().unwrap();
-        let (drain, rx) = DrainController::new();
-        let plan = WorkerPlan {
-            listeners,
-            drain: rx,
-            grace: Duration::from_secs(5),
-            io: test_io(),
-            pin: false,
-            commands: Vec::new(),
-        };
-        let cell = Arc::new(SnapshotCell::new(snapshot(addr)));
-        let counters = Arc::new(CounterSet::new(1));
-        let (c, k) = (Arc::clone(&cell), Arc::clone(&counters));
-        let handles = start(plan, move |w| {
-            GatewayHandler(std::rc::Rc::new(HttpProxy::new(
-                Arc::clone(&c),
-                Arc::clone(&k),
-                w,
-                settings.clone(),
-            )))
+        Self::start_on(snapshot, settings, |proxy| {
+            GatewayHandler(std::rc::Rc::new(proxy))
         })
-        .unwrap();
-        Self {
-            addr,
-            drain,
-            counters,
-            cell,
-            handles,
-        }
     }
 }

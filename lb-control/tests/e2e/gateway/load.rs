@@ -3,7 +3,6 @@
 //! no request fails and routing follows each change.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,13 +11,7 @@ use std::time::{Duration, Instant};
 use super::conformance::http_route;
 use super::{INFRA, Infra, get};
 use crate::support::client::Client;
-
-/// Replaces a file atomically (write aside, rename over).
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
+use crate::support::replace;
 
 fn route_to(backends: &str) -> String {
     http_route(

@@ -337,10 +337,7 @@ pub fn listener_of(gateway_status: &serde_json::Value, name: &str) -> serde_json
 /// for the generation it produces; returns that generation.
 pub fn rewrite_test_yaml(lb: &Lb, text: &str) -> u64 {
     let before = lb.generation();
-    let path = lb.manifest_path("test.yaml");
-    let tmp = path.with_extension("rewrite");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
+    crate::support::replace(&lb.manifest_path("test.yaml"), text);
     lb.wait_generation_above(before, Duration::from_secs(10))
 }
 

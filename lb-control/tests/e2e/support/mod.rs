@@ -107,6 +107,14 @@ impl Lb {
         extra: &str,
         ingress: &str,
     ) -> Lb {
+        let mut lb = Self::prepare(tag, manifests, extra, ingress);
+        lb.spawn(&[]);
+        lb
+    }
+
+    /// Writes the manifests and `lb.toml` (free ports for HTTP, HTTPS and the
+    /// admin API) into a fresh scratch directory, without starting lb.
+    fn prepare(tag: &str, manifests: &[(&str, &str)], extra: &str, ingress: &str) -> Lb {
         let dir = scratch_dir(tag);
         for (name, body) in manifests {
             std::fs::write(dir.join("manifests").join(name), body).expect("write manifest");
@@ -120,16 +128,14 @@ impl Lb {
             io = test_io(),
         );
         std::fs::write(dir.join("lb.toml"), config).expect("write lb.toml");
-        let mut lb = Lb {
+        Lb {
             log: dir.join("lb.log"),
             dir,
             http,
             https,
             admin,
             child: None,
-        };
-        lb.spawn();
-        lb
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -140,12 +146,13 @@ impl Lb {
         self.dir.join("manifests").join(name)
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::create(&self.log).expect("create log");
         let child = Command::new(lb_bin())
             .args(["serve", "--config"])
             .arg(self.config_path())
             .env("LB_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -351,37 +358,35 @@ impl Lb {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Lb {
-        let dir = scratch_dir(tag);
-        for (name, body) in manifests {
-            std::fs::write(dir.join("manifests").join(name), body).expect("write manifest");
-        }
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = format!(
-            "[runtime]\nworkers = 2\nshutdown_grace = \"10s\"\nio = \"{io}\"\npin = false\n[admin]\nlisten = \"{admin}\"\n[ingress]\nclass = \"lb\"\nhttp = [\"{http}\"]\nhttps = [\"{https}\"]\n[sources]\nfiles = [\"{}\"]\n{extra}",
-            dir.join("manifests").display(),
-            io = test_io(),
-        );
-        std::fs::write(dir.join("lb.toml"), config).expect("write lb.toml");
-        let log = dir.join("lb.log");
-        let child = Command::new(lb_bin())
-            .args(["serve", "--config"])
-            .arg(dir.join("lb.toml"))
-            .env("LB_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create log"))
-            .spawn()
-            .expect("spawn lb");
-        Lb {
-            log,
-            dir,
-            http,
-            https,
-            admin,
-            child: Some(child),
-        }
+        let mut lb = Self::prepare(tag, manifests, extra, "");
+        lb.spawn(env);
+        lb
     }
 }
 pub mod kube_api;
+
+/// Replaces a file atomically (write aside, rename over), as config
+/// management does.
+pub fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// An Ingress `web` of class `lb` sending every path of `host` to port 80 of
+/// `service`.
+pub fn ingress_to(host: &str, service: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web}}
+spec:
+  ingressClassName: lb
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}
+"
+    )
+}
