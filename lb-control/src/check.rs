@@ -6,32 +6,35 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
-use crate::compile::{Compiled, Summary, compile};
+use crate::compile::{Compiled, Summary, compile_with};
 use crate::config::Config;
 use crate::diag::{self, Diagnostic};
 use crate::source::files::FileSource;
 use crate::source::{Loaded, RawObject};
 use crate::store::Store;
+use crate::vip_alloc::Vips;
 
 /// Loads every source, builds the store and compiles it. The result's
 /// diagnostics hold everything: load, model and compile findings, in that order.
 /// An object that became invalid keeps the version of the previous load.
 pub fn load_and_compile(cfg: &Config, source: &mut FileSource) -> Compiled {
-    load_and_compile_with(cfg, source, Vec::new())
+    load_and_compile_with(cfg, source, Vec::new(), &Vips::default())
 }
 
 /// [`load_and_compile`] with the objects of the Kubernetes API server
 /// source added. An object (kind, namespace, name) that both the files and
-/// the API server hold is a warning; the API server's object wins.
+/// the API server hold is a warning; the API server's object wins. `prior`
+/// is the previous compile's VIP allocation (see [`crate::vip_alloc`]).
 pub fn load_and_compile_with(
     cfg: &Config,
     source: &mut FileSource,
     api_objects: Vec<RawObject>,
+    prior: &Vips,
 ) -> Compiled {
     let mut loaded = source.load();
     combine(&mut loaded, api_objects);
     let (store, store_diags) = Store::build_keeping(&loaded.objects, source.last_store());
-    let mut compiled = compile(&store, cfg);
+    let mut compiled = compile_with(&store, cfg, prior);
     source.remember(store);
     let mut all = loaded.diagnostics;
     all.extend(store_diags);
@@ -260,7 +263,7 @@ mod tests {
             "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: default}\nspec: {ports: [{port: 80}]}\n",
         );
         api.origin = crate::source::Origin::kubernetes();
-        let compiled = load_and_compile_with(&cfg, &mut source, vec![api]);
+        let compiled = load_and_compile_with(&cfg, &mut source, vec![api], &Vips::default());
         let warnings: Vec<String> = compiled
             .diagnostics
             .iter()

@@ -29,6 +29,7 @@ use crate::diag::Diagnostic;
 use crate::endpoints::{Findings, SliceIndex, TrafficPath};
 use crate::model::{Object, Typed};
 use crate::store::Store;
+use crate::vip_alloc::Vips;
 
 /// Annotation that marks an IngressClass as the cluster default.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
@@ -50,6 +51,8 @@ pub struct Compiled {
     pub summary: Summary,
     /// Kubernetes-style status of each served object.
     pub status: Vec<serde_json::Value>,
+    /// LoadBalancer Service VIPs, for the next compile's [`compile_with`].
+    pub vips: Vips,
 }
 
 /// Counts describing a compiled configuration.
@@ -255,6 +258,12 @@ fn kind_name(kind: PathKind) -> &'static str {
 
 /// Compiles the store into a snapshot. Pure and deterministic.
 pub fn compile(store: &Store, cfg: &Config) -> Compiled {
+    compile_with(store, cfg, &Vips::default())
+}
+
+/// [`compile`] with the previous compile's VIP allocations (and whether this
+/// lb may allocate new ones): addresses stay where they are across compiles.
+pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
     let mut diags = Vec::new();
     let classes = ClassSelection::new(store, cfg);
 
@@ -430,7 +439,7 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
         })
         .collect();
 
-    let mut l4 = crate::l4::compile_l4(store, cfg, &slices);
+    let mut l4 = crate::l4::compile_l4(store, cfg, &slices, prior);
     diags.extend(l4.diagnostics);
     // Gateway API: shares the backends (and their ids) with Ingress, adds
     // TCP Listeners to the L4 services.
@@ -481,6 +490,10 @@ pub fn compile(store: &Store, cfg: &Config) -> Compiled {
         diagnostics: diags,
         summary,
         status,
+        vips: Vips {
+            by_service: l4.vips,
+            follower: prior.follower,
+        },
     }
 }
 

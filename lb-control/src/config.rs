@@ -331,6 +331,11 @@ pub struct LoadBalancer {
     /// How long a UDP flow keeps an endpoint that left its Service.
     #[serde(with = "duration_serde")]
     pub endpoint_grace: Duration,
+    /// The network interface lb adds the VIPs it serves to (and removes them
+    /// from) over netlink, announcing each with gratuitous ARP / unsolicited
+    /// neighbour advertisement. None: the addresses reach the host by other
+    /// means (listeners bind with IP_FREEBIND either way).
+    pub interface: Option<String>,
 }
 
 impl Default for LoadBalancer {
@@ -345,6 +350,7 @@ impl Default for LoadBalancer {
             udp_idle_timeout: Duration::from_secs(60),
             udp_flows: 65_536,
             endpoint_grace: Duration::from_secs(10),
+            interface: None,
         }
     }
 }
@@ -447,6 +453,9 @@ impl Config {
         }
         if self.loadbalancer.udp_flows == 0 {
             return Err("loadbalancer.udp_flows: must be at least 1".into());
+        }
+        if let Some(name) = &self.loadbalancer.interface {
+            validate_interface_name(name)?;
         }
         if let Some(k) = &self.sources.kubernetes {
             k.validate()?;
@@ -597,6 +606,31 @@ mod duration_serde {
     }
 }
 
+/// An interface name the kernel can hold: 1 to 15 bytes (IFNAMSIZ - 1), no
+/// `/`, whitespace or NUL.
+fn validate_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(
+            "loadbalancer.interface: must not be empty (leave the key out for none)".into(),
+        );
+    }
+    if name.len() > 15 {
+        return Err(format!(
+            "loadbalancer.interface: {name:?} is longer than 15 bytes (IFNAMSIZ - 1)"
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name.contains(['/', '\0'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(format!(
+            "loadbalancer.interface: {name:?} is not a valid interface name"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,6 +651,22 @@ mod tests {
         assert_eq!(cfg.loadbalancer.maglev_table_size, 251);
         let err = parse("[loadbalancer]\nmaglev_table_size = 65536\n").unwrap_err();
         assert!(err.contains("maglev_table_size"), "{err}");
+    }
+
+    #[test]
+    fn loadbalancer_interface_parses_and_bad_names_are_refused() {
+        assert_eq!(parse("").unwrap().loadbalancer.interface, None);
+        let cfg = parse("[loadbalancer]\ninterface = \"eth0\"\n").unwrap();
+        assert_eq!(cfg.loadbalancer.interface.as_deref(), Some("eth0"));
+        let cfg = parse("[loadbalancer]\ninterface = \"abcdefghijklmno\"\n").unwrap();
+        assert_eq!(
+            cfg.loadbalancer.interface.as_deref(),
+            Some("abcdefghijklmno")
+        );
+        for bad in ["", "abcdefghijklmnop", "a b", "a/b", ".."] {
+            let err = parse(&format!("[loadbalancer]\ninterface = {bad:?}\n")).unwrap_err();
+            assert!(err.contains("loadbalancer.interface"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -176,6 +176,14 @@ pub enum Error {
         /// Why.
         source: notify::Error,
     },
+    /// `[loadbalancer] interface` cannot be managed (missing, or netlink failed).
+    #[error("loadbalancer.interface {name}: {source}")]
+    VipInterface {
+        /// The interface name.
+        name: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

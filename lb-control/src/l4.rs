@@ -7,21 +7,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use lb_core::flowhash::hash_bytes;
 use lb_core::l4::{FlowSettings, L4Service, L4Snapshot};
 use lb_core::maglev::{MaglevEndpoint, MaglevTable};
 
 use crate::config::Config;
 use crate::diag::Diagnostic;
-use crate::endpoints::{Findings, IpFamily, SliceIndex, TrafficPath, ip_families};
+use crate::endpoints::{Findings, SliceIndex, TrafficPath};
 use crate::model::{Object, Typed};
 use crate::store::Store;
+use crate::vip_alloc::{Claimant, Vips, assign};
 
-/// Seed of the VIP allocation hash (fixed: the same Service gets the same
-/// address on every appliance and across restarts).
-const VIP_SEED: u64 = 0x5be0_cd19_137e_2179;
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 const AFFINITY_DEFAULT: Duration = Duration::from_secs(10_800);
 
@@ -34,6 +30,8 @@ pub struct CompiledL4 {
     pub diagnostics: Vec<Diagnostic>,
     /// `status` of each served LoadBalancer Service.
     pub status: Vec<serde_json::Value>,
+    /// Each served LoadBalancer Service's (`namespace/name`) addresses.
+    pub vips: BTreeMap<String, Vec<IpAddr>>,
 }
 
 /// Whether lb serves this LoadBalancer Service (by `spec.loadBalancerClass`).
@@ -43,84 +41,6 @@ fn ours(cfg: &Config, svc: &Service) -> bool {
         Some(class) => class == cfg.loadbalancer.class,
         None => cfg.loadbalancer.default,
     }
-}
-
-/// Address number `n` (wrapping) of a pool, skipping the network and
-/// broadcast addresses of IPv4 pools larger than /31.
-fn pool_addr(net: &IpNet, n: u128) -> IpAddr {
-    match net {
-        IpNet::V4(v4) => {
-            let base = u32::from(v4.network()) as u128;
-            let size = 1u128 << (32 - v4.prefix_len());
-            let (skip, usable) = if size > 2 { (1, size - 2) } else { (0, size) };
-            IpAddr::from(((base + skip + n % usable) as u32).to_be_bytes())
-        }
-        IpNet::V6(v6) => {
-            let base = u128::from(v6.network());
-            let bits = 128 - u32::from(v6.prefix_len());
-            let size = if bits >= 128 {
-                u128::MAX
-            } else {
-                1u128 << bits
-            };
-            let (skip, usable) = if size > 2 { (1, size - 1) } else { (0, size) };
-            IpAddr::from((base + skip + n % usable).to_be_bytes())
-        }
-    }
-}
-
-fn pool_size(net: &IpNet) -> u128 {
-    let bits = u32::from(net.max_prefix_len() - net.prefix_len());
-    let size = if bits >= 128 {
-        u128::MAX
-    } else {
-        1u128 << bits
-    };
-    if size > 2 { size - 2 } else { size }
-}
-
-/// Allocates a VIP of `family` for `key` (`namespace/name`): a hash picks
-/// the first candidate; taken addresses are skipped in order, so the outcome
-/// depends only on the Services and the pools, never on timing.
-fn allocate(
-    pools: &[IpNet],
-    family: IpFamily,
-    key: &str,
-    taken: &BTreeSet<IpAddr>,
-) -> Option<IpAddr> {
-    let pools: Vec<&IpNet> = pools
-        .iter()
-        .filter(|p| {
-            matches!(
-                (family, p),
-                (IpFamily::IPv4, IpNet::V4(_)) | (IpFamily::IPv6, IpNet::V6(_))
-            )
-        })
-        .collect();
-    let total: u128 = pools
-        .iter()
-        .map(|p| pool_size(p))
-        .fold(0u128, u128::saturating_add);
-    if total == 0 {
-        return None;
-    }
-    let start = u128::from(hash_bytes(VIP_SEED, key.as_bytes())) % total;
-    // Probe a bounded number of addresses.
-    for i in 0..total.min(65_536) {
-        let mut n = (start + i) % total;
-        for p in &pools {
-            let size = pool_size(p);
-            if n < size {
-                let ip = pool_addr(p, n);
-                if !taken.contains(&ip) {
-                    return Some(ip);
-                }
-                break;
-            }
-            n -= size;
-        }
-    }
-    None
 }
 
 /// A table's endpoints sorted by address (for [`L4Service::has_endpoint`]).
@@ -136,8 +56,14 @@ struct Bind {
     via: &'static str,
 }
 
-/// Compiles every served Service port into L4 listeners.
-pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> CompiledL4 {
+/// Compiles every served Service port into L4 listeners; `prior` carries
+/// the previous compile's VIPs (see [`crate::vip_alloc`]).
+pub fn compile_l4(
+    store: &Store,
+    cfg: &Config,
+    slices: &SliceIndex<'_>,
+    prior: &Vips,
+) -> CompiledL4 {
     let mut out = CompiledL4::default();
     let mut findings = Findings::default();
     // Oldest first, so an older Service keeps a contested address.
@@ -149,12 +75,29 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
         })
         .collect();
     services.sort_by(|(a, _), (b, _)| a.age_key().cmp(&b.age_key()));
-    // Addresses requested explicitly are never handed out by allocation.
-    let mut taken: BTreeSet<IpAddr> = services
+    // Addresses other objects request explicitly are never allocated.
+    let reserved: BTreeSet<IpAddr> = services
         .iter()
         .filter_map(|(_, s)| s.value.spec.as_ref()?.load_balancer_ip.as_deref())
+        .chain(gateway_requests(store).iter().map(String::as_str))
         .filter_map(|ip| ip.parse().ok())
         .collect();
+    let claimants: Vec<Claimant<'_>> = services
+        .iter()
+        .filter(|(_, s)| {
+            s.value.spec.as_ref().and_then(|p| p.type_.as_deref()) == Some("LoadBalancer")
+                && ours(cfg, &s.value)
+        })
+        .filter_map(|(o, s)| Claimant::new(o, s, prior, &mut out.diagnostics))
+        .collect();
+    let assigned = assign(
+        &cfg.loadbalancer.pools,
+        &claimants,
+        &reserved,
+        prior.follower,
+    );
+    out.diagnostics.extend(assigned.diagnostics);
+    out.vips = assigned.vips;
     // Who serves each (address, is UDP): TCP and UDP share port numbers.
     let mut owner: BTreeMap<(SocketAddr, bool), String> = BTreeMap::new();
     out.snapshot.flows = FlowSettings {
@@ -193,41 +136,14 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
             continue;
         }
         // VIPs of a LoadBalancer Service.
-        let mut vips = Vec::new();
-        if lb {
-            match spec.load_balancer_ip.as_deref() {
-                Some(ip) => match ip.parse::<IpAddr>() {
-                    Ok(ip) => vips.push(ip),
-                    Err(_) => out.diagnostics.push(
-                        obj.diagnostic(
-                            Diagnostic::error(format!(
-                                "loadBalancerIP {ip:?} is not an IP address"
-                            ))
-                            .field("spec.loadBalancerIP"),
-                        ),
-                    ),
-                },
-                None => match ip_families(svc) {
-                    Err(d) => out.diagnostics.push(*d),
-                    Ok(families) => {
-                        for family in families {
-                            match allocate(&cfg.loadbalancer.pools, family, &format!("{ns}/{name}"), &taken) {
-                                Some(ip) => {
-                                    taken.insert(ip);
-                                    vips.push(ip);
-                                }
-                                None => out.diagnostics.push(obj.diagnostic(
-                                    Diagnostic::warning(format!(
-                                        "no free {family:?} address in [loadbalancer].pools; the Service gets no VIP of that family"
-                                    ))
-                                    .field("spec.ipFamilies"),
-                                )),
-                            }
-                        }
-                    }
-                },
-            }
-        }
+        let vips: Vec<IpAddr> = if lb {
+            out.vips
+                .get(&format!("{ns}/{name}"))
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
@@ -366,51 +282,15 @@ pub fn compile_l4(store: &Store, cfg: &Config, slices: &SliceIndex<'_>) -> Compi
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allocation_is_deterministic_and_skips_taken_addresses() {
-        let pools: Vec<IpNet> = vec!["127.0.10.0/29".parse().unwrap()];
-        let taken = BTreeSet::new();
-        let a = allocate(&pools, IpFamily::IPv4, "default/web", &taken).unwrap();
-        assert_eq!(
-            a,
-            allocate(&pools, IpFamily::IPv4, "default/web", &taken).unwrap()
-        );
-        assert!(pools[0].contains(&a));
-        assert_ne!(
-            a,
-            "127.0.10.0".parse::<IpAddr>().unwrap(),
-            "network address"
-        );
-        assert_ne!(
-            a,
-            "127.0.10.7".parse::<IpAddr>().unwrap(),
-            "broadcast address"
-        );
-        let mut taken = BTreeSet::new();
-        taken.insert(a);
-        let b = allocate(&pools, IpFamily::IPv4, "default/web", &taken).unwrap();
-        assert_ne!(a, b);
-        // Six usable addresses: the seventh Service gets none.
-        let mut taken = BTreeSet::new();
-        for i in 0..6 {
-            let ip = allocate(&pools, IpFamily::IPv4, &format!("ns/s{i}"), &taken).unwrap();
-            assert!(taken.insert(ip));
-        }
-        assert_eq!(allocate(&pools, IpFamily::IPv4, "ns/s6", &taken), None);
-        assert_eq!(
-            allocate(&pools, IpFamily::IPv6, "ns/s0", &BTreeSet::new()),
-            None
-        );
-    }
-
-    #[test]
-    fn ipv6_pools_allocate_inside_the_pool() {
-        let pools: Vec<IpNet> = vec!["fd00:10::/64".parse().unwrap()];
-        let ip = allocate(&pools, IpFamily::IPv6, "default/web", &BTreeSet::new()).unwrap();
-        assert!(pools[0].contains(&ip));
-    }
+/// Addresses Gateways request in `spec.addresses` (kept out of Service
+/// allocation).
+fn gateway_requests(store: &Store) -> Vec<String> {
+    store
+        .of_kind("Gateway")
+        .filter_map(|o| match o {
+            Object::Gateway(g) => Some(g),
+            _ => None,
+        })
+        .flat_map(|g| g.value.spec.addresses.iter().map(|a| a.value.clone()))
+        .collect()
 }

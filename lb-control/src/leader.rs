@@ -51,6 +51,8 @@ struct Inner {
     namespace: String,
     stop: watch::Sender<bool>,
     done: watch::Sender<bool>,
+    /// Follows `leading`, for whoever reacts to a change of leadership.
+    changed: watch::Sender<bool>,
 }
 
 /// This process's view of the election: cheap to clone and to query.
@@ -63,6 +65,11 @@ impl Leader {
     /// Whether this process holds the Lease (one atomic load).
     pub fn is_leader(&self) -> bool {
         self.inner.leading.load(Ordering::Acquire)
+    }
+
+    /// A receiver that sees every change of [`Leader::is_leader`].
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.inner.changed.subscribe()
     }
 
     /// This process's holder identity in the Lease.
@@ -102,6 +109,7 @@ impl Leader {
                 namespace,
                 stop: watch::Sender::new(false),
                 done: watch::Sender::new(false),
+                changed: watch::Sender::new(false),
             }),
         };
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -280,6 +288,7 @@ impl Leader {
             } else {
                 tracing::info!(identity = %self.inner.identity, "no longer the leader: {why}");
             }
+            self.inner.changed.send_replace(leading);
         }
     }
 }

@@ -25,3 +25,5 @@ pub mod source;
 pub mod status_writer;
 pub mod store;
 pub mod tls;
+pub mod vip_alloc;
+pub mod vip_iface;

@@ -23,11 +23,14 @@ use crate::admin::{self, AdminState, ReloadResult};
 use crate::check::load_and_compile_with;
 use crate::config::Config;
 use crate::health::HealthChecker;
+use crate::leader::Leader;
 use crate::listeners::{GATEWAY_TAG, L4_TAG, L4Listeners};
 use crate::publish::publish;
 use crate::sd_notify::Notifier;
 use crate::source::files::{Change, FileSource, watch};
 use crate::source::kube::KubeSource;
+use crate::vip_alloc::Vips;
+use crate::vip_iface::{VipInterface, wanted_vips};
 
 /// Runs `lb serve` to completion and returns the process exit code.
 pub fn run(config_path: &Path) -> ExitCode {
@@ -112,7 +115,6 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     };
     let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&state)));
 
-    let mut source = FileSource::new(cfg.sources.files.clone());
     // With [sources] kubernetes: the first snapshot waits for the initial list.
     let Some((kube, mut kube_changes)) = crate::source::kube::start_and_sync(&cfg, &state).await
     else {
@@ -126,16 +128,17 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     if let Some(leader) = state.leader.get().cloned() {
         crate::status_writer::set_leader_check(Arc::new(move || leader.is_leader()));
     }
-    let (mut l4, commands) = L4Listeners::new(workers);
-    let mut health = HealthChecker::default();
-    apply(
-        &state,
-        &cfg,
-        &mut source,
-        kube.as_ref(),
-        &mut l4,
-        &mut health,
-    );
+    let (l4, commands) = L4Listeners::new(workers);
+    let mut reloader = Reloader {
+        source: FileSource::new(cfg.sources.files.clone()),
+        kube,
+        l4,
+        health: HealthChecker::default(),
+        vips: Vips::default(),
+        leader: state.leader.get().cloned(),
+        interface: open_vip_interface(&cfg),
+    };
+    reloader.apply(&state, &cfg);
 
     // Plain HTTP listeners first, then HTTPS: a listener's index tells which.
     let addrs: Vec<SocketAddr> = cfg
@@ -213,6 +216,12 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let mut changes = watch_sources(&cfg);
+    // A new leader allocates the VIPs its predecessor had not and takes
+    // the interface's VIPs; a former leader gives them up.
+    let (_no_election, mut leading) = tokio::sync::watch::channel(false);
+    if let Some(l) = state.leader.get() {
+        leading = l.subscribe();
+    }
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
@@ -225,7 +234,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                     Ok(new_cfg) => {
                         warn_restart_only_changes(&cfg, &new_cfg);
                         if new_cfg.sources.files != cfg.sources.files {
-                            source = FileSource::new(new_cfg.sources.files.clone());
+                            reloader.source = FileSource::new(new_cfg.sources.files.clone());
                             cfg.sources = new_cfg.sources.clone();
                             changes = watch_sources(&cfg);
                         }
@@ -238,12 +247,20 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                     }
                 }
                 state.note_change(hup_at, 1);
-                apply(&state, &cfg, &mut source, kube.as_ref(), &mut l4, &mut health);
+                reloader.apply(&state, &cfg);
                 notify.ready(&serving_status(&state, workers));
             }
-            _ = sleep_until_due(health.next_due()) => {
-                if health.probe_due().await {
-                    health.republish(&state);
+            Ok(()) = leading.changed() => {
+                if *leading.borrow_and_update() {
+                    tracing::info!("leader now: allocating the VIPs still missing, taking the interface's VIPs");
+                } else {
+                    tracing::info!("follower now: giving up the interface's VIPs");
+                }
+                reloader.apply(&state, &cfg);
+            }
+            _ = sleep_until_due(reloader.health.next_due()) => {
+                if reloader.health.probe_due().await {
+                    reloader.health.republish(&state);
                 }
             }
             Some(mut change) = kube_changes.recv() => {
@@ -252,7 +269,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                 }
                 state.note_change(change.first, change.events);
                 tracing::debug!(events = change.events, "kubernetes objects changed: reloading");
-                apply(&state, &cfg, &mut source, kube.as_ref(), &mut l4, &mut health);
+                reloader.apply(&state, &cfg);
                 notify.status(&serving_status(&state, workers));
             }
             Some(mut change) = changes.recv() => {
@@ -262,7 +279,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                 }
                 state.note_change(change.first, change.events);
                 tracing::info!(events = change.events, "manifest files changed: reloading");
-                apply(&state, &cfg, &mut source, kube.as_ref(), &mut l4, &mut health);
+                reloader.apply(&state, &cfg);
                 notify.status(&serving_status(&state, workers));
             }
         }
@@ -271,6 +288,9 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     state.set_ready(false);
     notify.stopping();
     drain_ctl.drain();
+    if let Some(Err(e)) = reloader.interface.as_mut().map(VipInterface::remove_all) {
+        tracing::error!("{e}");
+    }
     if let Some(leader) = state.leader.get() {
         leader.release().await;
     }
@@ -290,34 +310,72 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Loads, compiles (timed for `lb_config_compile_seconds`) and publishes the
-/// configuration, and brings the L4 listeners in line: listeners of
-/// addresses no longer served close first, then the snapshot swaps in, then
-/// new addresses are bound (so a new listener always finds its Service).
-fn apply(
-    state: &AdminState,
-    cfg: &Config,
-    source: &mut FileSource,
-    kube: Option<&KubeSource>,
-    l4: &mut L4Listeners,
-    health: &mut HealthChecker,
-) {
-    let start = std::time::Instant::now();
-    let api_objects = kube.map(KubeSource::objects).unwrap_or_default();
-    let mut compiled = load_and_compile_with(cfg, source, api_objects);
-    health.filter(&mut compiled.snapshot);
-    state.set_compile_time(start.elapsed());
-    let wanted = L4Listeners::wanted(&compiled.snapshot.l4, &compiled.snapshot.gateway);
-    l4.remove_stale(&wanted);
-    // Status write-back (off this thread): the entries go to the kube source.
-    let status = kube.map(|_| compiled.status.clone());
-    publish(state, cfg, compiled);
-    if let (Some(k), Some(status)) = (kube, status) {
-        k.write_status(status);
+/// What a reload works on, kept from one reload to the next.
+struct Reloader {
+    /// The manifest files.
+    source: FileSource,
+    /// The Kubernetes API server source, when configured.
+    kube: Option<KubeSource>,
+    /// The L4 and Gateway listeners.
+    l4: L4Listeners,
+    /// Active health checks.
+    health: HealthChecker,
+    /// The last compile's VIP allocation.
+    vips: Vips,
+    /// The leader election, when configured (a follower allocates no VIP).
+    leader: Option<Leader>,
+    /// `[loadbalancer] interface`, when set and found: the VIPs go on it.
+    interface: Option<VipInterface>,
+}
+
+impl Reloader {
+    /// Loads, compiles (timed for `lb_config_compile_seconds`) and publishes
+    /// the configuration, and brings the L4 listeners in line: listeners of
+    /// addresses no longer served close first, then the snapshot swaps in,
+    /// then new addresses are bound (so a new listener always finds its
+    /// Service).
+    fn apply(&mut self, state: &AdminState, cfg: &Config) {
+        let start = std::time::Instant::now();
+        let api_objects = self
+            .kube
+            .as_ref()
+            .map(KubeSource::objects)
+            .unwrap_or_default();
+        self.vips.follower = self.leader.as_ref().is_some_and(|l| !l.is_leader());
+        let mut compiled = load_and_compile_with(cfg, &mut self.source, api_objects, &self.vips);
+        self.vips = compiled.vips.clone();
+        self.health.filter(&mut compiled.snapshot);
+        state.set_compile_time(start.elapsed());
+        let wanted = L4Listeners::wanted(&compiled.snapshot.l4, &compiled.snapshot.gateway);
+        // On a shared link only the leader holds (and announces) the VIPs.
+        let iface_vips = if self.vips.follower {
+            std::collections::BTreeSet::new()
+        } else {
+            wanted_vips(&compiled.snapshot.l4, &compiled.snapshot.gateway)
+        };
+        self.l4.remove_stale(&wanted);
+        // Status write-back (off this thread): the entries go to the kube source.
+        let status = self.kube.as_ref().map(|_| compiled.status.clone());
+        publish(state, cfg, compiled);
+        if let (Some(k), Some(status)) = (&self.kube, status) {
+            k.write_status(status);
+        }
+        for (protocol, addr, error) in self.l4.add_missing(&wanted) {
+            tracing::error!(%addr, ?protocol, "address not served: {error}");
+        }
+        if let Some(Err(e)) = self.interface.as_mut().map(|i| i.sync(&iface_vips)) {
+            tracing::error!("{e}");
+        }
     }
-    for (protocol, addr, error) in l4.add_missing(&wanted) {
-        tracing::error!(%addr, ?protocol, "address not served: {error}");
-    }
+}
+
+/// Opens `[loadbalancer] interface` when set; a failure is logged and lb
+/// serves on without managing addresses.
+fn open_vip_interface(cfg: &Config) -> Option<VipInterface> {
+    let name = cfg.loadbalancer.interface.as_deref()?;
+    VipInterface::open(name)
+        .inspect_err(|e| tracing::error!("{e}; VIPs are not added to an interface"))
+        .ok()
 }
 
 /// One worker's connection handler: HTTP listeners go to the HTTP proxy, L4
@@ -392,6 +450,9 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     }
     if old.sources.kubernetes != new.sources.kubernetes {
         changed.push("sources.kubernetes");
+    }
+    if old.loadbalancer.interface != new.loadbalancer.interface {
+        changed.push("loadbalancer.interface");
     }
     if !changed.is_empty() {
         tracing::warn!(

@@ -4,7 +4,10 @@
 //! forced), but only when they differ from what lb last wrote and from what
 //! the object already carries as last seen by the watcher (so a restart does
 //! not rewrite unchanged status). Objects the API server does not hold
-//! (file-only objects) get no write.
+//! (file-only objects) get no write. When a Service or Ingress lb wrote
+//! stops being lb's (another class, another type), its
+//! `status.loadBalancer.ingress` is removed by merge patch, provided it is
+//! still what lb wrote.
 //!
 //! The writer runs as a task on the kube source's own thread and runtime and
 //! takes only the latest status list from a `watch` channel, so the reload
@@ -205,7 +208,56 @@ async fn write_all(
             }
         }
     }
-    written.retain(|k, _| present.contains(k));
+    // Objects that stopped being lb's: their load balancer status goes,
+    // when it is still what lb wrote (another controller's is left alone).
+    written.retain(|k, _| present.contains(k) || matches!(k.0.as_str(), "Service" | "Ingress"));
+    let gone: Vec<(Key, Value)> = written
+        .iter()
+        .filter(|(k, _)| !present.contains(*k) && (k.0 == "Service" || k.0 == "Ingress"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, was) in gone {
+        let current = source.status_of(&key.0, key.1.as_deref(), &key.2);
+        let Some(Some(current)) = current else {
+            written.remove(&key);
+            continue;
+        };
+        if !json_subset(&was, &current) {
+            written.remove(&key);
+            continue;
+        }
+        let Some(spec) = KINDS.iter().find(|k| k.kind == key.0) else {
+            continue;
+        };
+        let api: Api<DynamicObject> = match &key.1 {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &spec.resource()),
+            None => Api::all_with(client.clone(), &spec.resource()),
+        };
+        let body = serde_json::json!({"status": {"loadBalancer": {"ingress": null}}});
+        match api
+            .patch_status(&key.2, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => {
+                counters.writes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    kind = key.0,
+                    name = key.2,
+                    "status removed: no longer served by lb"
+                );
+                written.remove(&key);
+            }
+            Err(e) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                failed = true;
+                tracing::warn!(
+                    kind = key.0,
+                    name = key.2,
+                    "cannot remove status (retrying): {e}"
+                );
+            }
+        }
+    }
     failed
 }
 

@@ -408,17 +408,17 @@ fn debounce(
                 .iter()
                 .any(|p| interests.iter().any(|i| i.matches(p)))
     };
-    coalesce(&raw, wanted, &tx, DEBOUNCE, MAX_DELAY);
+    coalesce(&raw, wanted, |c| tx.send(c).is_ok(), DEBOUNCE, MAX_DELAY);
 }
 
 /// Turns timestamped events into bursts: a burst starts at a wanted event
 /// and ends after `quiet` without another wanted event, or `max_delay`
 /// after its first event, whichever comes first. Unwanted events are
-/// ignored. Returns when either channel closes.
-fn coalesce<T>(
+/// ignored. Returns when `raw` closes or `send` fails.
+pub(crate) fn coalesce<T>(
     raw: &mpsc::Receiver<(Instant, T)>,
     wanted: impl Fn(&T) -> bool,
-    tx: &mpsc::Sender<Change>,
+    mut send: impl FnMut(Change) -> bool,
     quiet: Duration,
     max_delay: Duration,
 ) {
@@ -445,7 +445,7 @@ fn coalesce<T>(
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
-        if tx.send(change).is_err() {
+        if !send(change) {
             return;
         }
     }
@@ -597,7 +597,7 @@ mod tests {
             coalesce(
                 &raw_rx,
                 |n: &u32| n.is_multiple_of(2),
-                &tx,
+                |c| tx.send(c).is_ok(),
                 quiet,
                 max_delay,
             )

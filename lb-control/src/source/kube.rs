@@ -19,7 +19,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::files::Change;
 use super::{Origin, RawObject};
@@ -207,7 +206,7 @@ impl KubeSource {
     /// an unusable kubeconfig or an unreachable server is logged and retried.
     pub fn start(
         cfg: &KubernetesSource,
-        changes: UnboundedSender<Change>,
+        changes: std::sync::mpsc::Sender<(Instant, ())>,
     ) -> std::io::Result<KubeSource> {
         let (status_out, status_in) = tokio::sync::watch::channel(Arc::default());
         let source = KubeSource {
@@ -294,7 +293,7 @@ impl KubeSource {
     async fn run(
         self,
         cfg: KubernetesSource,
-        changes: UnboundedSender<Change>,
+        changes: std::sync::mpsc::Sender<(Instant, ())>,
         status_in: tokio::sync::watch::Receiver<crate::status_writer::StatusList>,
     ) {
         let client = self.connect(&cfg).await;
@@ -343,7 +342,7 @@ impl KubeSource {
         self,
         client: kube::Client,
         spec: KindSpec,
-        changes: UnboundedSender<Change>,
+        changes: std::sync::mpsc::Sender<(Instant, ())>,
     ) {
         let api: Api<DynamicObject> = Api::all_with(client, &spec.resource());
         let mut wc = watcher::Config {
@@ -401,11 +400,7 @@ impl KubeSource {
             };
             if changed && self.status.is_synced() {
                 self.status.events.fetch_add(1, Ordering::Relaxed);
-                let change = Change {
-                    first: Instant::now(),
-                    events: 1,
-                };
-                if changes.send(change).is_err() {
+                if changes.send((Instant::now(), ())).is_err() {
                     return;
                 }
             }
@@ -433,11 +428,11 @@ impl KubeSource {
             .map_or("", |k| k.kind);
         self.with_kind(kind, |objs| {
             let key = (raw.namespace.clone(), raw.name.clone());
-            if objs.get(&key) == Some(&raw) {
-                return false;
-            }
+            let changed = objs
+                .get(&key)
+                .is_none_or(|old| !same_for_compile(old, &raw));
             objs.insert(key, raw);
-            true
+            changed
         })
     }
 
@@ -469,7 +464,24 @@ pub async fn start_and_sync(
     let Some(k) = &cfg.sources.kubernetes else {
         return Some((None, rx));
     };
-    let source = match KubeSource::start(k, tx) {
+    // Events are coalesced into bursts like file events (bounded debounce).
+    let (raw_tx, raw_rx) = std::sync::mpsc::channel();
+    let coalescer = std::thread::Builder::new()
+        .name("lb-kube-events".into())
+        .spawn(move || {
+            super::files::coalesce(
+                &raw_rx,
+                |()| true,
+                |change| tx.send(change).is_ok(),
+                super::files::DEBOUNCE,
+                super::files::MAX_DELAY,
+            );
+        });
+    if let Err(e) = coalescer {
+        tracing::error!("cannot start the kubernetes event thread: {e}");
+        return Some((None, rx));
+    }
+    let source = match KubeSource::start(k, raw_tx) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot start the kubernetes source thread: {e}");
@@ -516,6 +528,29 @@ pub(crate) async fn client(cfg: &KubernetesSource) -> Result<kube::Client, Strin
     kube::Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))
 }
 
+/// Whether two versions of an object compile the same: they differ at most
+/// in `metadata.resourceVersion` and, except for Services (whose status
+/// carries their VIPs, read back by allocation), in `status`. lb's own
+/// status writes come back as such events and cause no reload.
+fn same_for_compile(a: &RawObject, b: &RawObject) -> bool {
+    if a == b {
+        return true;
+    }
+    let strip = |raw: &RawObject| {
+        let mut v = raw.value.clone();
+        if let Some(map) = v.as_object_mut() {
+            if raw.kind != "Service" {
+                map.remove("status");
+            }
+            if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                meta.remove("resourceVersion");
+            }
+        }
+        v
+    };
+    a.kind == b.kind && a.origin == b.origin && strip(a) == strip(b)
+}
+
 /// A watched object as a [`RawObject`]: kind and apiVersion filled in (list
 /// items carry neither), managedFields dropped.
 pub fn raw_object(spec: &KindSpec, obj: DynamicObject) -> Option<RawObject> {
@@ -523,8 +558,17 @@ pub fn raw_object(spec: &KindSpec, obj: DynamicObject) -> Option<RawObject> {
     let map = value.as_object_mut()?;
     map.insert("kind".into(), spec.kind.into());
     map.insert("apiVersion".into(), spec.api_version().into());
+    if spec.kind == "Pod" {
+        // Only a Pod's identity and labels are used (NetworkPolicy
+        // selectors); a cluster's Pods are many and their specs large.
+        map.retain(|k, _| k == "kind" || k == "apiVersion" || k == "metadata");
+    }
     let metadata = map.get_mut("metadata")?.as_object_mut()?;
     metadata.remove("managedFields");
+    if spec.kind == "Pod" {
+        metadata.remove("annotations");
+        metadata.remove("ownerReferences");
+    }
     let name = metadata.get("name")?.as_str()?.to_owned();
     let namespace = metadata
         .get("namespace")
@@ -621,6 +665,52 @@ mod tests {
         assert_eq!(raw.value["spec"]["hostnames"][0], "a.example.com");
         assert!(raw.value["metadata"].get("managedFields").is_none());
         assert!(raw.origin.is_kubernetes());
+    }
+
+    #[test]
+    fn pods_keep_identity_and_labels_only() {
+        let spec = KINDS.iter().find(|k| k.kind == "Pod").unwrap();
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "team", "labels": {"app": "web"},
+                "annotations": {"big": "x"}, "resourceVersion": "9"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+        let raw = raw_object(spec, obj).unwrap();
+        assert_eq!(raw.value["metadata"]["labels"]["app"], "web");
+        assert!(raw.value.get("spec").is_none() && raw.value.get("status").is_none());
+        assert!(raw.value["metadata"].get("annotations").is_none());
+        // It still reads as a Pod.
+        let (store, diags) = crate::store::Store::build(&[raw]);
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(store.of_kind("Pod").count(), 1);
+    }
+
+    #[test]
+    fn status_only_changes_reload_nothing_except_on_services() {
+        let raw = |kind: &str, rv: &str, status: &str| {
+            let spec = KINDS.iter().find(|k| k.kind == kind).unwrap();
+            let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "x", "namespace": "d", "resourceVersion": rv},
+                "spec": {},
+                "status": {"note": status}
+            }))
+            .unwrap();
+            raw_object(spec, obj).unwrap()
+        };
+        assert!(same_for_compile(
+            &raw("Ingress", "1", "a"),
+            &raw("Ingress", "2", "b")
+        ));
+        assert!(same_for_compile(
+            &raw("Service", "1", "a"),
+            &raw("Service", "2", "a")
+        ));
+        assert!(!same_for_compile(
+            &raw("Service", "1", "a"),
+            &raw("Service", "2", "b")
+        ));
     }
 
     #[test]

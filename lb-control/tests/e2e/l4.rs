@@ -53,7 +53,7 @@ endpoints: [{}]
 
 /// One HTTP/1.0 request over a fresh TCP connection to `addr`; the name of
 /// the echo backend that answered.
-fn backend_via(addr: SocketAddr) -> Option<String> {
+pub(crate) fn backend_via(addr: SocketAddr) -> Option<String> {
     backend_over(TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?)
 }
 

@@ -4,23 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::Lb;
 use crate::support::kube_api::KubeApi;
-use crate::support::{Lb, scratch_dir};
-
-/// An lb whose only objects come from `api`, waited for until ready.
-fn lb_on(tag: &str, api: &KubeApi) -> Lb {
-    let kubeconfig = api.kubeconfig(&scratch_dir(&format!("{tag}-kc")));
-    let mut lb = Lb::spawn_unready(
-        tag,
-        &[],
-        &format!(
-            "kubernetes = {{ kubeconfig = \"{}\", context = \"test\" }}\n",
-            kubeconfig.display()
-        ),
-    );
-    lb.wait_ready(Duration::from_secs(20));
-    lb
-}
 
 fn holder(api: &KubeApi) -> Option<String> {
     api.get("Lease", Some("lb-system"), "lb-leader")?["spec"]["holderIdentity"]
@@ -61,8 +46,8 @@ fn wait_one_leader(lbs: &[&Lb], limit: Duration) -> usize {
 #[test]
 fn one_leader_then_takeover_after_sigterm() {
     let api = KubeApi::start();
-    let a = lb_on("leader-a", &api);
-    let b = lb_on("leader-b", &api);
+    let a = Lb::on_api("leader-a", &api, "");
+    let b = Lb::on_api("leader-b", &api, "");
     let first = wait_one_leader(&[&a, &b], Duration::from_secs(10));
     // Stays exactly one across a few renewals and follower looks.
     let until = Instant::now() + Duration::from_secs(3);
@@ -96,8 +81,8 @@ fn one_leader_then_takeover_after_sigterm() {
 #[test]
 fn killed_leader_is_replaced_after_the_lease_expires() {
     let api = KubeApi::start();
-    let a = lb_on("leader-kill-a", &api);
-    let b = lb_on("leader-kill-b", &api);
+    let a = Lb::on_api("leader-kill-a", &api, "");
+    let b = Lb::on_api("leader-kill-b", &api, "");
     let first = wait_one_leader(&[&a, &b], Duration::from_secs(10));
     let (mut leader, follower) = if first == 0 { (a, b) } else { (b, a) };
     let start = Instant::now();

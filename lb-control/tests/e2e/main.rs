@@ -27,4 +27,6 @@ mod systemd;
 mod tls;
 mod udp;
 mod upstream;
+mod vip_alloc;
+mod vip_iface;
 mod websocket;

@@ -8,24 +8,9 @@ use bench::echo::EchoServer;
 
 use crate::l4::l4_service;
 use crate::support::kube_api::KubeApi;
-use crate::support::{Lb, free_port, scratch_dir, service_yaml};
+use crate::support::{Lb, free_port, service_yaml};
 
 const CONTROLLER: &str = "lb.example.com/gateway-controller";
-
-/// An lb whose only objects come from `api`.
-fn lb_on(tag: &str, api: &KubeApi) -> Lb {
-    let kubeconfig = api.kubeconfig(&scratch_dir(&format!("{tag}-kc")));
-    let mut lb = Lb::spawn_unready(
-        tag,
-        &[],
-        &format!(
-            "kubernetes = {{ kubeconfig = \"{}\", context = \"test\" }}\n",
-            kubeconfig.display()
-        ),
-    );
-    lb.wait_ready(Duration::from_secs(20));
-    lb
-}
 
 /// How many status writes `api` logged for `what` ("Kind ns/name").
 fn writes(api: &KubeApi, what: &str) -> usize {
@@ -86,7 +71,7 @@ fn load_balancer_service_status_is_written_once_per_change_and_not_on_restart() 
     api.apply_yaml(&svc("127.0.78.1"));
     let what = "Service default/vip";
     {
-        let lb = lb_on("status-svc", &api);
+        let lb = Lb::on_api("status-svc", &api, "");
         wait_writes(&api, &lb, what, 1);
         let stored = api.get("Service", Some("default"), "vip").unwrap();
         assert_eq!(
@@ -113,7 +98,7 @@ fn load_balancer_service_status_is_written_once_per_change_and_not_on_restart() 
     }
     // A restarted lb finds the status already there: no write.
     let before = api.status_writes().len();
-    let lb = lb_on("status-svc-2", &api);
+    let lb = Lb::on_api("status-svc-2", &api, "");
     // Only the leader writes: wait until this one leads, then give it time.
     let start = Instant::now();
     while lb.metric("lb_leader") != 1 {
@@ -158,7 +143,7 @@ spec:
       - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
 ",
     );
-    let lb = lb_on("status-ing", &api);
+    let lb = Lb::on_api("status-ing", &api, "");
     wait_writes(&api, &lb, "Ingress default/web", 1);
     let stored = api.get("Ingress", Some("default"), "web").unwrap();
     assert_eq!(
@@ -205,7 +190,7 @@ spec:
   rules: [{{backendRefs: [{{name: backend, port: 80}}]}}]
 "
     ));
-    let lb = lb_on("status-gw", &api);
+    let lb = Lb::on_api("status-gw", &api, "");
     wait_writes(&api, &lb, "GatewayClass lb", 1);
     wait_writes(&api, &lb, "Gateway default/gw", 1);
     wait_writes(&api, &lb, "HTTPRoute default/route", 1);
@@ -232,4 +217,49 @@ spec:
     assert_eq!(writes(&api, "GatewayClass lb"), 1);
     let route = api.get("HTTPRoute", Some("default"), "route").unwrap();
     assert_eq!(resolved(&route).as_deref(), Some("False"), "{route:#}");
+}
+
+#[test]
+fn a_service_that_stops_being_lbs_loses_the_status_lb_wrote() {
+    let api = KubeApi::start();
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap(), "a").expect("echo");
+    let port = free_port();
+    let svc = |class: &str| {
+        l4_service(
+            "moving",
+            "LoadBalancer",
+            port,
+            &format!("  loadBalancerIP: 127.0.78.3\n  loadBalancerClass: {class}\n"),
+            &[echo.local_addr()],
+        )
+    };
+    api.apply_yaml(&svc("lb.example.com/lb"));
+    let what = "Service default/moving";
+    let lb = Lb::on_api("status-cleanup", &api, "");
+    wait_writes(&api, &lb, what, 1);
+    // Another class now: lb stops serving it and removes its status.
+    api.apply_yaml(&svc("other.example.com/lb"));
+    wait_writes(&api, &lb, what, 2);
+    let stored = api.get("Service", Some("default"), "moving").unwrap();
+    assert!(
+        stored["status"]["loadBalancer"]["ingress"].is_null(),
+        "{stored:#}"
+    );
+    unrelated_events(&api);
+    settle();
+    assert_eq!(writes(&api, what), 2, "{:?}", api.status_writes());
+    // Status another controller wrote is not lb's to remove.
+    api.apply_yaml(&svc("lb.example.com/lb"));
+    wait_writes(&api, &lb, what, 3);
+    let mut theirs = api.get("Service", Some("default"), "moving").unwrap();
+    theirs["spec"]["loadBalancerClass"] = "other.example.com/lb".into();
+    theirs["status"]["loadBalancer"]["ingress"] = serde_json::json!([{"ip": "192.0.2.1"}]);
+    api.apply(theirs);
+    settle();
+    assert_eq!(writes(&api, what), 3, "{:?}", api.status_writes());
+    let stored = api.get("Service", Some("default"), "moving").unwrap();
+    assert_eq!(
+        stored["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "192.0.2.1"
+    );
 }

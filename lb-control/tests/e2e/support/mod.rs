@@ -99,6 +99,27 @@ impl Lb {
         Self::spawn_unready_with(tag, manifests, extra, "")
     }
 
+    /// An lb whose objects come from the stand-in API server `api` (and
+    /// `extra` TOML after `[sources]`), started but not waited for.
+    pub fn on_api_unready(tag: &str, api: &kube_api::KubeApi, extra: &str) -> Lb {
+        let kubeconfig = api.kubeconfig(&scratch_dir(&format!("{tag}-kc")));
+        Lb::spawn_unready(
+            tag,
+            &[],
+            &format!(
+                "kubernetes = {{ kubeconfig = \"{}\", context = \"test\" }}\n{extra}",
+                kubeconfig.display()
+            ),
+        )
+    }
+
+    /// [`Lb::on_api_unready`], waited for until ready.
+    pub fn on_api(tag: &str, api: &kube_api::KubeApi, extra: &str) -> Lb {
+        let mut lb = Self::on_api_unready(tag, api, extra);
+        lb.wait_ready(Duration::from_secs(20));
+        lb
+    }
+
     /// Like [`Lb::spawn_unready`], with `ingress` TOML lines added to `[ingress]`.
     /// Every lb also listens for HTTPS on [`Lb::https`].
     pub fn spawn_unready_with(

@@ -1,0 +1,537 @@
+//! `[loadbalancer] interface`: the real `lb` runs in a network namespace the
+//! test creates, joined by a veth pair to a second ("peer") namespace. lb
+//! puts a dual-stack LoadBalancer Service's VIPs on its end of the pair,
+//! announces them (the peer's neighbour table learns lb's MAC without
+//! asking), serves connections to them from the peer, takes them off when
+//! the Service goes and on drain, never removes an address it did not add,
+//! and removes the addresses a crashed lb left behind.
+//!
+//! Traffic stays inside the two namespaces. The tests need root (to create
+//! namespaces) and skip with a note without it.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{scratch_dir, test_io};
+
+const LB_DEV: &str = "vip0";
+const PEER_DEV: &str = "vip1";
+const ADMIN: &str = "127.0.0.1:19901";
+const PORT: u16 = 8080;
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} {args:?}: {e}"))
+}
+
+/// Runs `ip ARGS`, panicking with its stderr on failure.
+fn ip(args: &[&str]) {
+    let out = run("ip", args);
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn json(program: &str, args: &[&str]) -> serde_json::Value {
+    let out = run(program, args);
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
+}
+
+/// Two namespaces joined by a veth pair; both deleted on drop (also when a
+/// test panics).
+struct Netns {
+    lb: String,
+    peer: String,
+}
+
+impl Netns {
+    /// The namespaces, or None (with a note) when they cannot be made here.
+    fn create(tag: &str) -> Option<Netns> {
+        if String::from_utf8_lossy(&run("id", &["-u"]).stdout).trim() != "0" {
+            eprintln!("skipping vip_iface::{tag}: needs root to create network namespaces");
+            return None;
+        }
+        let pid = std::process::id();
+        let lb = format!("lb-vip-{pid}-{tag}");
+        let peer = format!("lb-vip-{pid}-{tag}-peer");
+        let out = run("ip", &["netns", "add", &lb]);
+        if !out.status.success() {
+            eprintln!(
+                "skipping vip_iface::{tag}: ip netns add failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        let ns = Netns {
+            lb,
+            peer: peer.clone(),
+        };
+        ip(&["netns", "add", &peer]);
+        let (l, p) = (ns.lb.as_str(), ns.peer.as_str());
+        ip(&[
+            "-n", l, "link", "add", LB_DEV, "type", "veth", "peer", "name", PEER_DEV, "netns", p,
+        ]);
+        for (n, dev) in [(l, LB_DEV), (p, PEER_DEV)] {
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+            ip(&["-n", n, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", l, "addr", "add", "10.250.1.1/24", "dev", LB_DEV]);
+        ip(&[
+            "-n",
+            l,
+            "addr",
+            "add",
+            "fd00:251::1/64",
+            "dev",
+            LB_DEV,
+            "nodad",
+        ]);
+        ip(&["-n", p, "addr", "add", "10.250.1.2/24", "dev", PEER_DEV]);
+        ip(&[
+            "-n",
+            p,
+            "addr",
+            "add",
+            "fd00:251::2/64",
+            "dev",
+            PEER_DEV,
+            "nodad",
+        ]);
+        // The VIP pools are on the link, seen from the peer.
+        ip(&["-n", p, "route", "add", "10.250.0.0/29", "dev", PEER_DEV]);
+        ip(&[
+            "-n",
+            p,
+            "-6",
+            "route",
+            "add",
+            "fd00:250::/125",
+            "dev",
+            PEER_DEV,
+        ]);
+        // Learn neighbours from gratuitous ARP and unsolicited NA (the
+        // latter only on a router: forwarding on).
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                p,
+                "sysctl",
+                "-q",
+                "-w",
+                &format!("net.ipv4.conf.{PEER_DEV}.arp_accept=1"),
+                &format!("net.ipv6.conf.{PEER_DEV}.accept_untracked_na=1"),
+                &format!("net.ipv6.conf.{PEER_DEV}.forwarding=1"),
+            ],
+        );
+        assert!(out.status.success(), "sysctl: {out:?}");
+        Some(ns)
+    }
+
+    /// The addresses on lb's end of the pair.
+    fn addresses(&self) -> Vec<IpAddr> {
+        let v = json("ip", &["-n", &self.lb, "-j", "addr", "show", "dev", LB_DEV]);
+        v[0]["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["local"].as_str()?.parse().ok())
+            .collect()
+    }
+
+    /// Polls until `done(addresses)` holds; false after `limit`.
+    fn wait_addresses(&self, limit: Duration, done: impl Fn(&[IpAddr]) -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if done(&self.addresses()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn mac(&self) -> String {
+        let v = json("ip", &["-n", &self.lb, "-j", "link", "show", "dev", LB_DEV]);
+        v[0]["address"].as_str().expect("a MAC").to_owned()
+    }
+
+    /// The peer's neighbour entry for `ip`: its link-layer address.
+    fn peer_neighbour(&self, ip: IpAddr) -> Option<String> {
+        let v = json(
+            "ip",
+            &["-n", &self.peer, "-j", "neigh", "show", "dev", PEER_DEV],
+        );
+        v.as_array()?
+            .iter()
+            .find(|n| n["dst"].as_str().and_then(|d| d.parse::<IpAddr>().ok()) == Some(ip))
+            .and_then(|n| Some(n["lladdr"].as_str()?.to_owned()))
+    }
+
+    /// curl from the peer to `ip`:PORT; curl's exit code.
+    fn peer_curl(&self, ip: IpAddr) -> i32 {
+        let url = match ip {
+            IpAddr::V4(v4) => format!("http://{v4}:{PORT}/"),
+            IpAddr::V6(v6) => format!("http://[{v6}]:{PORT}/"),
+        };
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.peer,
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "3",
+                &url,
+            ],
+        );
+        out.status.code().unwrap_or(-1)
+    }
+
+    /// GET `path` from lb's admin API inside its namespace; None unless 2xx.
+    fn admin_get(&self, path: &str) -> Option<String> {
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.lb,
+                "curl",
+                "-sf",
+                "--max-time",
+                "2",
+                &format!("http://{ADMIN}{path}"),
+            ],
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in [&self.lb, &self.peer] {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+    }
+}
+
+/// `lb serve` inside the lb namespace (`ip netns exec` execs lb, so the
+/// child's pid is lb's).
+struct NsLb {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl NsLb {
+    fn start(ns: &Netns, tag: &str, manifests: &[(&str, &str)]) -> NsLb {
+        let dir = scratch_dir(tag);
+        for (name, body) in manifests {
+            std::fs::write(dir.join("manifests").join(name), body).unwrap();
+        }
+        let config = format!(
+            "[runtime]\nworkers = 2\nshutdown_grace = \"2s\"\nio = \"{io}\"\npin = false\n\
+             [admin]\nlisten = \"{ADMIN}\"\n\
+             [ingress]\nclass = \"lb\"\nhttp = [\"127.0.0.1:18080\"]\n\
+             [sources]\nfiles = [\"{manifests}\"]\n\
+             [loadbalancer]\npools = [\"10.250.0.0/29\", \"fd00:250::/125\"]\ninterface = \"{LB_DEV}\"\n",
+            io = test_io(),
+            manifests = dir.join("manifests").display(),
+        );
+        std::fs::write(dir.join("lb.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("lb.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.lb, crate::support::lb_bin()])
+            .args(["serve", "--config"])
+            .arg(dir.join("lb.toml"))
+            .env("LB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lb");
+        let mut lb = NsLb {
+            dir,
+            child: Some(child),
+        };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = lb.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("lb exited early with {status}; log:\n{}", lb.log());
+            }
+            if ns.admin_get("/readyz").is_some() {
+                return lb;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "lb not ready; log:\n{}",
+                lb.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("lb.log")).unwrap_or_default()
+    }
+
+    fn manifest(&self, name: &str) -> PathBuf {
+        self.dir.join("manifests").join(name)
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(run("kill", &[&format!("-{sig}"), &pid]).status.success());
+    }
+
+    fn wait_exit(&mut self, limit: Duration) {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        while child.try_wait().expect("try_wait").is_none() {
+            assert!(start.elapsed() < limit, "lb did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = None;
+    }
+}
+
+impl Drop for NsLb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A dual-stack LoadBalancer Service `web` on TCP port [`PORT`], no endpoints.
+fn dual_stack_service() -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  ports: [{{name: tcp, port: {PORT}, protocol: TCP}}]
+"
+    )
+}
+
+fn in_pools(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[..3] == [10, 250, 0] && v4.octets()[3] < 8,
+        IpAddr::V6(v6) => {
+            let base: Ipv6Addr = "fd00:250::".parse().unwrap();
+            v6.octets()[..15] == base.octets()[..15] && v6.octets()[15] < 8
+        }
+    }
+}
+
+/// The Service's VIPs from lb's `/status`, once both families have one.
+fn status_vips(ns: &Netns) -> Vec<IpAddr> {
+    let start = Instant::now();
+    loop {
+        let vips: Vec<IpAddr> = ns
+            .admin_get("/status")
+            .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|s| {
+                let svc = s
+                    .as_array()?
+                    .iter()
+                    .find(|o| o["kind"] == "Service")?
+                    .clone();
+                Some(
+                    svc["status"]["loadBalancer"]["ingress"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|i| i["ip"].as_str()?.parse().ok())
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        if vips.len() == 2 {
+            return vips;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no dual-stack VIPs in /status: {vips:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn vips_are_added_announced_served_removed_and_others_left_alone() {
+    let Some(ns) = Netns::create("life") else {
+        return;
+    };
+    let mut lb = NsLb::start(&ns, "vip-iface", &[("web.yaml", &dual_stack_service())]);
+    let vips = status_vips(&ns);
+    assert!(vips.iter().all(in_pools), "{vips:?}");
+    assert!(
+        vips[0].is_ipv4() != vips[1].is_ipv4(),
+        "one per family: {vips:?}"
+    );
+
+    // Both VIPs on the interface, as host addresses.
+    assert!(
+        ns.wait_addresses(Duration::from_secs(5), |a| vips
+            .iter()
+            .all(|v| a.contains(v))),
+        "VIPs {vips:?} not on {LB_DEV}: {:?}; log:\n{}",
+        ns.addresses(),
+        lb.log()
+    );
+    let info = json("ip", &["-n", &ns.lb, "-j", "addr", "show", "dev", LB_DEV]);
+    for vip in &vips {
+        let entry = info[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["local"].as_str() == Some(&vip.to_string()))
+            .unwrap();
+        let host = if vip.is_ipv4() { 32 } else { 128 };
+        assert_eq!(entry["prefixlen"], host, "{entry}");
+        // iproute2 6.2 and newer print the IFA_PROTO mark.
+        if let Some(proto) = entry.get("protocol") {
+            assert_eq!(proto, "108", "{entry}");
+        }
+    }
+    // Announced: the peer learnt both with lb's MAC, without asking (no
+    // traffic to them has been sent yet).
+    let mac = ns.mac();
+    let start = Instant::now();
+    for vip in &vips {
+        while ns.peer_neighbour(*vip).as_deref() != Some(mac.as_str()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "peer has no neighbour entry {vip} -> {mac}: {}",
+                String::from_utf8_lossy(&run("ip", &["-n", &ns.peer, "neigh"]).stdout)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Served: the connection is accepted (and closed, the Service has no
+    // endpoints); curl exits 7 when it cannot connect, 28 on a timeout.
+    for vip in &vips {
+        let code = ns.peer_curl(*vip);
+        assert!(
+            code == 52 || code == 56,
+            "curl to {vip}:{PORT} exited {code}"
+        );
+    }
+
+    // The Service goes: both addresses go.
+    std::fs::remove_file(lb.manifest("web.yaml")).unwrap();
+    assert!(
+        ns.wait_addresses(Duration::from_secs(10), |a| !vips
+            .iter()
+            .any(|v| a.contains(v))),
+        "VIPs still on {LB_DEV}: {:?}; log:\n{}",
+        ns.addresses(),
+        lb.log()
+    );
+    assert!(lb.log().contains("VIP removed from the interface"));
+
+    // Addresses added by hand, one of them a pool address lb might pick:
+    // lb never removes them.
+    let by_hand: Vec<IpAddr> = ["10.250.0.7", "fd00:250::7", "192.0.2.9"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    for a in &by_hand {
+        let host = format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 });
+        let mut args = vec!["-n", &ns.lb, "addr", "add", &host, "dev", LB_DEV];
+        if a.is_ipv6() {
+            args.push("nodad");
+        }
+        ip(&args);
+    }
+    // The Service comes back: its VIPs are added again (a reload syncs).
+    std::fs::write(lb.manifest("web.yaml"), dual_stack_service()).unwrap();
+    let vips = status_vips(&ns);
+    assert!(
+        ns.wait_addresses(Duration::from_secs(10), |a| vips
+            .iter()
+            .all(|v| a.contains(v))),
+        "VIPs {vips:?} not back on {LB_DEV}: {:?}",
+        ns.addresses()
+    );
+    assert!(by_hand.iter().all(|a| ns.addresses().contains(a)));
+
+    // Drain: lb's addresses go, the others stay.
+    lb.signal("TERM");
+    lb.wait_exit(Duration::from_secs(15));
+    let left = ns.addresses();
+    for vip in vips.iter().filter(|v| !by_hand.contains(v)) {
+        assert!(
+            !left.contains(vip),
+            "{vip} still on {LB_DEV} after drain: {left:?}"
+        );
+    }
+    for a in &by_hand {
+        assert!(left.contains(a), "{a} (added by hand) removed: {left:?}");
+    }
+    assert!(left.contains(&"10.250.1.1".parse().unwrap()));
+}
+
+#[test]
+fn addresses_a_crashed_lb_left_are_removed_at_start() {
+    let Some(ns) = Netns::create("stale") else {
+        return;
+    };
+    let mut first = NsLb::start(&ns, "vip-iface-a", &[("web.yaml", &dual_stack_service())]);
+    let vips = status_vips(&ns);
+    assert!(
+        ns.wait_addresses(Duration::from_secs(5), |a| vips
+            .iter()
+            .all(|v| a.contains(v))),
+        "VIPs {vips:?} not on {LB_DEV}: {:?}",
+        ns.addresses()
+    );
+    // A crash: no drain, the addresses stay.
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(5));
+    drop(first);
+    let left = ns.addresses();
+    assert!(vips.iter().all(|v| left.contains(v)), "{left:?}");
+    ip(&["-n", &ns.lb, "addr", "add", "10.250.0.6/32", "dev", LB_DEV]);
+
+    // The next lb serves no Service: it removes the addresses carrying its
+    // mark, and only those.
+    let second = NsLb::start(&ns, "vip-iface-b", &[]);
+    assert!(
+        ns.wait_addresses(Duration::from_secs(5), |a| !vips
+            .iter()
+            .any(|v| a.contains(v))),
+        "stale VIPs still on {LB_DEV}: {:?}; log:\n{}",
+        ns.addresses(),
+        second.log()
+    );
+    let left = ns.addresses();
+    assert!(left.contains(&"10.250.0.6".parse().unwrap()), "{left:?}");
+    assert!(
+        second.log().contains("from an earlier run"),
+        "{}",
+        second.log()
+    );
+}
