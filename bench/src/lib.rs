@@ -5,6 +5,7 @@ pub mod backends;
 pub mod chart;
 pub mod echo;
 pub mod harness;
+pub mod kube_api;
 pub mod l4_proxies;
 pub mod proxies;
 pub mod report;

@@ -11,7 +11,8 @@
 //! EndpointSlice), then that many Ingress hosts; one small file is changed
 //! [`CHANGES`] times (lb's `lb_event_to_traffic_seconds` p50/p99/max), then
 //! rewritten [`BURST`] times as fast as possible (events seen and compiles
-//! run), and VmRSS is read.
+//! run), and VmRSS is read; each workload runs once from manifest files and
+//! once from the stand-in Kubernetes API server ([`crate::kube_api`]).
 //!
 //! The object generator is public so the `compile` criterion benchmark of
 //! lb-control compiles exactly the same mix.
@@ -141,6 +142,15 @@ fn free_port() -> Result<u16, String> {
 /// Writes `dir/lb.toml` (one worker, free ports, `dir/manifests`) and the
 /// manifest files; returns the config path and the admin address.
 fn write_config(dir: &Path, files: &[(&str, String)]) -> Result<(PathBuf, SocketAddr), String> {
+    write_config_with(dir, files, "")
+}
+
+/// [`write_config`] with `sources` TOML lines added to `[sources]`.
+fn write_config_with(
+    dir: &Path,
+    files: &[(&str, String)],
+    sources: &str,
+) -> Result<(PathBuf, SocketAddr), String> {
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).map_err(|e| format!("{}: {e}", manifests.display()))?;
     for (name, text) in files {
@@ -149,7 +159,7 @@ fn write_config(dir: &Path, files: &[(&str, String)]) -> Result<(PathBuf, Socket
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let cfg = dir.join("lb.toml");
     let text = format!(
-        "[runtime]\nworkers = 1\n[admin]\nlisten = \"{admin}\"\n[ingress]\nhttp = [\"127.0.0.1:{}\"]\nhttps = []\n[sources]\nfiles = [\"{}\"]\n",
+        "[runtime]\nworkers = 1\n[admin]\nlisten = \"{admin}\"\n[ingress]\nhttp = [\"127.0.0.1:{}\"]\nhttps = []\n[sources]\nfiles = [\"{}\"]\n{sources}",
         free_port()?,
         manifests.display()
     );
@@ -365,6 +375,25 @@ impl Workload {
     }
 }
 
+/// Where an event-to-traffic workload's objects come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Manifest files; a change rewrites the probe file.
+    Files,
+    /// The stand-in Kubernetes API server ([`crate::kube_api`]) through
+    /// lb's list+watch source; a change writes the probe objects there.
+    Kubernetes,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Files => "files",
+            Source::Kubernetes => "API server",
+        }
+    }
+}
+
 /// The file each change rewrites.
 const PROBE: &str = "probe.yaml";
 
@@ -448,21 +477,50 @@ fn replace(path: &Path, text: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Starts lb on `w`, changes the probe file [`CHANGES`] times, then
-/// rewrites it [`BURST`] times, and stops lb.
-fn measure_latency(w: Workload) -> Result<Latency, String> {
+/// Starts lb on `w` (from `source`), changes the probe objects [`CHANGES`]
+/// times, then writes them [`BURST`] times, and stops lb.
+fn measure_latency(w: Workload, source: Source) -> Result<Latency, String> {
     let dir = scratch(&format!("latency-{}", w.objects()));
     let result = (|| {
-        let (cfg, admin) = write_config(&dir, &w.files())?;
+        let api = (source == Source::Kubernetes).then(crate::kube_api::KubeApi::start);
+        let (cfg, admin) = match &api {
+            None => write_config(&dir, &w.files())?,
+            Some(api) => {
+                for (name, text) in w.files() {
+                    if name != PROBE {
+                        api.apply_yaml(&text);
+                    }
+                }
+                api.apply_yaml(&probe(0));
+                let kubeconfig = api.kubeconfig(&dir);
+                write_config_with(
+                    &dir,
+                    &[],
+                    &format!(
+                        "kubernetes = {{ kubeconfig = \"{}\", context = \"test\" }}\n",
+                        kubeconfig.display()
+                    ),
+                )?
+            }
+        };
         let (lb, startup) = start_lb(&dir, &cfg, admin)?;
         let probe_path = dir.join("manifests").join(PROBE);
+        // One change of the probe: the file replaced, or the objects written.
+        let change = |v: usize, atomic: bool| match &api {
+            Some(api) => {
+                api.apply_yaml(&probe(v));
+                Ok(())
+            }
+            None if atomic => replace(&probe_path, &probe(v)),
+            None => write(&probe_path, &probe(v)),
+        };
         let mut generation = series(&metrics_text(admin)?, "lb_snapshot_generation")?;
         let mut observed = Vec::new();
         for v in 1..=CHANGES {
             // Let the previous change's burst close first.
             std::thread::sleep(Duration::from_millis(50));
             let written = Instant::now();
-            replace(&probe_path, &probe(v))?;
+            change(v, true)?;
             generation = wait_generation(admin, generation)?;
             observed.push(written.elapsed().as_secs_f64() * 1e3);
         }
@@ -490,7 +548,7 @@ fn measure_latency(w: Workload) -> Result<Latency, String> {
         );
         let burst = Instant::now();
         for v in 0..BURST {
-            write(&probe_path, &probe(CHANGES + 1 + v))?;
+            change(CHANGES + 1 + v, false)?;
         }
         l.burst_write = burst.elapsed().as_secs_f64() * 1e3;
         wait_generation(admin, generation)?;
@@ -513,6 +571,7 @@ fn measure_latency(w: Workload) -> Result<Latency, String> {
         l.burst_events = series(&m, "lb_config_events_total")? - events;
         l.burst_compiles = series(&m, "lb_config_compiles_total")? - compiles;
         l.rss = vm_rss_mib(lb.pid());
+        drop(lb);
         Ok(l)
     })();
     let _ = std::fs::remove_dir_all(&dir);
@@ -524,20 +583,25 @@ fn measure_latency(w: Workload) -> Result<Latency, String> {
 fn latency_table(counts: &[usize]) -> Result<String, String> {
     let mut out = format!(
         "\nEvent-to-traffic: lb (`workers = 1`, core 0) serves each workload plus one probe \
-         Service + EndpointSlice in its own file; the probe file is replaced (write aside, \
-         rename) {CHANGES} times, 50 ms apart, each time waiting for the new generation. \
-         p50/p99/max are lb's own `lb_event_to_traffic_seconds` (first file event to snapshot \
-         swap, so they include the {} ms debounce quiet period and a full reload); *observed* \
-         is the median from the rename to `/metrics` showing the new generation. Then the \
-         probe file is rewritten {BURST} times in a row: the events lb saw and the compiles \
-         they cost. VmRSS is read at the end.\n\n\
-         | workload | objects | start to /readyz ms | compile ms | event-to-traffic p50 ms | p99 ms | max ms | observed ms | burst: write ms | events | compiles | VmRSS MiB |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         Service + EndpointSlice, from manifest files (the probe in its own file) or from the \
+         stand-in Kubernetes API server through lb's list+watch source. The probe changes \
+         {CHANGES} times, 50 ms apart (file: replaced by write aside and rename; API server: \
+         the objects written), each time waiting for the new generation. p50/p99/max are lb's \
+         own `lb_event_to_traffic_seconds` (first event to snapshot swap, so they include the \
+         {} ms debounce quiet period and a full reload); *observed* is the median from the \
+         change to `/metrics` showing the new generation. Then the probe is written {BURST} \
+         times in a row: the events lb saw and the compiles they cost. VmRSS is read at the \
+         end.\n\n\
+         | workload | source | objects | start to /readyz ms | compile ms | event-to-traffic p50 ms | p99 ms | max ms | observed ms | burst: write ms | events | compiles | VmRSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         DEBOUNCE_MS
     );
     for &n in counts {
-        for w in [Workload::Services(n), Workload::IngressHosts(n)] {
-            let l = measure_latency(w)?;
+        let runs = [Workload::Services(n), Workload::IngressHosts(n)]
+            .into_iter()
+            .flat_map(|w| [(w, Source::Files), (w, Source::Kubernetes)]);
+        for (w, source) in runs {
+            let l = measure_latency(w, source)?;
             if l.samples < CHANGES as f64 {
                 return Err(format!(
                     "lb recorded {} event-to-traffic samples for {CHANGES} changes",
@@ -546,8 +610,9 @@ fn latency_table(counts: &[usize]) -> Result<String, String> {
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
+                "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
                 w.name(),
+                source.name(),
                 w.objects() + 2,
                 l.startup,
                 l.compile,

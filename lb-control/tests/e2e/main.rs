@@ -28,5 +28,6 @@ mod tls;
 mod udp;
 mod upstream;
 mod vip_alloc;
+mod vip_failover;
 mod vip_iface;
 mod websocket;

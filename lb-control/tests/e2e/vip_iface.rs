@@ -10,40 +10,15 @@
 //! namespaces) and skip with a note without it.
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::netns::{self, NsLb, ip, wait_until};
 use crate::support::{scratch_dir, test_io};
 
 const LB_DEV: &str = "vip0";
 const PEER_DEV: &str = "vip1";
 const ADMIN: &str = "127.0.0.1:19901";
 const PORT: u16 = 8080;
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {program} {args:?}: {e}"))
-}
-
-/// Runs `ip ARGS`, panicking with its stderr on failure.
-fn ip(args: &[&str]) {
-    let out = run("ip", args);
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn json(program: &str, args: &[&str]) -> serde_json::Value {
-    let out = run(program, args);
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
-}
 
 /// Two namespaces joined by a veth pair; both deleted on drop (also when a
 /// test panics).
@@ -55,14 +30,13 @@ struct Netns {
 impl Netns {
     /// The namespaces, or None (with a note) when they cannot be made here.
     fn create(tag: &str) -> Option<Netns> {
-        if String::from_utf8_lossy(&run("id", &["-u"]).stdout).trim() != "0" {
-            eprintln!("skipping vip_iface::{tag}: needs root to create network namespaces");
+        if !netns::can_create(&format!("vip_iface::{tag}")) {
             return None;
         }
         let pid = std::process::id();
         let lb = format!("lb-vip-{pid}-{tag}");
         let peer = format!("lb-vip-{pid}-{tag}-peer");
-        let out = run("ip", &["netns", "add", &lb]);
+        let out = netns::run("ip", &["netns", "add", &lb]);
         if !out.status.success() {
             eprintln!(
                 "skipping vip_iface::{tag}: ip netns add failed: {}",
@@ -119,7 +93,7 @@ impl Netns {
         ]);
         // Learn neighbours from gratuitous ARP and unsolicited NA (the
         // latter only on a router: forwarding on).
-        let out = run(
+        let out = netns::run(
             "ip",
             &[
                 "netns",
@@ -139,186 +113,70 @@ impl Netns {
 
     /// The addresses on lb's end of the pair.
     fn addresses(&self) -> Vec<IpAddr> {
-        let v = json("ip", &["-n", &self.lb, "-j", "addr", "show", "dev", LB_DEV]);
-        v[0]["addr_info"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a["local"].as_str()?.parse().ok())
-            .collect()
+        netns::addresses(&self.lb, LB_DEV)
     }
 
     /// Polls until `done(addresses)` holds; false after `limit`.
     fn wait_addresses(&self, limit: Duration, done: impl Fn(&[IpAddr]) -> bool) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if done(&self.addresses()) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_until(limit, || done(&self.addresses()))
     }
 
     fn mac(&self) -> String {
-        let v = json("ip", &["-n", &self.lb, "-j", "link", "show", "dev", LB_DEV]);
-        v[0]["address"].as_str().expect("a MAC").to_owned()
+        netns::mac(&self.lb, LB_DEV)
     }
 
     /// The peer's neighbour entry for `ip`: its link-layer address.
     fn peer_neighbour(&self, ip: IpAddr) -> Option<String> {
-        let v = json(
-            "ip",
-            &["-n", &self.peer, "-j", "neigh", "show", "dev", PEER_DEV],
-        );
-        v.as_array()?
-            .iter()
-            .find(|n| n["dst"].as_str().and_then(|d| d.parse::<IpAddr>().ok()) == Some(ip))
-            .and_then(|n| Some(n["lladdr"].as_str()?.to_owned()))
+        netns::neighbour(&self.peer, PEER_DEV, ip)
     }
 
     /// curl from the peer to `ip`:PORT; curl's exit code.
     fn peer_curl(&self, ip: IpAddr) -> i32 {
-        let url = match ip {
-            IpAddr::V4(v4) => format!("http://{v4}:{PORT}/"),
-            IpAddr::V6(v6) => format!("http://[{v6}]:{PORT}/"),
-        };
-        let out = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.peer,
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "--max-time",
-                "3",
-                &url,
-            ],
-        );
-        out.status.code().unwrap_or(-1)
+        netns::curl_code(&self.peer, ip, PORT)
     }
 
     /// GET `path` from lb's admin API inside its namespace; None unless 2xx.
     fn admin_get(&self, path: &str) -> Option<String> {
-        let out = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.lb,
-                "curl",
-                "-sf",
-                "--max-time",
-                "2",
-                &format!("http://{ADMIN}{path}"),
-            ],
-        );
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        netns::admin_get(&self.lb, ADMIN, path)
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         for ns in [&self.lb, &self.peer] {
-            let _ = run("ip", &["netns", "del", ns]);
+            let _ = netns::run("ip", &["netns", "del", ns]);
         }
     }
 }
 
-/// `lb serve` inside the lb namespace (`ip netns exec` execs lb, so the
-/// child's pid is lb's).
-struct NsLb {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl NsLb {
-    fn start(ns: &Netns, tag: &str, manifests: &[(&str, &str)]) -> NsLb {
-        let dir = scratch_dir(tag);
-        for (name, body) in manifests {
-            std::fs::write(dir.join("manifests").join(name), body).unwrap();
-        }
-        let config = format!(
-            "[runtime]\nworkers = 2\nshutdown_grace = \"2s\"\nio = \"{io}\"\npin = false\n\
+/// Writes `lb.toml` and the manifests, starts lb in the lb namespace and
+/// waits until it is ready.
+fn start(ns: &Netns, tag: &str, manifests: &[(&str, &str)]) -> NsLb {
+    let dir = scratch_dir(tag);
+    for (name, body) in manifests {
+        std::fs::write(dir.join("manifests").join(name), body).unwrap();
+    }
+    let config = format!(
+        "[runtime]\nworkers = 2\nshutdown_grace = \"2s\"\nio = \"{io}\"\npin = false\n\
              [admin]\nlisten = \"{ADMIN}\"\n\
              [ingress]\nclass = \"lb\"\nhttp = [\"127.0.0.1:18080\"]\n\
              [sources]\nfiles = [\"{manifests}\"]\n\
              [loadbalancer]\npools = [\"10.250.0.0/29\", \"fd00:250::/125\"]\ninterface = \"{LB_DEV}\"\n",
-            io = test_io(),
-            manifests = dir.join("manifests").display(),
-        );
-        std::fs::write(dir.join("lb.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("lb.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.lb, crate::support::lb_bin()])
-            .args(["serve", "--config"])
-            .arg(dir.join("lb.toml"))
-            .env("LB_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn lb");
-        let mut lb = NsLb {
-            dir,
-            child: Some(child),
-        };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = lb.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("lb exited early with {status}; log:\n{}", lb.log());
-            }
-            if ns.admin_get("/readyz").is_some() {
-                return lb;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "lb not ready; log:\n{}",
-                lb.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("lb.log")).unwrap_or_default()
-    }
-
-    fn manifest(&self, name: &str) -> PathBuf {
-        self.dir.join("manifests").join(name)
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        assert!(run("kill", &[&format!("-{sig}"), &pid]).status.success());
-    }
-
-    fn wait_exit(&mut self, limit: Duration) {
-        let start = Instant::now();
-        let child = self.child.as_mut().expect("running");
-        while child.try_wait().expect("try_wait").is_none() {
-            assert!(start.elapsed() < limit, "lb did not exit within {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = None;
-    }
-}
-
-impl Drop for NsLb {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+        io = test_io(),
+        manifests = dir.join("manifests").display(),
+    );
+    std::fs::write(dir.join("lb.toml"), config).unwrap();
+    let mut lb = NsLb::spawn(&ns.lb, dir);
+    let ready = wait_until(Duration::from_secs(20), || {
+        lb.exited().is_none() && ns.admin_get("/readyz").is_some()
+    });
+    assert!(
+        ready,
+        "lb not ready ({:?}); log:\n{}",
+        lb.exited(),
+        lb.log()
+    );
+    lb
 }
 
 /// A dual-stack LoadBalancer Service `web` on TCP port [`PORT`], no endpoints.
@@ -384,7 +242,7 @@ fn vips_are_added_announced_served_removed_and_others_left_alone() {
     let Some(ns) = Netns::create("life") else {
         return;
     };
-    let mut lb = NsLb::start(&ns, "vip-iface", &[("web.yaml", &dual_stack_service())]);
+    let mut lb = start(&ns, "vip-iface", &[("web.yaml", &dual_stack_service())]);
     let vips = status_vips(&ns);
     assert!(vips.iter().all(in_pools), "{vips:?}");
     assert!(
@@ -401,7 +259,7 @@ fn vips_are_added_announced_served_removed_and_others_left_alone() {
         ns.addresses(),
         lb.log()
     );
-    let info = json("ip", &["-n", &ns.lb, "-j", "addr", "show", "dev", LB_DEV]);
+    let info = netns::ip_json(&["-n", &ns.lb, "-j", "addr", "show", "dev", LB_DEV]);
     for vip in &vips {
         let entry = info[0]["addr_info"]
             .as_array()
@@ -425,7 +283,7 @@ fn vips_are_added_announced_served_removed_and_others_left_alone() {
             assert!(
                 start.elapsed() < Duration::from_secs(5),
                 "peer has no neighbour entry {vip} -> {mac}: {}",
-                String::from_utf8_lossy(&run("ip", &["-n", &ns.peer, "neigh"]).stdout)
+                netns::neighbours(&ns.peer)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -480,7 +338,7 @@ fn vips_are_added_announced_served_removed_and_others_left_alone() {
 
     // Drain: lb's addresses go, the others stay.
     lb.signal("TERM");
-    lb.wait_exit(Duration::from_secs(15));
+    assert!(lb.wait_exit(Duration::from_secs(15)));
     let left = ns.addresses();
     for vip in vips.iter().filter(|v| !by_hand.contains(v)) {
         assert!(
@@ -499,7 +357,7 @@ fn addresses_a_crashed_lb_left_are_removed_at_start() {
     let Some(ns) = Netns::create("stale") else {
         return;
     };
-    let mut first = NsLb::start(&ns, "vip-iface-a", &[("web.yaml", &dual_stack_service())]);
+    let mut first = start(&ns, "vip-iface-a", &[("web.yaml", &dual_stack_service())]);
     let vips = status_vips(&ns);
     assert!(
         ns.wait_addresses(Duration::from_secs(5), |a| vips
@@ -510,7 +368,7 @@ fn addresses_a_crashed_lb_left_are_removed_at_start() {
     );
     // A crash: no drain, the addresses stay.
     first.signal("KILL");
-    first.wait_exit(Duration::from_secs(5));
+    assert!(first.wait_exit(Duration::from_secs(5)));
     drop(first);
     let left = ns.addresses();
     assert!(vips.iter().all(|v| left.contains(v)), "{left:?}");
@@ -518,7 +376,7 @@ fn addresses_a_crashed_lb_left_are_removed_at_start() {
 
     // The next lb serves no Service: it removes the addresses carrying its
     // mark, and only those.
-    let second = NsLb::start(&ns, "vip-iface-b", &[]);
+    let second = start(&ns, "vip-iface-b", &[]);
     assert!(
         ns.wait_addresses(Duration::from_secs(5), |a| !vips
             .iter()

@@ -384,7 +384,10 @@ impl Lb {
         lb
     }
 }
-pub mod kube_api;
+/// The stand-in Kubernetes API server (it lives in the bench crate, which
+/// also drives lb through it).
+pub use bench::kube_api;
+pub mod netns;
 
 /// Replaces a file atomically (write aside, rename over), as config
 /// management does.

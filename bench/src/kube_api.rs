@@ -1,5 +1,6 @@
-//! A stand-in Kubernetes API server for tests: there is no cluster on the test
-//! machines, so the API server source is tested against this.
+//! A stand-in Kubernetes API server: there is no cluster on the test
+//! machines, so lb's API server source is tested (lb-control's e2e tests)
+//! and benchmarked (`bench scale`) against this.
 //!
 //! It speaks the API server's HTTP/1.1 wire protocol (no TLS, any bearer token)
 //! for the kinds lb reads and writes, after the Kubernetes API conventions:
@@ -205,7 +206,13 @@ pub struct KubeApi {
 impl KubeApi {
     /// Starts listening on 127.0.0.1 on a free port.
     pub fn start() -> KubeApi {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("kube_api: bind");
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts listening on `addr` (port 0: a free port). The listening
+    /// socket is made on the calling thread, so in its network namespace.
+    pub fn start_on(addr: SocketAddr) -> KubeApi {
+        let listener = std::net::TcpListener::bind(addr).expect("kube_api: bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
