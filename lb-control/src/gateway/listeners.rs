@@ -282,11 +282,29 @@ fn assign_addresses(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>], l4: &L
         }
         wanted.push(want);
     }
-    for (plan, want) in plans.iter_mut().zip(wanted) {
+    // Without a request, the address in status (where an earlier lb put it)
+    // is kept while it is in a pool and free; plans are in store order.
+    let kept: Vec<Option<IpAddr>> = plans
+        .iter()
+        .zip(&wanted)
+        .map(|(plan, want)| {
+            if want.is_some() || plan.accepted.is_err() || plan.address_error.is_some() {
+                return None;
+            }
+            let ip = status_address(plan.gw)?;
+            let free =
+                ctx.cfg.loadbalancer.pools.iter().any(|p| p.contains(&ip)) && !taken.contains(&ip);
+            free.then(|| {
+                taken.insert(ip);
+                ip
+            })
+        })
+        .collect();
+    for ((plan, want), kept) in plans.iter_mut().zip(wanted).zip(kept) {
         if plan.accepted.is_err() || plan.address_error.is_some() {
             continue;
         }
-        plan.addr = want.or_else(|| {
+        plan.addr = want.or(kept).or_else(|| {
             let ip = allocate(
                 &ctx.cfg.loadbalancer.pools,
                 &format!("{}/{}", plan.ns, plan.name),
@@ -296,6 +314,17 @@ fn assign_addresses(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>], l4: &L
             Some(ip)
         });
     }
+}
+
+/// The first IP address in a Gateway's `status.addresses`.
+fn status_address(gw: &Typed<Gateway>) -> Option<IpAddr> {
+    gw.value
+        .status
+        .as_ref()?
+        .get("addresses")?
+        .as_array()?
+        .iter()
+        .find_map(|a| a.get("value")?.as_str()?.parse().ok())
 }
 
 fn plan_listener(

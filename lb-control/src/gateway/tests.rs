@@ -466,3 +466,37 @@ spec:
     assert_eq!(cond(&pg["conditions"], "Accepted"), is("True", "Accepted"));
     assert_eq!(pg["controllerName"], "lb.example.com/gateway-controller");
 }
+
+#[test]
+fn an_allocated_address_in_status_is_kept() {
+    let listeners = "listeners: [{name: http, port: 80, protocol: HTTP}]";
+    let fresh = run(&gateway("default", "pooled", listeners));
+    let first = status(&fresh, "Gateway", "pooled")["status"]["addresses"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = (1..=6)
+        .map(|n| format!("127.0.60.{n}"))
+        .find(|a| *a != first)
+        .unwrap();
+    // Status from an earlier lb names another pool address: it stays.
+    let with_status = |addr: &str| {
+        format!(
+            "{}status: {{addresses: [{{type: IPAddress, value: \"{addr}\"}}]}}\n",
+            gateway("default", "pooled", listeners)
+        )
+    };
+    let c = run(&with_status(&other));
+    let kept = &status(&c, "Gateway", "pooled")["status"]["addresses"][0]["value"];
+    assert_eq!(kept, other.as_str());
+    assert!(
+        c.snapshot
+            .gateway
+            .ports
+            .contains_key(&format!("{other}:80").parse().unwrap())
+    );
+    // Outside the pools now: allocated afresh.
+    let c = run(&with_status("127.0.99.9"));
+    let moved = &status(&c, "Gateway", "pooled")["status"]["addresses"][0]["value"];
+    assert_eq!(moved, first.as_str());
+}

@@ -529,9 +529,10 @@ pub(crate) async fn client(cfg: &KubernetesSource) -> Result<kube::Client, Strin
 }
 
 /// Whether two versions of an object compile the same: they differ at most
-/// in `metadata.resourceVersion` and, except for Services (whose status
-/// carries their VIPs, read back by allocation), in `status`. lb's own
-/// status writes come back as such events and cause no reload.
+/// in `metadata.resourceVersion` and, except for Services and Gateways
+/// (whose status carries the addresses allocation reads back), in
+/// `status`. lb's own status writes come back as such events and cause no
+/// reload.
 fn same_for_compile(a: &RawObject, b: &RawObject) -> bool {
     if a == b {
         return true;
@@ -539,7 +540,7 @@ fn same_for_compile(a: &RawObject, b: &RawObject) -> bool {
     let strip = |raw: &RawObject| {
         let mut v = raw.value.clone();
         if let Some(map) = v.as_object_mut() {
-            if raw.kind != "Service" {
+            if raw.kind != "Service" && raw.kind != "Gateway" {
                 map.remove("status");
             }
             if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {

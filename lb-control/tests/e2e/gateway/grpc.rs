@@ -168,7 +168,9 @@ impl Caller {
             let mut frame = vec![0u8];
             frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
             frame.extend_from_slice(&payload);
-            body.send_data(frame.into(), true).unwrap();
+            // lb may answer (an unmatched call: trailers-only) and close the
+            // stream before the body is sent; the answer is what counts.
+            let _ = body.send_data(frame.into(), true);
             let (parts, mut recv) = resp.await.unwrap().into_parts();
             while let Some(chunk) = recv.data().await {
                 let chunk = chunk.unwrap();
