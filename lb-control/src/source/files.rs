@@ -18,10 +18,22 @@ use crate::diag::{Diagnostic, Error};
 #[derive(Debug, Default)]
 pub struct FileSource {
     paths: Vec<PathBuf>,
-    /// The objects of each file's last successful parse.
-    last_good: BTreeMap<PathBuf, Vec<RawObject>>,
+    /// Each file's text at its last successful parse, with what the parse
+    /// gave: an unchanged file is not parsed again, and a file that stops
+    /// parsing keeps these objects.
+    parsed: BTreeMap<PathBuf, Parsed>,
+    /// How many file parses ran (unchanged files are not parsed).
+    parses: u64,
     /// The store last built from this source (see [`FileSource::remember`]).
     last_store: crate::store::Store,
+}
+
+/// A file's text and what parsing it gave.
+#[derive(Debug)]
+struct Parsed {
+    text: String,
+    objects: Vec<RawObject>,
+    diagnostics: Vec<Diagnostic>,
 }
 
 /// The outcome of reading one file.
@@ -38,7 +50,8 @@ impl FileSource {
     pub fn new(paths: Vec<PathBuf>) -> Self {
         Self {
             paths,
-            last_good: BTreeMap::new(),
+            parsed: BTreeMap::new(),
+            parses: 0,
             last_store: crate::store::Store::default(),
         }
     }
@@ -54,9 +67,55 @@ impl FileSource {
         self.last_store = store;
     }
 
+    /// How many file parses ran so far (a file whose text did not change
+    /// since its last successful parse is not parsed again).
+    pub fn parses(&self) -> u64 {
+        self.parses
+    }
+
     /// The configured paths.
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
+    }
+
+    /// Reads `file`, parsing it only when its text changed since its last
+    /// successful parse. The file's entry goes into `cache`: the new parse,
+    /// or on failure the last successful one (whose objects stay).
+    fn read_cached(&mut self, file: &Path, cache: &mut BTreeMap<PathBuf, Parsed>) -> FileRead {
+        let last = self.parsed.remove(file);
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(last) = last {
+                    cache.insert(file.to_owned(), last);
+                }
+                return FileRead::Failed(
+                    Diagnostic::error(format!("cannot read: {e}")).at(file, None),
+                );
+            }
+        };
+        let parsed = match last {
+            Some(p) if p.text == text => p,
+            last => {
+                self.parses += 1;
+                match parse_documents(&text, file) {
+                    FileRead::Parsed(objects, diagnostics) => Parsed {
+                        text,
+                        objects,
+                        diagnostics,
+                    },
+                    failed => {
+                        if let Some(last) = last {
+                            cache.insert(file.to_owned(), last);
+                        }
+                        return failed;
+                    }
+                }
+            }
+        };
+        let read = FileRead::Parsed(parsed.objects.clone(), parsed.diagnostics.clone());
+        cache.insert(file.to_owned(), parsed);
+        read
     }
 
     /// Reads every file again. Files that cannot be read or parsed keep the
@@ -80,16 +139,17 @@ impl FileSource {
             }
         }
 
-        let mut next = BTreeMap::new();
+        let mut parsed = BTreeMap::new();
         let mut objects = Vec::new();
         for file in files {
-            let kept = match read_file(&file) {
+            match self.read_cached(&file, &mut parsed) {
                 FileRead::Parsed(objs, diags) => {
                     diagnostics.extend(diags);
-                    objs
+                    objects.extend(objs);
                 }
                 FileRead::Failed(d) => {
-                    let previous = self.last_good.remove(&file).unwrap_or_default();
+                    let previous: &[RawObject] =
+                        parsed.get(&file).map_or(&[], |p| p.objects.as_slice());
                     let d = if previous.is_empty() {
                         d
                     } else {
@@ -103,13 +163,11 @@ impl FileSource {
                         }
                     };
                     diagnostics.push(d);
-                    previous
+                    objects.extend(previous.iter().cloned());
                 }
-            };
-            objects.extend(kept.iter().cloned());
-            next.insert(file, kept);
+            }
         }
-        self.last_good = next;
+        self.parsed = parsed;
         Loaded {
             objects,
             diagnostics,
@@ -154,16 +212,6 @@ fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
-}
-
-fn read_file(file: &Path) -> FileRead {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            return FileRead::Failed(Diagnostic::error(format!("cannot read: {e}")).at(file, None));
-        }
-    };
-    parse_documents(&text, file)
 }
 
 /// Splits multi-document YAML into raw objects. Any syntax error fails the whole file.
@@ -486,6 +534,45 @@ mod tests {
         assert_eq!(names, [("a", 0), ("b", 2), ("n", 0)]);
         assert_eq!(loaded.objects[1].namespace.as_deref(), Some("x"));
         assert_eq!(loaded.objects[0].namespace, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_changed_files_are_parsed_again_and_a_broken_one_keeps_its_objects() {
+        let dir = scratch("cache");
+        std::fs::write(dir.join("a.yaml"), TWO).unwrap();
+        let ns = |n: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {n}\n");
+        std::fs::write(dir.join("b.yaml"), ns("n1")).unwrap();
+        let mut src = FileSource::new(vec![dir.clone()]);
+        assert_eq!(src.load().objects.len(), 3);
+        assert_eq!(src.parses(), 2);
+        // Nothing changed: nothing parsed, the same objects.
+        let again = src.load();
+        assert_eq!(src.parses(), 2);
+        assert_eq!(again.objects.len(), 3);
+        // Same length, new text: seen (the text decides, not its metadata).
+        std::fs::write(dir.join("b.yaml"), ns("n2")).unwrap();
+        let changed = src.load();
+        assert_eq!(src.parses(), 3);
+        assert!(changed.objects.iter().any(|o| o.name == "n2"));
+        // Broken: the last good objects stay, with a diagnostic.
+        std::fs::write(dir.join("b.yaml"), "kind: [unclosed").unwrap();
+        let broken = src.load();
+        assert!(broken.objects.iter().any(|o| o.name == "n2"));
+        assert!(
+            broken.diagnostics[0]
+                .message
+                .contains("keeping the 1 object(s)")
+        );
+        // Back to the last good text: no parse needed.
+        let parses = src.parses();
+        std::fs::write(dir.join("b.yaml"), ns("n2")).unwrap();
+        let back = src.load();
+        assert!(back.diagnostics.is_empty(), "{:?}", back.diagnostics);
+        assert_eq!(src.parses(), parses);
+        // Deleted: its objects go.
+        std::fs::remove_file(dir.join("b.yaml")).unwrap();
+        assert_eq!(src.load().objects.len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
