@@ -259,19 +259,31 @@ fn a_certificate_rotates_under_load_and_an_invalid_secret_keeps_the_last_good_on
     let lb = Lb::start("tls-rotate", &refs, "");
     assert_eq!(s_client(&lb, Some(host), &[]).0.as_deref(), Some("gen-0"));
 
-    // One curl making 1000 requests, each on a new connection (so a new
-    // handshake), while the certificate changes three times.
+    // curl runs of 100 requests, each on a new connection (so a new
+    // handshake), back to back while the certificate changes three times;
+    // the load stops once the rotations are done (50 runs at most).
     let port = lb.https.port();
     let url = format!("https://{host}:{port}/");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = std::sync::Arc::clone(&stop);
     let load = std::thread::spawn(move || {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sk", "--max-time", "60", "--resolve"])
-            .arg(format!("{host}:{port}:127.0.0.1"))
-            .args(["-H", "Connection: close", "-w", "%{http_code}\n"]);
-        for _ in 0..1000 {
-            cmd.args(["-o", "/dev/null"]).arg(&url);
+        let mut codes = String::new();
+        for _ in 0..50 {
+            if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            let mut cmd = Command::new("curl");
+            cmd.args(["-sk", "--max-time", "60", "--resolve"])
+                .arg(format!("{host}:{port}:127.0.0.1"))
+                .args(["-H", "Connection: close", "-w", "%{http_code}\n"]);
+            for _ in 0..100 {
+                cmd.args(["-o", "/dev/null"]).arg(&url);
+            }
+            codes.push_str(&String::from_utf8_lossy(
+                &cmd.output().expect("curl").stdout,
+            ));
         }
-        String::from_utf8_lossy(&cmd.output().expect("curl").stdout).into_owned()
+        codes
     });
     std::thread::sleep(Duration::from_millis(100));
     for g in &gens[1..] {
@@ -281,9 +293,14 @@ fn a_certificate_rotates_under_load_and_an_invalid_secret_keeps_the_last_good_on
         assert!(!load.is_finished(), "the rotation happened under load");
         std::thread::sleep(Duration::from_millis(100));
     }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let codes = load.join().unwrap();
     let codes: Vec<&str> = codes.lines().collect();
-    assert_eq!(codes.len(), 1000);
+    assert!(
+        codes.len() >= 200 && codes.len().is_multiple_of(100),
+        "{} requests",
+        codes.len()
+    );
     assert!(
         codes.iter().all(|c| *c == "200"),
         "failed requests during rotation: {codes:?}"
