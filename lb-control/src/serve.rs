@@ -348,10 +348,11 @@ impl Reloader {
         state.set_compile_time(start.elapsed());
         let wanted = L4Listeners::wanted(&compiled.snapshot.l4, &compiled.snapshot.gateway);
         // On a shared link only the leader holds (and announces) the VIPs.
-        let iface_vips = if self.vips.follower {
-            std::collections::BTreeSet::new()
-        } else {
-            wanted_vips(&compiled.snapshot.l4, &compiled.snapshot.gateway)
+        let iface_vips = match &self.interface {
+            Some(_) if !self.vips.follower => {
+                wanted_vips(&compiled.snapshot.l4, &compiled.snapshot.gateway)
+            }
+            _ => std::collections::BTreeSet::new(),
         };
         self.l4.remove_stale(&wanted);
         // Status write-back (off this thread): the entries go to the kube source.

@@ -23,7 +23,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::source::kube::{KINDS, KubeSource};
+use crate::source::kube::{KINDS, KindSpec, KubeSource};
 
 /// The status entries of one publish.
 pub type StatusList = Arc<Vec<Value>>;
@@ -146,6 +146,18 @@ pub(crate) async fn run(
     }
 }
 
+/// The API of one kind, in `namespace` or cluster-wide.
+fn object_api(
+    client: &kube::Client,
+    spec: &KindSpec,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &spec.resource()),
+        None => Api::all_with(client.clone(), &spec.resource()),
+    }
+}
+
 /// Writes the entries of `list` that differ; true when any write failed.
 async fn write_all(
     client: &kube::Client,
@@ -175,11 +187,7 @@ async fn write_all(
         let Some(spec) = KINDS.iter().find(|k| k.kind == key.0) else {
             continue;
         };
-        let ar = spec.resource();
-        let api: Api<DynamicObject> = match &key.1 {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
+        let api = object_api(client, spec, key.1.as_deref());
         let body = serde_json::json!({
             "apiVersion": spec.api_version(),
             "kind": spec.kind,
@@ -229,10 +237,7 @@ async fn write_all(
         let Some(spec) = KINDS.iter().find(|k| k.kind == key.0) else {
             continue;
         };
-        let api: Api<DynamicObject> = match &key.1 {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &spec.resource()),
-            None => Api::all_with(client.clone(), &spec.resource()),
-        };
+        let api = object_api(client, spec, key.1.as_deref());
         let body = serde_json::json!({"status": {"loadBalancer": {"ingress": null}}});
         match api
             .patch_status(&key.2, &PatchParams::default(), &Patch::Merge(&body))

@@ -8,23 +8,7 @@ use std::time::{Duration, Instant};
 use bench::echo::EchoServer;
 
 use crate::support::kube_api::KubeApi;
-use crate::support::{Lb, admin_get, service_yaml};
-
-fn ingress(name: &str, host: &str, service: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: {name}, namespace: default}}
-spec:
-  ingressClassName: lb
-  rules:
-  - host: {host}
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}
-"
-    )
-}
+use crate::support::{Lb, admin_get, ingress_named, service_yaml};
 
 /// Waits until `host` is served by the echo backend named `want`.
 fn wait_backend(lb: &Lb, host: &str, want: &str, limit: Duration) {
@@ -42,20 +26,6 @@ fn wait_backend(lb: &Lb, host: &str, want: &str, limit: Duration) {
     }
     panic!(
         "{host} not served by {want} within {limit:?} (last: {last}); log:\n{}",
-        lb.log_text()
-    );
-}
-
-fn wait_metric(lb: &Lb, name: &str, want: u64, limit: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if lb.metric(name) == want {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "{name} did not become {want} within {limit:?}; log:\n{}",
         lb.log_text()
     );
 }
@@ -85,7 +55,7 @@ fn initial_sync_then_readiness_then_traffic() {
     let api = KubeApi::start();
     api.set_down(true);
     let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
     let mut lb = Lb::on_api_unready("kube-sync", &api, "");
     // The API server does not answer: not ready.
     std::thread::sleep(Duration::from_millis(800));
@@ -120,13 +90,13 @@ fn initial_sync_then_readiness_then_traffic() {
 fn an_event_changes_served_traffic() {
     let api = KubeApi::start();
     let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
     let mut lb = Lb::on_api_unready("kube-event", &api, "");
     lb.wait_ready(Duration::from_secs(20));
     assert_eq!(lb.get("kube.test", "/").backend(), "a");
-    api.apply_yaml(&ingress("web", "kube.test", "svc-b"));
+    api.apply_yaml(&ingress_named("web", "kube.test", "svc-b"));
     wait_backend(&lb, "kube.test", "b", Duration::from_secs(10));
-    api.apply_yaml(&ingress("other", "other.test", "svc-a"));
+    api.apply_yaml(&ingress_named("other", "other.test", "svc-a"));
     wait_backend(&lb, "other.test", "a", Duration::from_secs(10));
     api.delete("Ingress", Some("default"), "other");
     let start = Instant::now();
@@ -152,13 +122,13 @@ fn an_event_changes_served_traffic() {
 fn a_dropped_watch_resumes_from_the_last_resource_version() {
     let api = KubeApi::start();
     let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
     let mut lb = Lb::on_api_unready("kube-resume", &api, "");
     lb.wait_ready(Duration::from_secs(20));
     let rv = api.resource_version();
     let lists_before = lists(&api);
     api.drop_watches();
-    api.apply_yaml(&ingress("web", "kube.test", "svc-b"));
+    api.apply_yaml(&ingress_named("web", "kube.test", "svc-b"));
     wait_backend(&lb, "kube.test", "b", Duration::from_secs(15));
     // The Ingress watch came back from where it was, without a relist.
     let resumed = api.requests().into_iter().any(|r| {
@@ -179,19 +149,19 @@ fn a_dropped_watch_resumes_from_the_last_resource_version() {
 fn relist_after_410_gone() {
     let api = KubeApi::start();
     let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
     let mut lb = Lb::on_api_unready("kube-gone", &api, "");
     lb.wait_ready(Duration::from_secs(20));
     let lists_before = lists(&api);
     // Advance the version past what lb saw, forget the history, drop watches.
-    api.apply_yaml(&ingress("unrelated", "unrelated.test", "svc-a"));
+    api.apply_yaml(&ingress_named("unrelated", "unrelated.test", "svc-a"));
     wait_backend(&lb, "unrelated.test", "a", Duration::from_secs(10));
     api.compact();
-    api.apply_yaml(&ingress("web", "kube.test", "svc-b"));
+    api.apply_yaml(&ingress_named("web", "kube.test", "svc-b"));
     api.compact();
     api.drop_watches();
     wait_backend(&lb, "kube.test", "b", Duration::from_secs(15));
-    api.apply_yaml(&ingress("later", "later.test", "svc-b"));
+    api.apply_yaml(&ingress_named("later", "later.test", "svc-b"));
     wait_backend(&lb, "later.test", "b", Duration::from_secs(15));
     assert!(
         lists(&api) > lists_before,
@@ -204,12 +174,12 @@ fn relist_after_410_gone() {
 fn api_server_down_keeps_serving_the_last_snapshot() {
     let api = KubeApi::start();
     let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress("web", "kube.test", "svc-a"));
+    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
     let mut lb = Lb::on_api_unready("kube-down", &api, "");
     lb.wait_ready(Duration::from_secs(20));
-    wait_metric(&lb, "lb_source_kubernetes_up", 1, Duration::from_secs(5));
+    lb.wait_metric("lb_source_kubernetes_up", 1, Duration::from_secs(5));
     api.set_down(true);
-    wait_metric(&lb, "lb_source_kubernetes_up", 0, Duration::from_secs(10));
+    lb.wait_metric("lb_source_kubernetes_up", 0, Duration::from_secs(10));
     for _ in 0..20 {
         assert_eq!(lb.get("kube.test", "/").backend(), "a");
     }
@@ -221,9 +191,9 @@ fn api_server_down_keeps_serving_the_last_snapshot() {
         "one warning per outage"
     );
     api.set_down(false);
-    wait_metric(&lb, "lb_source_kubernetes_up", 1, Duration::from_secs(20));
+    lb.wait_metric("lb_source_kubernetes_up", 1, Duration::from_secs(20));
     assert!(lb.wait_log("reachable again", Duration::from_secs(5)));
-    api.apply_yaml(&ingress("web", "kube.test", "svc-b"));
+    api.apply_yaml(&ingress_named("web", "kube.test", "svc-b"));
     wait_backend(&lb, "kube.test", "b", Duration::from_secs(20));
 }
 

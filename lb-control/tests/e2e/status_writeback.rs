@@ -100,15 +100,7 @@ fn load_balancer_service_status_is_written_once_per_change_and_not_on_restart() 
     let before = api.status_writes().len();
     let lb = Lb::on_api("status-svc-2", &api, "");
     // Only the leader writes: wait until this one leads, then give it time.
-    let start = Instant::now();
-    while lb.metric("lb_leader") != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the restarted lb never led; log:\n{}",
-            lb.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    lb.wait_metric("lb_leader", 1, Duration::from_secs(30));
     settle();
     assert_eq!(
         api.status_writes().len(),

@@ -240,15 +240,7 @@ fn a_service_keeps_its_address_when_an_older_one_goes_and_across_restarts() {
         "[loadbalancer]\npools = [\"127.0.98.0/29\"]\n",
     );
     // It leads (and may allocate) once it holds the Lease.
-    let start = Instant::now();
-    while lb.metric("lb_leader") != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never led:\n{}",
-            lb.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    lb.wait_metric("lb_leader", 1, Duration::from_secs(30));
     assert!(lb.wait_log("leader now", Duration::from_secs(5)));
     assert_eq!(vips(&lb)[&b], [b_vip]);
     assert_eq!(
@@ -270,11 +262,7 @@ fn only_the_leader_allocates_and_the_follower_serves_what_it_wrote() {
         &api,
         "[loadbalancer]\npools = [\"127.0.99.0/29\"]\n",
     );
-    let start = Instant::now();
-    while leader.metric("lb_leader") != 1 {
-        assert!(start.elapsed() < Duration::from_secs(30), "never led");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    leader.wait_metric("lb_leader", 1, Duration::from_secs(30));
     let follower = Lb::on_api(
         "vip-leader-2",
         &api,

@@ -129,20 +129,13 @@ impl Topology {
         // The VIP pool is on the link, seen from the switch side.
         netns::ip(&["-n", p, "route", "add", "10.250.0.0/29", "dev", "fbr0"]);
         // Learn neighbours from gratuitous ARP.
-        let out = netns::run(
-            "ip",
+        netns::sysctl(
+            p,
             &[
-                "netns",
-                "exec",
-                p,
-                "sysctl",
-                "-q",
-                "-w",
                 "net.ipv4.conf.all.arp_accept=1",
                 "net.ipv4.conf.fbr0.arp_accept=1",
             ],
         );
-        assert!(out.status.success(), "sysctl: {out:?}");
         Some(t)
     }
 

@@ -93,21 +93,14 @@ impl Netns {
         ]);
         // Learn neighbours from gratuitous ARP and unsolicited NA (the
         // latter only on a router: forwarding on).
-        let out = netns::run(
-            "ip",
+        netns::sysctl(
+            p,
             &[
-                "netns",
-                "exec",
-                p,
-                "sysctl",
-                "-q",
-                "-w",
                 &format!("net.ipv4.conf.{PEER_DEV}.arp_accept=1"),
                 &format!("net.ipv6.conf.{PEER_DEV}.accept_untracked_na=1"),
                 &format!("net.ipv6.conf.{PEER_DEV}.forwarding=1"),
             ],
         );
-        assert!(out.status.success(), "sysctl: {out:?}");
         Some(ns)
     }
 

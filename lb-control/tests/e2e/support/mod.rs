@@ -235,6 +235,22 @@ impl Lb {
             .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{m}"))
     }
 
+    /// Waits until the unlabelled series `name` reads `want`; panics with
+    /// lb's log after `limit`.
+    pub fn wait_metric(&self, name: &str, want: u64, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.metric(name) == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{name} did not become {want} within {limit:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+
     /// Waits until the generation is greater than `than`.
     pub fn wait_generation_above(&self, than: u64, limit: Duration) -> u64 {
         let start = Instant::now();
@@ -400,10 +416,16 @@ pub fn replace(path: &Path, text: &str) {
 /// An Ingress `web` of class `lb` sending every path of `host` to port 80 of
 /// `service`.
 pub fn ingress_to(host: &str, service: &str) -> String {
+    ingress_named("web", host, service)
+}
+
+/// An Ingress `name` (namespace `default`) of class `lb` sending every path
+/// of `host` to port 80 of `service`.
+pub fn ingress_named(name: &str, host: &str, service: &str) -> String {
     format!(
         "apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {{name: web}}
+metadata: {{name: {name}, namespace: default}}
 spec:
   ingressClassName: lb
   rules:

@@ -34,6 +34,15 @@ pub fn ip_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ip {args:?}: {e}"))
 }
 
+/// Sets sysctl `settings` (`key=value`) inside namespace `ns`.
+pub fn sysctl(ns: &str, settings: &[&str]) {
+    let out = run(
+        "ip",
+        &[&["netns", "exec", ns, "sysctl", "-q", "-w"][..], settings].concat(),
+    );
+    assert!(out.status.success(), "sysctl {settings:?}: {out:?}");
+}
+
 /// Whether this process may create namespaces (root); prints why the test
 /// `tag` is skipped when not.
 pub fn can_create(tag: &str) -> bool {
