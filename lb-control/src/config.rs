@@ -375,8 +375,8 @@ impl Default for Sources {
 }
 
 /// `[sources] kubernetes = { kubeconfig = "PATH", context = "NAME" }` or
-/// `{ in_cluster = true }`: how to reach the API server.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// `{ in_cluster = true }`: how to reach the API server, what to read of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KubernetesSource {
     /// A kubeconfig file (for an edge host outside the cluster).
@@ -385,10 +385,100 @@ pub struct KubernetesSource {
     pub context: Option<String>,
     /// Use the pod's service account (`KUBERNETES_SERVICE_HOST`, the mounted token and CA).
     pub in_cluster: bool,
+    /// Namespaced kinds are listed and watched only in these namespaces
+    /// (default: empty, every namespace).
+    pub namespaces: Vec<String>,
+    /// `kubernetes.io/tls` Secrets are read only in these namespaces (default:
+    /// those of `namespaces`; `[]` reads no Secret at all).
+    pub secret_namespaces: Option<Vec<String>>,
+    /// The leader election Lease, `NAMESPACE/NAME` (default:
+    /// `$POD_NAMESPACE/lb-leader`, `lb-system` when `POD_NAMESPACE` is unset).
+    pub lease: Option<String>,
+    /// The deadline of every API request but watches (default 5 s).
+    #[serde(with = "duration_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for KubernetesSource {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            context: None,
+            in_cluster: false,
+            namespaces: Vec::new(),
+            secret_namespaces: None,
+            lease: None,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether `name` is a valid namespace name (an RFC 1123 label).
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Whether `name` is a valid object name (an RFC 1123 subdomain).
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
 }
 
 impl KubernetesSource {
+    /// The namespaces Secrets are read in; `None` means every namespace.
+    pub fn secret_scope(&self) -> Option<&[String]> {
+        match &self.secret_namespaces {
+            Some(list) => Some(list),
+            None if self.namespaces.is_empty() => None,
+            None => Some(&self.namespaces),
+        }
+    }
+
+    /// The leader election Lease as (namespace, name).
+    pub fn lease_ref(&self) -> (String, String) {
+        if let Some((ns, name)) = self.lease.as_deref().and_then(|l| l.split_once('/')) {
+            return (ns.to_owned(), name.to_owned());
+        }
+        let ns = std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "lb-system".to_owned());
+        (ns, "lb-leader".to_owned())
+    }
+
     fn validate(&self) -> Result<(), String> {
+        for (key, list) in [
+            ("namespaces", Some(&self.namespaces)),
+            ("secret_namespaces", self.secret_namespaces.as_ref()),
+        ] {
+            for ns in list.into_iter().flatten() {
+                if !is_dns_label(ns) {
+                    return Err(format!(
+                        "sources.kubernetes.{key}: {ns:?} is not a namespace name (an RFC 1123 label)"
+                    ));
+                }
+            }
+        }
+        if let Some(lease) = &self.lease {
+            let ok = lease
+                .split_once('/')
+                .is_some_and(|(ns, name)| is_dns_label(ns) && is_dns_subdomain(name));
+            if !ok {
+                return Err(format!(
+                    "sources.kubernetes.lease: {lease:?} is not NAMESPACE/NAME"
+                ));
+            }
+        }
+        if self.request_timeout < Duration::from_millis(100)
+            || self.request_timeout > Duration::from_secs(60)
+        {
+            return Err("sources.kubernetes.request_timeout: must be between 100ms and 60s".into());
+        }
         match (&self.kubeconfig, self.in_cluster) {
             (Some(_), true) => {
                 Err("sources.kubernetes: set either kubeconfig or in_cluster, not both".into())
@@ -767,12 +857,54 @@ files = ["config/manifests"]
                 "kubernetes = { kubeconfig = \"k\", contxt = \"x\" }",
                 "contxt",
             ),
+            (
+                "kubernetes = { in_cluster = true, namespaces = [\"Team\"] }",
+                "not a namespace name",
+            ),
+            (
+                "kubernetes = { in_cluster = true, secret_namespaces = [\"\"] }",
+                "secret_namespaces",
+            ),
+            (
+                "kubernetes = { in_cluster = true, lease = \"lb-leader\" }",
+                "NAMESPACE/NAME",
+            ),
+            (
+                "kubernetes = { in_cluster = true, request_timeout = \"5m\" }",
+                "request_timeout",
+            ),
         ] {
             let e = parse(&format!("[sources]\n{bad}\n"))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(needle), "{bad}: {e}");
         }
+        let k = parse(
+            "[sources]\nkubernetes = { in_cluster = true, namespaces = [\"a\", \"b\"], lease = \"edge/lb-east\", request_timeout = \"2s\" }\n",
+        )
+        .unwrap()
+        .sources
+        .kubernetes
+        .unwrap();
+        assert_eq!(
+            k.secret_scope(),
+            Some(&["a".to_owned(), "b".to_owned()][..])
+        );
+        assert_eq!(k.lease_ref(), ("edge".to_owned(), "lb-east".to_owned()));
+        assert_eq!(k.request_timeout, Duration::from_secs(2));
+        let k = parse("[sources]\nkubernetes = { in_cluster = true, secret_namespaces = [] }\n")
+            .unwrap()
+            .sources
+            .kubernetes
+            .unwrap();
+        assert_eq!(k.secret_scope(), Some(&[][..]));
+        let k = parse("[sources]\nkubernetes = { in_cluster = true }\n")
+            .unwrap()
+            .sources
+            .kubernetes
+            .unwrap();
+        assert_eq!(k.secret_scope(), None);
+        assert_eq!(k.request_timeout, Duration::from_secs(5));
     }
 
     #[test]

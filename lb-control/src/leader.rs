@@ -133,7 +133,7 @@ impl Leader {
         let mut stop = self.inner.stop.subscribe();
         let mut attempts = 0u32;
         let client = loop {
-            match crate::source::kube::client(&k).await {
+            match crate::kube_client::client(&k).await {
                 Ok(c) => break c,
                 Err(e) => {
                     attempts += 1;

@@ -13,6 +13,7 @@ pub mod explain;
 pub mod explain_gateway;
 pub mod gateway;
 pub mod health;
+pub mod kube_client;
 pub mod l4;
 pub mod leader;
 pub mod listeners;

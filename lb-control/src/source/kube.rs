@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
@@ -327,7 +326,7 @@ impl KubeSource {
     async fn connect(&self, cfg: &KubernetesSource) -> kube::Client {
         let mut backoff = CappedBackoff::new();
         loop {
-            match client(cfg).await {
+            match crate::kube_client::client(cfg).await {
                 Ok(c) => return c,
                 Err(e) => {
                     self.status.contact_failed("client", &e);
@@ -508,24 +507,6 @@ pub async fn start_and_sync(
         "initial list from the kubernetes API server done"
     );
     Some((Some(source), rx))
-}
-
-/// A client from a kubeconfig (and context) or the in-cluster service account.
-pub(crate) async fn client(cfg: &KubernetesSource) -> Result<kube::Client, String> {
-    let config = if let Some(path) = &cfg.kubeconfig {
-        let kubeconfig = Kubeconfig::read_from(path)
-            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-        let options = KubeConfigOptions {
-            context: cfg.context.clone(),
-            ..KubeConfigOptions::default()
-        };
-        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-    } else {
-        kube::Config::incluster().map_err(|e| format!("in-cluster configuration: {e}"))?
-    };
-    kube::Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))
 }
 
 /// Whether two versions of an object compile the same: they differ at most
