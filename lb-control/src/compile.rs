@@ -588,17 +588,32 @@ fn plan_ingress<'a>(
     }
 }
 
-/// `status` of a served Ingress: one entry per listen IP with its ports.
+/// `status` of a served Ingress: one entry per address clients reach it on,
+/// with the HTTP and HTTPS ports there. A wildcard listener (`0.0.0.0`,
+/// `[::]`, bound IPv6-only) stands for the node's addresses of its family
+/// (`[node] addresses`): a wildcard is never an address to publish.
 fn load_balancer_status(cfg: &Config) -> serde_json::Value {
     let mut by_ip: Vec<(IpAddr, Vec<u16>)> = Vec::new();
-    for addr in &cfg.ingress.http {
-        match by_ip.iter_mut().find(|(ip, _)| *ip == addr.ip()) {
-            Some((_, ports)) => {
-                if !ports.contains(&addr.port()) {
-                    ports.push(addr.port());
+    for addr in cfg.ingress.http.iter().chain(&cfg.ingress.https) {
+        let ips: Vec<IpAddr> = if addr.ip().is_unspecified() {
+            cfg.node
+                .addresses
+                .iter()
+                .filter(|ip| ip.is_ipv4() == addr.is_ipv4() && !ip.is_unspecified())
+                .copied()
+                .collect()
+        } else {
+            vec![addr.ip()]
+        };
+        for ip in ips {
+            match by_ip.iter_mut().find(|(have, _)| *have == ip) {
+                Some((_, ports)) => {
+                    if !ports.contains(&addr.port()) {
+                        ports.push(addr.port());
+                    }
                 }
+                None => by_ip.push((ip, vec![addr.port()])),
             }
-            None => by_ip.push((addr.ip(), vec![addr.port()])),
         }
     }
     let ingress = by_ip
@@ -945,6 +960,27 @@ endpoints: [{addresses: ["a.example.com"]}]
                 ]}}
             })]
         );
+    }
+
+    #[test]
+    fn status_lists_https_ports_and_node_addresses_for_wildcards() {
+        let cfg = Config::parse(
+            "[node]\naddresses = [\"192.0.2.10\", \"2001:db8::10\"]\n[ingress]\nhttp = [\"0.0.0.0:80\", \"[::]:80\"]\nhttps = [\"0.0.0.0:443\", \"127.0.0.1:8443\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let text = format!("{SVC}{}", ingress("i", Some("lb"), None, None, "/", "s"));
+        let (s, _) = store(&text);
+        let c = compile(&s, &cfg);
+        assert_eq!(
+            c.status[0]["status"],
+            serde_json::json!({"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.10", "ports": [{"port": 80, "protocol": "TCP"}, {"port": 443, "protocol": "TCP"}]},
+                {"ip": "2001:db8::10", "ports": [{"port": 80, "protocol": "TCP"}]},
+                {"ip": "127.0.0.1", "ports": [{"port": 8443, "protocol": "TCP"}]},
+            ]}})
+        );
+        assert!(!c.status[0].to_string().contains("0.0.0.0"));
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn cluster_manifests_are_valid_and_grant_what_lb_uses() {
         assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
     }
     let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
-    let grants = |resource: &str, verb: &str| {
+    let grants_in = |role: &serde_json::Value, resource: &str, verb: &str| {
         role["rules"].as_array().unwrap().iter().any(|r| {
             r["resources"]
                 .as_array()
@@ -126,23 +126,16 @@ fn cluster_manifests_are_valid_and_grant_what_lb_uses() {
                 && r["verbs"].as_array().unwrap().iter().any(|x| x == verb)
         })
     };
-    for resource in [
-        "services",
-        "secrets",
-        "namespaces",
-        "endpointslices",
-        "ingresses",
-        "ingressclasses",
-        "gatewayclasses",
-        "gateways",
-        "httproutes",
-        "grpcroutes",
-        "tlsroutes",
-        "tcproutes",
-        "referencegrants",
-    ] {
+    let grants = |resource: &str, verb: &str| grants_in(role, resource, verb);
+    // Every kind the API server source watches, but Secrets cluster-wide.
+    for spec in lb_control::source::kube::KINDS {
         for verb in ["list", "watch"] {
-            assert!(grants(resource, verb), "{verb} {resource} not granted");
+            assert_eq!(
+                grants(spec.plural, verb),
+                spec.kind != "Secret",
+                "{verb} {}",
+                spec.plural
+            );
         }
     }
     for status in [
@@ -153,5 +146,23 @@ fn cluster_manifests_are_valid_and_grant_what_lb_uses() {
     ] {
         assert!(grants(status, "patch"), "patch {status} not granted");
     }
-    assert!(!grants("secrets", "update"), "lb never writes Secrets");
+    // Least privilege: nothing lb does not call.
+    for (resource, verb) in [
+        ("pods", "list"),
+        ("networkpolicies", "list"),
+        ("events", "create"),
+        ("services/status", "update"),
+        ("secrets", "update"),
+    ] {
+        assert!(!grants(resource, verb), "{verb} {resource} granted");
+    }
+    // TLS Secrets: a namespaced Role to grant per namespace.
+    let tls = std::fs::read_to_string(dir.join("tls-secrets.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&tls)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML document"))
+        .collect();
+    let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    assert!(role["metadata"].get("namespace").is_none());
+    assert!(grants_in(role, "secrets", "list") && grants_in(role, "secrets", "watch"));
+    assert!(!grants_in(role, "secrets", "get"));
 }
