@@ -306,6 +306,12 @@ impl Writer {
                 // Not held by the API server (a file object), or gone.
                 return Ok(None);
             };
+            // The watcher saw the Service change type since the compile (the
+            // API server would refuse load balancer status on it): the next
+            // publish knows better.
+            if key.0 == "Service" && object["spec"]["type"] != "LoadBalancer" {
+                return Ok(None);
+            }
             let current = object.get("status");
             let merged = if is_route(&key.0) {
                 merge_parents(ours, current, &self.cfg.controller)
@@ -369,12 +375,11 @@ impl Writer {
                 .and_then(|o| {
                     resource_version(&o["metadata"]["resourceVersion"].as_str().map(str::to_owned))
                 });
-            if let Some(w) = written.get(&key) {
-                if w.status == *status
-                    && seen.is_none_or(|s| w.version.is_some_and(|mine| s <= mine))
-                {
-                    continue;
-                }
+            if let Some(w) = written.get(&key)
+                && w.status == *status
+                && seen.is_none_or(|s| w.version.is_some_and(|mine| s <= mine))
+            {
+                continue;
             }
             let result = self.write_one(&key, status).await;
             match &result {

@@ -81,10 +81,10 @@ pub fn resolve(discovered: &Discovered) -> Served {
             continue;
         }
         let key = (spec.group.to_owned(), spec.plural.to_owned());
-        if let Some(versions) = discovered.get(&key) {
-            if let Some(v) = spec.versions.iter().find(|v| versions.contains(**v)) {
-                served.insert(spec.kind, v);
-            }
+        if let Some(versions) = discovered.get(&key)
+            && let Some(v) = spec.versions.iter().find(|v| versions.contains(**v))
+        {
+            served.insert(spec.kind, v);
         }
     }
     served

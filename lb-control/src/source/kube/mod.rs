@@ -295,7 +295,8 @@ impl KubeSource {
         changes: std::sync::mpsc::Sender<(Instant, ())>,
         status_in: tokio::sync::watch::Receiver<crate::status_writer::StatusList>,
     ) {
-        let client = self.connect(&cfg).await;
+        // Requests (discovery, status) have a deadline; watches are long polls.
+        let (client, watch_client) = self.connect(&cfg).await;
         tokio::spawn(crate::status_writer::run(
             client.clone(),
             self.clone(),
@@ -321,7 +322,7 @@ impl KubeSource {
                             );
                         }
                     }
-                    self.apply(&cfg, &client, served, &mut watches, &changes);
+                    self.apply(&cfg, &watch_client, served, &mut watches, &changes);
                 }
                 Ok(Err(e)) => self.status.contact_failed("discovery", &e),
                 Err(_) => self
@@ -409,12 +410,16 @@ impl KubeSource {
         }
     }
 
-    /// Builds the client, retrying (with backoff) while the kubeconfig or
-    /// the service account cannot be used.
-    async fn connect(&self, cfg: &KubernetesSource) -> kube::Client {
+    /// Builds the clients (for requests, for watches), retrying (with
+    /// backoff) while the kubeconfig or the service account cannot be used.
+    async fn connect(&self, cfg: &KubernetesSource) -> (kube::Client, kube::Client) {
         let mut backoff = backoff::CappedBackoff::new();
         loop {
-            match crate::kube_client::client(cfg).await {
+            let clients = match crate::kube_client::client(cfg).await {
+                Ok(c) => crate::kube_client::watch_client(cfg).await.map(|w| (c, w)),
+                Err(e) => Err(e),
+            };
+            match clients {
                 Ok(c) => return c,
                 Err(e) => {
                     self.status.contact_failed("client", &e);
