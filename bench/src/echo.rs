@@ -31,7 +31,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -68,6 +68,8 @@ pub fn pattern_byte(i: u64) -> u8 {
 pub struct Stats {
     connections: AtomicU64,
     requests: AtomicU64,
+    /// Set by [`Stats::drain`]: every later response closes its connection.
+    draining: AtomicBool,
     /// The targets of the last [`SEEN_PATHS`] requests, oldest first.
     seen: Mutex<VecDeque<String>>,
 }
@@ -90,6 +92,19 @@ impl Stats {
             .lock()
             .map(|seen| seen.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Starts draining: from now on every response carries `Connection: close` and its
+    /// connection is closed after it, while new connections are still accepted and served.
+    /// Keep-alive clients thus reconnect (to wherever a load balancer now sends them)
+    /// instead of seeing their connection fail when the server finally stops.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Stats::drain`] was called.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     fn record(&self, target: &str) {
@@ -236,7 +251,7 @@ where
         wbuf: Vec::with_capacity(8 * 1024),
     };
     loop {
-        let head = match conn.read_head().await? {
+        let mut head = match conn.read_head().await? {
             HeadResult::Head(head) => head,
             HeadResult::Eof => return conn.flush().await,
             HeadResult::Reject(status) => {
@@ -246,6 +261,9 @@ where
             }
         };
         stats.record(&head.target);
+        if stats.draining() {
+            head.keep_alive = false;
+        }
         let keep_alive = handle(&mut conn, name, head).await?;
         if !keep_alive {
             conn.flush().await?;

@@ -3,10 +3,13 @@
 
 pub mod backends;
 pub mod chart;
+pub mod cluster;
 pub mod echo;
 pub mod harness;
 pub mod kube_api;
+pub mod kube_load;
 pub mod l4_proxies;
+pub mod pod_runner;
 pub mod proxies;
 pub mod report;
 pub mod scenarios;

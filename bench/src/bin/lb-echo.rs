@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! lb-echo --listen 127.0.0.1:9376 [--listen ADDR ...] [--name NAME] [--workers N]
+//!         [--drain-on-sigterm]
 //! lb-echo --from-manifests config/manifests [--from-manifests PATH ...]
 //! ```
 //!
@@ -9,6 +10,12 @@
 //! EndpointSlice endpoints and listens on every loopback `address:port` found, naming each
 //! backend after its address. Without `--name`, `--listen` backends are named after their
 //! address too. One line is printed per listener, then `lb-echo: ready`; SIGINT or SIGTERM
+//! stops the server.
+//!
+//! With `--drain-on-sigterm`, the first SIGTERM only starts draining (as a pod does during
+//! its termination grace period): `lb-echo: draining` is printed, listeners stay open and
+//! every response from then on carries `Connection: close` and closes its connection, so
+//! keep-alive clients reconnect instead of seeing errors. A second SIGTERM, or SIGINT,
 //! stops the server.
 
 use std::net::{IpAddr, SocketAddr};
@@ -24,7 +31,7 @@ use serde_yaml_ng::Value;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: lb-echo [--listen ADDR]... [--name NAME] \
-                     [--from-manifests PATH]... [--workers N]";
+                     [--from-manifests PATH]... [--workers N] [--drain-on-sigterm]";
 
 /// Parsed command line.
 #[derive(Debug, Default)]
@@ -33,6 +40,8 @@ struct Args {
     name: Option<String>,
     manifests: Vec<PathBuf>,
     workers: Option<usize>,
+    /// The first SIGTERM drains instead of stopping.
+    drain_on_sigterm: bool,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -44,6 +53,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         };
         if flag == "--help" || flag == "-h" {
             return Err(String::new());
+        }
+        if flag == "--drain-on-sigterm" {
+            if inline.is_some() {
+                return Err("--drain-on-sigterm takes no value".into());
+            }
+            out.drain_on_sigterm = true;
+            continue;
         }
         let value = match inline.or_else(|| args.next()) {
             Some(v) => v,
@@ -219,11 +235,12 @@ fn plan(args: &Args) -> Result<Vec<Plan>, String> {
     Ok(plans)
 }
 
-async fn run(plans: Vec<Plan>) -> Result<(), String> {
+async fn run(plans: Vec<Plan>, drain_on_sigterm: bool) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
     let mut bound = 0;
+    let mut all_stats = Vec::new();
     for plan in plans {
         let listener = match tokio::net::TcpListener::bind(plan.addr).await {
             Ok(l) => l,
@@ -239,19 +256,32 @@ async fn run(plans: Vec<Plan>) -> Result<(), String> {
             "lb-echo: backend {} listening on {addr}{}",
             plan.name, plan.note
         );
+        let stats = Arc::new(Stats::default());
         tokio::spawn(serve(
             listener,
             Arc::from(plan.name.as_str()),
-            Arc::new(Stats::default()),
+            stats.clone(),
         ));
+        all_stats.push(stats);
         bound += 1;
     }
     println!("lb-echo: ready ({bound} listeners)");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let sigterm = tokio::select! {
+        _ = term.recv() => true,
+        _ = int.recv() => false,
+    };
+    if sigterm && drain_on_sigterm {
+        for stats in &all_stats {
+            stats.drain();
+        }
+        println!("lb-echo: draining");
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
     println!("lb-echo: stopping");
     Ok(())
@@ -293,7 +323,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(plans));
+    let result = runtime.block_on(run(plans, args.drain_on_sigterm));
     // Connections still open are closed when their tasks are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
@@ -325,8 +355,43 @@ mod tests {
         .unwrap();
         assert_eq!(args.listen.len(), 2);
         assert_eq!(args.name.as_deref(), Some("a"));
+        assert!(!args.drain_on_sigterm);
         assert!(parse_args(std::iter::empty()).is_err());
         assert!(parse_args(["--bogus", "x"].into_iter().map(String::from)).is_err());
+    }
+
+    #[test]
+    fn drain_on_sigterm_is_a_flag() {
+        let args = parse_args(
+            [
+                "--drain-on-sigterm",
+                "--listen",
+                "127.0.0.1:1",
+                "--workers",
+                "1",
+            ]
+            .into_iter()
+            .map(String::from),
+        )
+        .unwrap();
+        assert!(args.drain_on_sigterm);
+        assert_eq!(args.listen.len(), 1);
+        assert_eq!(args.workers, Some(1));
+        let args = parse_args(
+            ["--listen", "127.0.0.1:1", "--drain-on-sigterm"]
+                .into_iter()
+                .map(String::from),
+        )
+        .unwrap();
+        assert!(args.drain_on_sigterm);
+        assert!(
+            parse_args(
+                ["--listen", "127.0.0.1:1", "--drain-on-sigterm=yes"]
+                    .into_iter()
+                    .map(String::from)
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub const LATENCY_MAX_OBJECTS: usize = 10_000;
 pub const CHANGES: usize = 20;
 /// Rewrites of one file in the burst of each event-to-traffic workload.
 pub const BURST: usize = 10_000;
+/// Writes of the probe objects in the burst through the real API server
+/// (each is two requests answered by etcd; fewer keep the run short).
+pub const BURST_API: usize = 1_000;
 
 /// Object counts run when `--objects` is not given.
 pub const DEFAULT_OBJECTS: [usize; 3] = [1_000, 10_000, 100_000];
@@ -380,9 +383,69 @@ impl Workload {
 enum Source {
     /// Manifest files; a change rewrites the probe file.
     Files,
-    /// The stand-in Kubernetes API server ([`crate::kube_api`]) through
-    /// lb's list+watch source; a change writes the probe objects there.
+    /// A real API server (a private `bench/cluster.sh` cluster) through
+    /// lb's list+watch source, lb as its ServiceAccount; a change applies
+    /// the probe objects there.
     Kubernetes,
+}
+
+/// A workload's objects as the API server takes them: Services without a
+/// selector (their EndpointSlices are the workload's own, as for endpoints
+/// outside the cluster; with one, the EndpointSlice controller would add an
+/// empty slice per Service), no `creationTimestamp` (the server sets it).
+fn api_documents(files: &[(&str, String)]) -> Result<Vec<serde_json::Value>, String> {
+    let mut docs = Vec::new();
+    for (_, text) in files {
+        for mut d in crate::kube_load::documents(text)? {
+            if let Some(spec) = d.get_mut("spec").and_then(|s| s.as_object_mut()) {
+                spec.remove("selector");
+            }
+            if let Some(md) = d.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                md.remove("creationTimestamp");
+            }
+            docs.push(d);
+        }
+    }
+    Ok(docs)
+}
+
+/// The real API server of one workload: a private cluster, a client and a
+/// runtime to drive it.
+struct RealApi {
+    cluster: crate::cluster::Cluster,
+    client: kube::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl RealApi {
+    /// Starts a cluster and loads `files` into it; returns it and the time
+    /// the load took.
+    fn start(files: &[(&'static str, String)]) -> Result<(RealApi, Duration), String> {
+        let cluster = crate::cluster::Cluster::private("scale")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let client = rt.block_on(crate::kube_load::client(&cluster.admin_kubeconfig()))?;
+        let docs = api_documents(files)?;
+        let start = Instant::now();
+        rt.block_on(crate::kube_load::apply_all(&client, &docs))?;
+        let took = start.elapsed();
+        Ok((
+            RealApi {
+                cluster,
+                client,
+                rt,
+            },
+            took,
+        ))
+    }
+
+    fn apply_yaml(&self, text: &str) -> Result<(), String> {
+        let docs = crate::kube_load::documents(text)?;
+        self.rt
+            .block_on(crate::kube_load::apply_all(&self.client, &docs))
+    }
 }
 
 impl Source {
@@ -420,6 +483,10 @@ struct Latency {
     burst_events: f64,
     burst_compiles: f64,
     rss: f64,
+    /// Seconds the objects took to load into the API server.
+    load: Option<f64>,
+    /// Probe writes in the burst.
+    burst: usize,
 }
 
 /// The whole `/metrics` text.
@@ -482,35 +549,28 @@ fn replace(path: &Path, text: &str) -> Result<(), String> {
 fn measure_latency(w: Workload, source: Source) -> Result<Latency, String> {
     let dir = scratch(&format!("latency-{}", w.objects()));
     let result = (|| {
-        let api = (source == Source::Kubernetes).then(crate::kube_api::KubeApi::start);
+        let api = match source {
+            Source::Files => None,
+            Source::Kubernetes => Some(RealApi::start(&w.files())?),
+        };
         let (cfg, admin) = match &api {
             None => write_config(&dir, &w.files())?,
-            Some(api) => {
-                for (name, text) in w.files() {
-                    if name != PROBE {
-                        api.apply_yaml(&text);
-                    }
-                }
-                api.apply_yaml(&probe(0));
-                let kubeconfig = api.kubeconfig(&dir);
-                write_config_with(
-                    &dir,
-                    &[],
-                    &format!(
-                        "kubernetes = {{ kubeconfig = \"{}\", context = \"test\" }}\n",
-                        kubeconfig.display()
-                    ),
-                )?
-            }
+            Some((api, _)) => write_config_with(
+                &dir,
+                &[],
+                &format!(
+                    "kubernetes = {{ kubeconfig = \"{}\", secret_namespaces = [] }}\n",
+                    api.cluster.lb_kubeconfig().display()
+                ),
+            )?,
         };
+        let load = api.as_ref().map(|(_, took)| *took);
+        let api = api.map(|(api, _)| api);
         let (lb, startup) = start_lb(&dir, &cfg, admin)?;
         let probe_path = dir.join("manifests").join(PROBE);
         // One change of the probe: the file replaced, or the objects written.
         let change = |v: usize, atomic: bool| match &api {
-            Some(api) => {
-                api.apply_yaml(&probe(v));
-                Ok(())
-            }
+            Some(api) => api.apply_yaml(&probe(v)),
             None if atomic => replace(&probe_path, &probe(v)),
             None => write(&probe_path, &probe(v)),
         };
@@ -547,7 +607,8 @@ fn measure_latency(w: Workload, source: Source) -> Result<Latency, String> {
             series(&m, "lb_config_compiles_total")?,
         );
         let burst = Instant::now();
-        for v in 0..BURST {
+        let writes = if api.is_some() { BURST_API } else { BURST };
+        for v in 0..writes {
             change(CHANGES + 1 + v, false)?;
         }
         l.burst_write = burst.elapsed().as_secs_f64() * 1e3;
@@ -571,6 +632,8 @@ fn measure_latency(w: Workload, source: Source) -> Result<Latency, String> {
         l.burst_events = series(&m, "lb_config_events_total")? - events;
         l.burst_compiles = series(&m, "lb_config_compiles_total")? - compiles;
         l.rss = vm_rss_mib(lb.pid());
+        l.load = load.map(|d| d.as_secs_f64());
+        l.burst = writes;
         drop(lb);
         Ok(l)
     })();
@@ -583,17 +646,19 @@ fn measure_latency(w: Workload, source: Source) -> Result<Latency, String> {
 fn latency_table(counts: &[usize]) -> Result<String, String> {
     let mut out = format!(
         "\nEvent-to-traffic: lb (`workers = 1`, core 0) serves each workload plus one probe \
-         Service + EndpointSlice, from manifest files (the probe in its own file) or from the \
-         stand-in Kubernetes API server through lb's list+watch source. The probe changes \
-         {CHANGES} times, 50 ms apart (file: replaced by write aside and rename; API server: \
-         the objects written), each time waiting for the new generation. p50/p99/max are lb's \
-         own `lb_event_to_traffic_seconds` (first event to snapshot swap, so they include the \
-         {} ms debounce quiet period and a full reload); *observed* is the median from the \
-         change to `/metrics` showing the new generation. Then the probe is written {BURST} \
-         times in a row: the events lb saw and the compiles they cost. VmRSS is read at the \
-         end.\n\n\
-         | workload | source | objects | start to /readyz ms | compile ms | event-to-traffic p50 ms | p99 ms | max ms | observed ms | burst: write ms | events | compiles | VmRSS MiB |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         Service + EndpointSlice, from manifest files (the probe in its own file) or from a \
+         real API server (kube-apiserver, etcd and kube-controller-manager of \
+         `bench/cluster.sh`, a cluster of its own per workload, loaded by server-side apply, \
+         64 requests in flight: *load s*) through lb's list+watch source, lb authenticated as \
+         its ServiceAccount. The probe changes {CHANGES} times, 50 ms apart (file: replaced by \
+         write aside and rename; API server: the objects applied), each time waiting for the \
+         new generation. p50/p99/max are lb's own `lb_event_to_traffic_seconds` (first event \
+         to snapshot swap, so they include the {} ms debounce quiet period and a full reload); \
+         *observed* is the median from the change to `/metrics` showing the new generation. \
+         Then the probe is written {BURST} times in a row ({BURST_API} through the API server): \
+         the events lb saw and the compiles they cost. VmRSS is read at the end.\n\n\
+         | workload | source | objects | load s | start to /readyz ms | compile ms | event-to-traffic p50 ms | p99 ms | max ms | observed ms | burst writes | burst: write ms | events | compiles | VmRSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         DEBOUNCE_MS
     );
     for &n in counts {
@@ -610,16 +675,18 @@ fn latency_table(counts: &[usize]) -> Result<String, String> {
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
+                "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
                 w.name(),
                 source.name(),
                 w.objects() + 2,
+                l.load.map_or("-".to_owned(), |s| format!("{s:.1}")),
                 l.startup,
                 l.compile,
                 l.p50,
                 l.p99,
                 l.max,
                 l.observed,
+                l.burst,
                 l.burst_write,
                 l.burst_events,
                 l.burst_compiles,

@@ -1,218 +1,236 @@
-//! The Kubernetes API server source against the stand-in API server
-//! (`support::kube_api`): initial sync before readiness, events to traffic,
-//! resume after a dropped watch, relist after 410 Gone, and serving the last
-//! snapshot while the API server is down.
+//! The Kubernetes API server source against the real control plane
+//! (`bench/cluster.sh`: etcd, kube-apiserver, kube-controller-manager and
+//! the pod runner): Pods of a Deployment serve through an Ingress and a
+//! LoadBalancer Service; lb is ready on a cluster without the Gateway API
+//! CRDs and serves a Gateway within seconds of their installation, keeps
+//! serving while the API server is down and resyncs when it is back. lb
+//! runs as its ServiceAccount (`lb.kubeconfig`, RBAC of config/kubernetes/):
+//! no request of it may be refused.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bench::echo::EchoServer;
+use crate::support::k8s::{self, backend_at, backend_via_ingress, wait_for};
+use crate::support::{Cluster, Lb, admin_get, cluster::LB_USER, shared_cluster};
 
-use crate::support::kube_api::KubeApi;
-use crate::support::{Lb, admin_get, ingress_named, service_yaml};
-
-/// Waits until `host` is served by the echo backend named `want`.
-fn wait_backend(lb: &Lb, host: &str, want: &str, limit: Duration) {
-    let start = Instant::now();
-    let mut last = String::new();
-    while start.elapsed() < limit {
-        if let Ok(mut c) = crate::support::Client::try_connect(lb.http) {
-            let r = c.get(host, "/");
-            if r.status == 200 && r.backend() == want {
-                return;
-            }
-            last = format!("{} {}", r.status, r.backend());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "{host} not served by {want} within {limit:?} (last: {last}); log:\n{}",
-        lb.log_text()
-    );
+/// The set of backends that answer `n` requests for `host` through lb.
+fn backends_via_ingress(lb: &Lb, host: &str, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .filter_map(|_| backend_via_ingress(lb, host))
+        .collect()
 }
 
-fn two_backends(api: &KubeApi) -> (EchoServer, EchoServer) {
-    let a = EchoServer::start("127.0.0.1:0".parse().unwrap(), "a").expect("echo");
-    let b = EchoServer::start("127.0.0.1:0".parse().unwrap(), "b").expect("echo");
-    api.apply_yaml(&service_yaml(
-        "default",
-        "svc-a",
-        80,
-        None,
-        &[a.local_addr()],
-    ));
-    api.apply_yaml(&service_yaml(
-        "default",
-        "svc-b",
-        80,
-        None,
-        &[b.local_addr()],
-    ));
-    (a, b)
-}
-
-#[test]
-fn initial_sync_then_readiness_then_traffic() {
-    let api = KubeApi::start();
-    api.set_down(true);
-    let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
-    let mut lb = Lb::on_api_unready("kube-sync", &api, "");
-    // The API server does not answer: not ready.
-    std::thread::sleep(Duration::from_millis(800));
-    let start = Instant::now();
-    while admin_get(lb.admin, "/readyz").is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "admin API not up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(admin_get(lb.admin, "/readyz").unwrap().status, 503);
-    api.set_down(false);
-    lb.wait_ready(Duration::from_secs(20));
-    let lists: Vec<String> = api
-        .requests()
-        .into_iter()
-        .filter(|r| r.starts_with("GET ") && !r.contains("watch="))
-        .collect();
-    for plural in ["/services", "/endpointslices", "/ingresses", "/httproutes"] {
-        assert!(
-            lists.iter().any(|r| r.contains(plural)),
-            "no list of {plural}: {lists:?}"
-        );
-    }
-    // Ready means the API's Ingress is already served.
-    assert_eq!(lb.get("kube.test", "/").backend(), "a");
-    assert_eq!(lb.metric("lb_source_kubernetes_up"), 1);
-}
-
-#[test]
-fn an_event_changes_served_traffic() {
-    let api = KubeApi::start();
-    let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
-    let mut lb = Lb::on_api_unready("kube-event", &api, "");
-    lb.wait_ready(Duration::from_secs(20));
-    assert_eq!(lb.get("kube.test", "/").backend(), "a");
-    api.apply_yaml(&ingress_named("web", "kube.test", "svc-b"));
-    wait_backend(&lb, "kube.test", "b", Duration::from_secs(10));
-    api.apply_yaml(&ingress_named("other", "other.test", "svc-a"));
-    wait_backend(&lb, "other.test", "a", Duration::from_secs(10));
-    api.delete("Ingress", Some("default"), "other");
-    let start = Instant::now();
-    while lb.get("other.test", "/").status == 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "deleted Ingress still served"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(lb.metric("lb_source_kubernetes_events_total") >= 3);
-    // Event-to-traffic of the API changes, for the record (`--nocapture`).
-    let m = admin_get(lb.admin, "/metrics").expect("metrics").text();
-    for line in m
-        .lines()
-        .filter(|l| l.starts_with("lb_event_to_traffic_seconds"))
-    {
-        eprintln!("kube event-to-traffic: {line}");
-    }
-}
-
-#[test]
-fn a_dropped_watch_resumes_from_the_last_resource_version() {
-    let api = KubeApi::start();
-    let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
-    let mut lb = Lb::on_api_unready("kube-resume", &api, "");
-    lb.wait_ready(Duration::from_secs(20));
-    let rv = api.resource_version();
-    let lists_before = lists(&api);
-    api.drop_watches();
-    api.apply_yaml(&ingress_named("web", "kube.test", "svc-b"));
-    wait_backend(&lb, "kube.test", "b", Duration::from_secs(15));
-    // The Ingress watch came back from where it was, without a relist.
-    let resumed = api.requests().into_iter().any(|r| {
-        r.contains("/ingresses?")
-            && r.contains("watch=")
-            && resource_version_of(&r).is_some_and(|v| v >= rv && v > 0)
-    });
-    assert!(resumed, "no resumed watch: {:?}", api.requests());
-    assert_eq!(
-        lists(&api),
-        lists_before,
-        "relisted after a plain drop: {:#?}",
-        api.requests()
-    );
-}
-
-#[test]
-fn relist_after_410_gone() {
-    let api = KubeApi::start();
-    let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
-    let mut lb = Lb::on_api_unready("kube-gone", &api, "");
-    lb.wait_ready(Duration::from_secs(20));
-    let lists_before = lists(&api);
-    // Advance the version past what lb saw, forget the history, drop watches.
-    api.apply_yaml(&ingress_named("unrelated", "unrelated.test", "svc-a"));
-    wait_backend(&lb, "unrelated.test", "a", Duration::from_secs(10));
-    api.compact();
-    api.apply_yaml(&ingress_named("web", "kube.test", "svc-b"));
-    api.compact();
-    api.drop_watches();
-    wait_backend(&lb, "kube.test", "b", Duration::from_secs(15));
-    api.apply_yaml(&ingress_named("later", "later.test", "svc-b"));
-    wait_backend(&lb, "later.test", "b", Duration::from_secs(15));
+fn no_refusal(cluster: &Cluster, mark: u64) {
+    let refused = cluster.forbidden_since(mark, LB_USER);
     assert!(
-        lists(&api) > lists_before,
-        "no relist after 410: {:?}",
-        api.requests()
+        refused.is_empty(),
+        "the API server refused lb: {refused:#?}"
     );
 }
 
 #[test]
-fn api_server_down_keeps_serving_the_last_snapshot() {
-    let api = KubeApi::start();
-    let (_a, _b) = two_backends(&api);
-    api.apply_yaml(&ingress_named("web", "kube.test", "svc-a"));
-    let mut lb = Lb::on_api_unready("kube-down", &api, "");
-    lb.wait_ready(Duration::from_secs(20));
-    lb.wait_metric("lb_source_kubernetes_up", 1, Duration::from_secs(5));
-    api.set_down(true);
-    lb.wait_metric("lb_source_kubernetes_up", 0, Duration::from_secs(10));
+fn pods_of_a_deployment_serve_through_an_ingress_and_a_load_balancer_service() {
+    let cluster = shared_cluster();
+    let mark = cluster.audit_mark();
+    let ns = cluster.namespace("kube-objects");
+    k8s::ingress_class(&cluster);
+    ns.apply(&k8s::deployment("web", 2, 2));
+    ns.apply(&k8s::service("web", true));
+    ns.apply(&k8s::ingress("web", "web.kube.test", "web"));
+    let pods = k8s::wait_ready_pods(&cluster, &ns.name, "web", 2);
+    let lb = Lb::on_cluster(
+        "kube-objects",
+        &cluster,
+        &[&ns.name],
+        "",
+        &k8s::loadbalancer_pool(),
+    );
+    // The EndpointSlice controller's slice names both Pods: both serve.
+    let all: BTreeSet<String> = pods.iter().cloned().collect();
+    let seen = wait_for(
+        Duration::from_secs(20),
+        "both pods through the Ingress",
+        || {
+            let seen = backends_via_ingress(&lb, "web.kube.test", 10);
+            (seen == all).then_some(seen)
+        },
+    );
+    assert_eq!(seen.len(), 2);
+    // The VIP lb allocated, as lb wrote it to the Service's status, serves them too.
+    let vip = k8s::wait_service_vip(&cluster, &ns.name, "web");
+    let at = SocketAddr::new(vip, 80);
+    wait_for(Duration::from_secs(20), "the VIP serves", || {
+        backend_at(at).filter(|b| all.contains(b))
+    });
+    // Scale up: the new Pod serves within seconds.
+    ns.kubectl(&["scale", "deployment/web", "--replicas=3"]);
+    let three = k8s::wait_ready_pods(&cluster, &ns.name, "web", 3);
+    let new: Vec<&String> = three.iter().filter(|p| !all.contains(*p)).collect();
+    assert_eq!(new.len(), 1, "{three:?}");
+    let start = Instant::now();
+    wait_for(Duration::from_secs(15), "the new pod serves", || {
+        backend_via_ingress(&lb, "web.kube.test").filter(|b| b == new[0])
+    });
+    eprintln!(
+        "scale-up: new pod served {:?} after it was ready",
+        start.elapsed()
+    );
+    // Ingress status: lb's addresses (no wildcard), HTTP and HTTPS ports.
+    let ingress = wait_for(Duration::from_secs(20), "Ingress status", || {
+        let i = cluster.get_json(Some(&ns.name), "ingress", "web")?;
+        i["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .is_string()
+            .then_some(i)
+    });
+    let entry = &ingress["status"]["loadBalancer"]["ingress"][0];
+    assert_eq!(entry["ip"], "127.0.0.1", "{ingress:#}");
+    let ports: Vec<u64> = entry["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    assert_eq!(
+        ports,
+        [u64::from(lb.http.port()), u64::from(lb.https.port())]
+    );
+    no_refusal(&cluster, mark);
+}
+
+/// A GatewayClass, a Gateway on `addr` and an HTTPRoute for `host` to
+/// Service `service`.
+fn gateway_objects(addr: SocketAddr, host: &str, service: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: lb}}
+spec: {{controllerName: lb.example.com/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: lb
+  addresses: [{{type: IPAddress, value: \"{ip}\"}}]
+  listeners: [{{name: http, protocol: HTTP, port: {port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [\"{host}\"]
+  rules: [{{backendRefs: [{{name: {service}, port: 80}}]}}]
+",
+        ip = addr.ip(),
+        port = addr.port()
+    )
+}
+
+/// GET / with `Host: host` at `addr`: the backend when 200.
+fn backend_via(addr: SocketAddr, host: &str) -> Option<String> {
+    let mut c = crate::support::Client::try_connect(addr).ok()?;
+    let r = c.get(host, "/");
+    (r.status == 200).then(|| r.backend())
+}
+
+#[test]
+fn without_gateway_crds_lb_is_ready_and_serves_a_gateway_once_they_are_installed() {
+    let cluster = Cluster::private("crds").unwrap_or_else(|e| panic!("{e}"));
+    let mark = cluster.audit_mark();
+    let ns = cluster.namespace("crds");
+    k8s::ingress_class(&cluster);
+    ns.apply(&k8s::deployment("web", 1, 1));
+    ns.apply(&k8s::service("web", true));
+    ns.apply(&k8s::ingress("web", "web.crds.test", "web"));
+    let pods = k8s::wait_ready_pods(&cluster, &ns.name, "web", 1);
+
+    // An API server that is starting refuses every request until its RBAC
+    // caches are filled (the controller manager's too): 403s between a stop
+    // and the end of the start do not count. lb repeats each of those
+    // requests once the server is ready, where a missing permission shows.
+    let mut windows = vec![(0, cluster.audit_mark())];
+    // lb starts while the API server is down: not ready, no listener.
+    cluster.apiserver("stop").unwrap();
+    let mut lb =
+        Lb::on_cluster_unready("crds", &cluster, &[&ns.name], "", &k8s::loadbalancer_pool());
+    let status = wait_for(Duration::from_secs(15), "the admin API", || {
+        admin_get(lb.admin, "/readyz").map(|r| r.status)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(status, 503);
+    assert_eq!(admin_get(lb.admin, "/readyz").unwrap().status, 503);
+    cluster.apiserver("start").unwrap();
+    let ready = cluster.audit_mark();
+    // No Gateway API CRDs: ready anyway, serving the Ingress and the Service.
+    lb.wait_ready(Duration::from_secs(30));
+    assert_eq!(
+        backend_via_ingress(&lb, "web.crds.test").as_deref(),
+        Some(pods[0].as_str())
+    );
+    let vip = k8s::wait_service_vip(&cluster, &ns.name, "web");
+    assert_eq!(backend_at(SocketAddr::new(vip, 80)), Some(pods[0].clone()));
+    let log = lb.log_text();
+    let absent: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("does not serve"))
+        .collect();
+    assert_eq!(absent.len(), 1, "the absent kinds are logged once:\n{log}");
+    assert!(absent[0].contains("HTTPRoute") && absent[0].contains("TLSRoute"));
+
+    // The CRDs arrive: a Gateway serves within 10 s, without a restart.
+    let gw: SocketAddr = format!("127.0.0.1:{}", crate::support::free_port())
+        .parse()
+        .unwrap();
+    let start = Instant::now();
+    cluster.crds("standard").unwrap();
+    ns.apply(&gateway_objects(gw, "gw.crds.test", "web"));
+    wait_for(Duration::from_secs(10), "the Gateway serves", || {
+        backend_via(gw, "gw.crds.test")
+    });
+    let took = start.elapsed();
+    eprintln!("CRDs installed to Gateway traffic: {took:?}");
+    assert!(lb.wait_log("serves HTTPRoute now", Duration::from_secs(5)));
+    // The API server stops: traffic is unaffected, lb stays ready.
+    windows.push((ready, cluster.audit_mark()));
+    cluster.apiserver("stop").unwrap();
+    lb.wait_metric("lb_source_kubernetes_up", 0, Duration::from_secs(15));
     for _ in 0..20 {
-        assert_eq!(lb.get("kube.test", "/").backend(), "a");
+        assert_eq!(
+            backend_via_ingress(&lb, "web.crds.test").as_deref(),
+            Some(pods[0].as_str())
+        );
+        assert!(backend_via(gw, "gw.crds.test").is_some());
     }
     assert_eq!(admin_get(lb.admin, "/readyz").unwrap().status, 200);
-    assert!(lb.wait_log("unreachable", Duration::from_secs(5)));
-    assert_eq!(
-        lb.log_text().matches("API server unreachable").count(),
-        1,
-        "one warning per outage"
+    // Back: changes made since are served (resync).
+    cluster.apiserver("start").unwrap();
+    let ready = cluster.audit_mark();
+    lb.wait_metric("lb_source_kubernetes_up", 1, Duration::from_secs(30));
+    ns.apply(&k8s::ingress("later", "later.crds.test", "web"));
+    wait_for(
+        Duration::from_secs(20),
+        "an Ingress made after the restart",
+        || backend_via_ingress(&lb, "later.crds.test"),
     );
-    api.set_down(false);
-    lb.wait_metric("lb_source_kubernetes_up", 1, Duration::from_secs(20));
-    assert!(lb.wait_log("reachable again", Duration::from_secs(5)));
-    api.apply_yaml(&ingress_named("web", "kube.test", "svc-b"));
-    wait_backend(&lb, "kube.test", "b", Duration::from_secs(20));
-}
-
-/// How many list requests of any kind `api` served (GETs with `limit`,
-/// without `watch`). After a 410 the kinds whose last version is older
-/// than the history relist; a kind whose watch had seen the newest event
-/// may resume without one.
-fn lists(api: &KubeApi) -> usize {
-    api.requests()
-        .iter()
-        .filter(|r| r.starts_with("GET ") && r.contains("limit=") && !r.contains("watch="))
-        .count()
-}
-
-/// The `resourceVersion` query parameter of a request line.
-fn resource_version_of(request: &str) -> Option<u64> {
-    let query = request.split_once('?')?.1;
-    query
-        .split(['&', ' '])
-        .find_map(|p| p.strip_prefix("resourceVersion="))
-        .and_then(|v| v.parse().ok())
+    // The CRDs go: the Gateway stops serving, the rest goes on.
+    cluster.crds("none").unwrap();
+    wait_for(Duration::from_secs(20), "the Gateway stops", || {
+        crate::support::Client::try_connect(gw)
+            .is_err()
+            .then_some(())
+    });
+    assert!(lb.wait_log("no longer serves HTTPRoute", Duration::from_secs(10)));
+    assert!(backend_via_ingress(&lb, "web.crds.test").is_some());
+    assert_eq!(admin_get(lb.admin, "/readyz").unwrap().status, 200);
+    drop(lb);
+    windows.push((ready, u64::MAX));
+    for (from, to) in windows {
+        let refused = cluster.forbidden_between(from.max(mark), to, LB_USER);
+        assert!(
+            refused.is_empty(),
+            "the API server refused lb: {refused:#?}"
+        );
+    }
 }

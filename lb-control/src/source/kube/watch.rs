@@ -61,6 +61,13 @@ pub async fn run(
                     Some(404) => tracing::debug!(kind = spec.kind, "not served: {e}"),
                     Some(401 | 403) => {
                         source.status.contact_ok();
+                        // A missing permission must not hold lb unready
+                        // forever: the kind counts as listed (empty), and
+                        // the watch keeps asking (with backoff).
+                        if !listed_once {
+                            listed_once = true;
+                            source.listed(&key);
+                        }
                         if !refused_logged {
                             refused_logged = true;
                             tracing::warn!(

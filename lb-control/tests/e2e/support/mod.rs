@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client;
 pub mod h2c;
+pub mod k8s;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -400,9 +401,85 @@ impl Lb {
         lb
     }
 }
+/// The real control plane of `bench/cluster.sh` (shared by the test run or private).
+pub use bench::cluster::{self, Cluster};
 /// The stand-in Kubernetes API server (it lives in the bench crate, which
 /// also drives lb through it).
 pub use bench::kube_api;
+
+impl Lb {
+    /// An lb reading the namespaces `namespaces` of the real API server
+    /// `cluster` as its ServiceAccount (`lb.kubeconfig`), with a leader Lease
+    /// of its own (`lb-system/lb-leader-TAG`), started but not waited for.
+    /// `kube` is added inside `kubernetes = { ... }`, `extra` after `[sources]`.
+    pub fn on_cluster_unready(
+        tag: &str,
+        cluster: &Cluster,
+        namespaces: &[&str],
+        kube: &str,
+        extra: &str,
+    ) -> Lb {
+        Self::on_cluster_with(tag, &cluster.lb_kubeconfig(), namespaces, kube, extra)
+    }
+
+    /// Like [`Lb::on_cluster_unready`] with another kubeconfig (e.g. one whose
+    /// server is a forwarder in front of the API server).
+    pub fn on_cluster_with(
+        tag: &str,
+        kubeconfig: &Path,
+        namespaces: &[&str],
+        kube: &str,
+        extra: &str,
+    ) -> Lb {
+        let list = namespaces
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let lease = tag
+            .to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+        let mut lb = Self::prepare(
+            tag,
+            &[],
+            &format!(
+                "kubernetes = {{ kubeconfig = \"{}\", namespaces = [{list}], lease = \"lb-system/lb-leader-{lease}\"{kube} }}\n{extra}",
+                kubeconfig.display()
+            ),
+            "",
+        );
+        // The API server's objects only.
+        let config = std::fs::read_to_string(lb.config_path()).unwrap();
+        let config = config.replacen(
+            &format!("files = [\"{}\"]", lb.dir.join("manifests").display()),
+            "files = []",
+            1,
+        );
+        std::fs::write(lb.config_path(), config).unwrap();
+        lb.spawn(&[]);
+        lb
+    }
+
+    /// [`Lb::on_cluster_unready`], waited for until ready.
+    pub fn on_cluster(
+        tag: &str,
+        cluster: &Cluster,
+        namespaces: &[&str],
+        kube: &str,
+        extra: &str,
+    ) -> Lb {
+        let mut lb = Self::on_cluster_unready(tag, cluster, namespaces, kube, extra);
+        lb.wait_ready(Duration::from_secs(30));
+        lb
+    }
+}
+
+/// The run's cluster (see [`Cluster::shared`]); panics with the reason when
+/// none can be had, so a test never passes without one.
+pub fn shared_cluster() -> Cluster {
+    Cluster::shared().unwrap_or_else(|e| panic!("no Kubernetes control plane for this test: {e}"))
+}
+pub mod forwarder;
 pub mod netns;
 
 /// Replaces a file atomically (write aside, rename over), as config
