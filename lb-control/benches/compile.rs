@@ -31,7 +31,7 @@ fn raw(doc: &str, document: usize) -> RawObject {
             file: PathBuf::from("bench.yaml"),
             document,
         },
-        value,
+        value: value.into(),
     }
 }
 

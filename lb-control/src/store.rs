@@ -2,7 +2,8 @@
 //! so that everything computed from it is deterministic. Built from raw
 //! objects; invalid objects are left out and reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::diag::Diagnostic;
 use crate::model::{self, Object, ObjectKey};
@@ -12,7 +13,25 @@ use crate::source::RawObject;
 #[derive(Debug, Clone, Default)]
 pub struct Store {
     objects: BTreeMap<ObjectKey, Object>,
+    /// The document each object was typed from, for objects typed without
+    /// any diagnostic: the same document (the same `Arc`: sources hand out
+    /// the one they hold while an object is unchanged) is not typed again.
+    typed_from: HashMap<ObjectKey, Arc<serde_json::Value>>,
     invalid: usize,
+}
+
+/// The store key of a raw object (its namespace defaulted), when its kind is known.
+fn key_of(raw: &RawObject) -> Option<ObjectKey> {
+    let info = model::kind_info(&raw.kind)?;
+    Some(ObjectKey {
+        kind: raw.kind.clone(),
+        namespace: info.namespaced.then(|| {
+            raw.namespace
+                .clone()
+                .unwrap_or_else(|| model::DEFAULT_NAMESPACE.to_owned())
+        }),
+        name: raw.name.clone(),
+    })
 }
 
 impl Store {
@@ -20,32 +39,45 @@ impl Store {
     /// store and every diagnostic: invalid objects (dropped), unknown kinds
     /// and duplicates (the first one read is kept).
     pub fn build(raws: &[RawObject]) -> (Store, Vec<Diagnostic>) {
-        Self::build_keeping(raws, &Store::default())
+        Self::rebuild(raws, Store::default())
     }
 
     /// Like [`Store::build`], but an object that is invalid now and was valid
     /// in `previous` keeps its previous version, so nothing that was serving
     /// stops serving because of bad input. It still counts as invalid.
     pub fn build_keeping(raws: &[RawObject], previous: &Store) -> (Store, Vec<Diagnostic>) {
+        Self::rebuild(raws, previous.clone())
+    }
+
+    /// [`Store::build_keeping`] that consumes the previous store: objects
+    /// whose document is the one they were typed from last time move over
+    /// as they are, without being typed and validated again (a reload with
+    /// one changed object types one object).
+    pub fn rebuild(raws: &[RawObject], mut previous: Store) -> (Store, Vec<Diagnostic>) {
         let mut store = Store::default();
         let mut diags = Vec::new();
         for raw in raws {
+            let key = key_of(raw);
+            if let Some(key) = &key
+                && !store.objects.contains_key(key)
+                && previous
+                    .typed_from
+                    .get(key)
+                    .is_some_and(|from| Arc::ptr_eq(from, &raw.value))
+                && let Some(obj) = previous.objects.remove(key)
+                && *obj.origin() == raw.origin
+            {
+                store.typed_from.insert(key.clone(), Arc::clone(&raw.value));
+                store.objects.insert(key.clone(), obj);
+                continue;
+            }
             let mut parsed = model::parse(raw);
+            let clean = parsed.diagnostics.is_empty() && !parsed.invalid;
             let mut fallback = None;
             if parsed.invalid {
                 store.invalid += 1;
-                let namespaced = model::kind_info(&raw.kind).is_some_and(|k| k.namespaced);
-                let key = ObjectKey {
-                    kind: raw.kind.clone(),
-                    namespace: namespaced.then(|| {
-                        raw.namespace
-                            .clone()
-                            .unwrap_or_else(|| model::DEFAULT_NAMESPACE.to_owned())
-                    }),
-                    name: raw.name.clone(),
-                };
-                if let Some(old) = previous.get(&key) {
-                    fallback = Some(old.clone());
+                if let Some(old) = key.as_ref().and_then(|k| previous.objects.remove(k)) {
+                    fallback = Some(old);
                     for d in &mut parsed.diagnostics {
                         d.message
                             .push_str("; the previous valid version keeps serving");
@@ -63,6 +95,9 @@ impl Store {
                     first.origin()
                 )))),
                 None => {
+                    if clean {
+                        store.typed_from.insert(key.clone(), Arc::clone(&raw.value));
+                    }
                     store.objects.insert(key, obj);
                 }
             }
@@ -72,6 +107,7 @@ impl Store {
 
     /// Inserts or replaces one object (for tests and API-server sources).
     pub fn insert(&mut self, obj: Object) {
+        self.typed_from.remove(&obj.key());
         self.objects.insert(obj.key(), obj);
     }
 
@@ -167,6 +203,40 @@ mod tests {
             diags[0].message.contains("test.yaml doc 0"),
             "{}",
             diags[0].message
+        );
+    }
+
+    #[test]
+    fn an_unchanged_document_keeps_its_typed_object() {
+        let svc = |port: u16| {
+            raw(
+                &format!(
+                    "apiVersion: v1\nkind: Service\nmetadata: {{name: s}}\nspec: {{ports: [{{port: {port}}}]}}\n"
+                ),
+                0,
+            )
+        };
+        let typed_at = |store: &Store| match store.iter().next() {
+            Some(Object::Service(b)) => &**b as *const _ as usize,
+            other => panic!("{other:?}"),
+        };
+        let (a, b) = (svc(80), svc(81));
+        let (first, _) = Store::build(std::slice::from_ref(&a));
+        let before = typed_at(&first);
+        // The same document (the same Arc, as sources hand it out): moved over.
+        let (second, diags) = Store::rebuild(std::slice::from_ref(&a), first);
+        assert!(diags.is_empty());
+        assert_eq!(typed_at(&second), before);
+        // An equal document read again is typed again; a changed one too.
+        let (third, _) = Store::rebuild(&[svc(80)], second);
+        assert_ne!(typed_at(&third), before);
+        let (fourth, _) = Store::rebuild(std::slice::from_ref(&b), third);
+        let Some(Object::Service(s)) = fourth.iter().next() else {
+            panic!()
+        };
+        assert_eq!(
+            s.value.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+            81
         );
     }
 

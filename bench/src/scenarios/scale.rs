@@ -392,13 +392,19 @@ enum Source {
 /// A workload's objects as the API server takes them: Services without a
 /// selector (their EndpointSlices are the workload's own, as for endpoints
 /// outside the cluster; with one, the EndpointSlice controller would add an
-/// empty slice per Service), no `creationTimestamp` (the server sets it).
+/// empty slice per Service) and headless (lb does not use ClusterIPs, and
+/// allocating 10,000 of them makes the load crawl), no `creationTimestamp`
+/// (the server sets it).
 fn api_documents(files: &[(&str, String)]) -> Result<Vec<serde_json::Value>, String> {
     let mut docs = Vec::new();
     for (_, text) in files {
         for mut d in crate::kube_load::documents(text)? {
+            let service = d["kind"] == "Service";
             if let Some(spec) = d.get_mut("spec").and_then(|s| s.as_object_mut()) {
                 spec.remove("selector");
+                if service {
+                    spec.insert("clusterIP".into(), "None".into());
+                }
             }
             if let Some(md) = d.get_mut("metadata").and_then(|m| m.as_object_mut()) {
                 md.remove("creationTimestamp");
@@ -429,7 +435,7 @@ impl RealApi {
         let client = rt.block_on(crate::kube_load::client(&cluster.admin_kubeconfig()))?;
         let docs = api_documents(files)?;
         let start = Instant::now();
-        rt.block_on(crate::kube_load::apply_all(&client, &docs))?;
+        rt.block_on(crate::kube_load::create_all(&client, &docs))?;
         let took = start.elapsed();
         Ok((
             RealApi {
@@ -575,6 +581,7 @@ fn measure_latency(w: Workload, source: Source) -> Result<Latency, String> {
             None => write(&probe_path, &probe(v)),
         };
         let mut generation = series(&metrics_text(admin)?, "lb_snapshot_generation")?;
+
         let mut observed = Vec::new();
         for v in 1..=CHANGES {
             // Let the previous change's burst close first.
@@ -584,6 +591,7 @@ fn measure_latency(w: Workload, source: Source) -> Result<Latency, String> {
             generation = wait_generation(admin, generation)?;
             observed.push(written.elapsed().as_secs_f64() * 1e3);
         }
+
         let m = metrics_text(admin)?;
         let q = |q: &str| {
             series(
@@ -648,12 +656,12 @@ fn latency_table(counts: &[usize]) -> Result<String, String> {
         "\nEvent-to-traffic: lb (`workers = 1`, core 0) serves each workload plus one probe \
          Service + EndpointSlice, from manifest files (the probe in its own file) or from a \
          real API server (kube-apiserver, etcd and kube-controller-manager of \
-         `bench/cluster.sh`, a cluster of its own per workload, loaded by server-side apply, \
+         `bench/cluster.sh`, a cluster of its own per workload, loaded by creates, \
          64 requests in flight: *load s*) through lb's list+watch source, lb authenticated as \
          its ServiceAccount. The probe changes {CHANGES} times, 50 ms apart (file: replaced by \
          write aside and rename; API server: the objects applied), each time waiting for the \
          new generation. p50/p99/max are lb's own `lb_event_to_traffic_seconds` (first event \
-         to snapshot swap, so they include the {} ms debounce quiet period and a full reload); \
+         to snapshot swap, so they include the debounce quiet period, {} ms for files and 20 ms for the API server, and a reload); \
          *observed* is the median from the change to `/metrics` showing the new generation. \
          Then the probe is written {BURST} times in a row ({BURST_API} through the API server): \
          the events lb saw and the compiles they cost. VmRSS is read at the end.\n\n\

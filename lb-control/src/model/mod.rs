@@ -352,7 +352,7 @@ pub fn parse(raw: &RawObject) -> Parsed {
         );
         return fail(issues);
     }
-    let mut value = raw.value.clone();
+    let mut value = (*raw.value).clone();
     // Default the namespace in the document itself, so typed metadata agrees with the key.
     if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         if info.namespaced {
@@ -492,7 +492,7 @@ pub(crate) fn raw_from_yaml(yaml: &str) -> RawObject {
             file: "test.yaml".into(),
             document: 0,
         },
-        value,
+        value: std::sync::Arc::new(value),
     }
 }
 
@@ -556,7 +556,9 @@ mod tests {
             raw.api_version = api.into();
             raw.kind = kind.into();
             raw.name = "x".into();
-            let obj = raw.value.as_object_mut().unwrap();
+            let obj = std::sync::Arc::make_mut(&mut raw.value)
+                .as_object_mut()
+                .unwrap();
             obj.insert("apiVersion".into(), api.into());
             obj.insert("kind".into(), kind.into());
             obj.insert(

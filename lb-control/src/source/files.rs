@@ -62,6 +62,12 @@ impl FileSource {
         &self.last_store
     }
 
+    /// Takes the store of the latest load (leaving an empty one), to build
+    /// the next from it.
+    pub fn take_last_store(&mut self) -> crate::store::Store {
+        std::mem::take(&mut self.last_store)
+    }
+
     /// Records the store built from the latest load.
     pub fn remember(&mut self, store: crate::store::Store) {
         self.last_store = store;
@@ -301,7 +307,7 @@ fn raw_object(
         api_version,
         namespace,
         name: name_s,
-        value,
+        value: std::sync::Arc::new(value),
         origin: Origin {
             file: file.to_owned(),
             document: index,

@@ -69,8 +69,10 @@ pub struct RawObject {
     pub namespace: Option<String>,
     /// `metadata.name`.
     pub name: String,
-    /// The whole document.
-    pub value: serde_json::Value,
+    /// The whole document, shared: a source hands out the same document for
+    /// an object that did not change, so the store can tell without
+    /// comparing it ([`std::sync::Arc::ptr_eq`]) and keep its typed version.
+    pub value: std::sync::Arc<serde_json::Value>,
     /// Where it came from.
     pub origin: Origin,
 }
@@ -115,7 +117,7 @@ mod tests {
             api_version: "v1".into(),
             namespace: Some("default".into()),
             name: "web".into(),
-            value: serde_json::Value::Null,
+            value: serde_json::Value::Null.into(),
             origin: api,
         };
         let d = raw.diagnostic(Diagnostic::error("no ports"));

@@ -138,7 +138,7 @@ pub fn raw_object(spec: &KindSpec, version: &str, obj: DynamicObject) -> Option<
         api_version,
         namespace,
         name,
-        value,
+        value: std::sync::Arc::new(value),
         origin: Origin::kubernetes(),
     })
 }
@@ -153,7 +153,7 @@ pub fn same_for_compile(a: &RawObject, b: &RawObject) -> bool {
         return true;
     }
     let strip = |raw: &RawObject| {
-        let mut v = raw.value.clone();
+        let mut v = (*raw.value).clone();
         if let Some(map) = v.as_object_mut() {
             if raw.kind != "Service" && raw.kind != "Gateway" {
                 map.remove("status");

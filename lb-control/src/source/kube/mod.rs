@@ -39,6 +39,11 @@ pub use kinds::{KINDS, KindSpec};
 /// while it is unreachable).
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long the API server's events must be quiet before a reload: a write
+/// arrives as whole objects (one event each), not in pieces as files do, so
+/// this only gathers the events of one `kubectl apply` or controller pass.
+pub const API_DEBOUNCE: Duration = Duration::from_millis(20);
+
 /// Objects of one watch by (namespace, name).
 type KindObjects = BTreeMap<(Option<String>, String), RawObject>;
 
@@ -210,7 +215,7 @@ impl KubeSource {
                 k.kind == kind && (k.namespace.is_none() || k.namespace.as_deref() == namespace)
             })
             .find_map(|(_, objs)| objs.get(&id))
-            .map(|o| o.value.clone())
+            .map(|o| (*o.value).clone())
     }
 
     /// The `.status` of an object as last seen by the watcher: `None` when
@@ -456,7 +461,7 @@ pub async fn start_and_sync(
                 &raw_rx,
                 |()| true,
                 |change| tx.send(change).is_ok(),
-                super::files::DEBOUNCE,
+                API_DEBOUNCE,
                 super::files::MAX_DELAY,
             );
         });

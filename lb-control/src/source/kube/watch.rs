@@ -84,6 +84,9 @@ pub async fn run(
             }
         };
         source.status.contact_ok();
+        // The list that completes the initial sync is part of the first
+        // snapshot, not a change after it.
+        let synced_before = source.status.is_synced();
         let changed = match event {
             Event::Init => {
                 relist = Some(KindObjects::new());
@@ -119,7 +122,7 @@ pub async fn run(
                 raw_object(&spec, version, obj).is_some_and(|raw| source.remove(&key, &raw))
             }
         };
-        if changed && source.status.is_synced() {
+        if changed && synced_before {
             source.status.events.fetch_add(1, Ordering::Relaxed);
             if changes.send((Instant::now(), ())).is_err() {
                 return;
