@@ -96,7 +96,19 @@ pub struct AdminState {
     pub kubernetes: std::sync::OnceLock<Arc<crate::source::kube::KubeStatus>>,
     /// The leader election, when the Kubernetes API server source is configured.
     pub leader: std::sync::OnceLock<crate::leader::Leader>,
+    /// The workers' heartbeats and panic counts, once the workers run.
+    pub progress: std::sync::OnceLock<Arc<lb_core::progress::Progress>>,
+    /// Whether `lb.toml` holds changes that only a restart applies
+    /// (`lb_config_restart_pending`).
+    restart_pending: AtomicBool,
+    /// Objects served from an earlier load of their manifest file
+    /// (`lb_source_files_kept_objects`).
+    files_kept: AtomicU64,
 }
+
+/// A worker that has not beaten for this long is stalled: `/readyz`
+/// answers 503 and the systemd watchdog pings stop.
+pub const WORKER_STALL: Duration = Duration::from_secs(5);
 
 impl AdminState {
     /// Creates the state; not ready until [`AdminState::set_ready`].
@@ -116,7 +128,29 @@ impl AdminState {
             view: Mutex::new(ControlView::default()),
             kubernetes: std::sync::OnceLock::new(),
             leader: std::sync::OnceLock::new(),
+            progress: std::sync::OnceLock::new(),
+            restart_pending: AtomicBool::new(false),
+            files_kept: AtomicU64::new(0),
         }
+    }
+
+    /// Records whether `lb.toml` holds changes that wait for a restart.
+    pub fn set_restart_pending(&self, pending: bool) {
+        self.restart_pending.store(pending, Ordering::Relaxed);
+    }
+
+    /// Records how many objects the file source kept from earlier loads.
+    pub fn set_files_kept(&self, n: usize) {
+        self.files_kept.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// The workers that made no progress within [`WORKER_STALL`] (none
+    /// before the workers run).
+    pub fn stalled_workers(&self) -> Vec<usize> {
+        self.progress
+            .get()
+            .map(|p| p.stalled(WORKER_STALL))
+            .unwrap_or_default()
     }
 
     /// Marks the process ready (or not, while draining).
@@ -253,6 +287,39 @@ impl AdminState {
             ),
         ];
         for (name, kind, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let panics = self.progress.get().map_or(0, |p| p.panics());
+        let operations: [(&str, &str, &str, u64); 4] = [
+            (
+                "lb_panics_total",
+                "counter",
+                "Connection tasks that panicked (each closed its connection).",
+                panics,
+            ),
+            (
+                "lb_workers_stalled",
+                "gauge",
+                "Workers that made no progress for 5 s.",
+                self.stalled_workers().len() as u64,
+            ),
+            (
+                "lb_config_restart_pending",
+                "gauge",
+                "1 when lb.toml holds changes that only a restart applies.",
+                u64::from(self.restart_pending.load(Ordering::Relaxed)),
+            ),
+            (
+                "lb_source_files_kept_objects",
+                "gauge",
+                "Objects served from an earlier load of a manifest file that is now unreadable, empty, being written or in a path that cannot be listed.",
+                self.files_kept.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in operations {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
@@ -396,8 +463,15 @@ impl AdminState {
         }
         match path {
             "/healthz" => (200, TEXT, "ok\n".into()),
-            "/readyz" if self.is_ready() => (200, TEXT, "ready\n".into()),
-            "/readyz" => (503, TEXT, "not ready\n".into()),
+            "/readyz" if !self.is_ready() => (503, TEXT, "not ready\n".into()),
+            "/readyz" => match self.stalled_workers() {
+                stalled if stalled.is_empty() => (200, TEXT, "ready\n".into()),
+                stalled => (
+                    503,
+                    TEXT,
+                    format!("not ready: worker(s) {stalled:?} made no progress\n"),
+                ),
+            },
             "/metrics" => (200, "text/plain; version=0.0.4", self.metrics()),
             "/config" => (200, JSON, pretty(&self.config_json())),
             "/status" => (200, JSON, pretty(&self.status_json())),
@@ -492,6 +566,25 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    }
+
+    #[test]
+    fn readyz_needs_every_worker_to_make_progress() {
+        let s = state();
+        s.set_ready(true);
+        // Before the workers run, readiness is the control thread's alone.
+        assert_eq!(s.respond("GET", "/readyz").0, 200);
+        let progress = Arc::new(lb_core::progress::Progress::new(2));
+        s.progress.set(Arc::clone(&progress)).unwrap();
+        progress.beat(0);
+        let (code, _, body) = s.respond("GET", "/readyz");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("[1]"), "{body}");
+        assert_eq!(series(&s.metrics(), "lb_workers_stalled"), 1.0);
+        progress.beat(1);
+        assert_eq!(s.respond("GET", "/readyz").0, 200);
+        progress.count_panic(1);
+        assert_eq!(series(&s.metrics(), "lb_panics_total"), 1.0);
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub struct Runtime {
     pub io: lb_core::runtime::IoSetting,
     /// Pin each worker to one CPU of the process's allowed set.
     pub pin: bool,
+    /// Leave the process dumpable (core dumps, ptrace and /proc access by
+    /// the same user). Off by default: memory holds TLS private keys and
+    /// the API server token.
+    pub dumpable: bool,
 }
 
 impl Default for Runtime {
@@ -91,6 +95,7 @@ impl Default for Runtime {
             shutdown_grace: Duration::from_secs(30),
             io: lb_core::runtime::IoSetting::Auto,
             pin: true,
+            dumpable: false,
         }
     }
 }

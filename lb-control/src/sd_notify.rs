@@ -114,10 +114,12 @@ impl Notifier {
     }
 
     /// Spawns a task on the current tokio runtime that sends `WATCHDOG=1`
-    /// every [`Notifier::watchdog_interval`]; nothing when there is no
-    /// watchdog. The task runs on the control thread's runtime, so a stuck
-    /// control loop stops the pings and systemd restarts lb.
-    pub fn spawn_watchdog(&self) {
+    /// every [`Notifier::watchdog_interval`] while `healthy()` holds;
+    /// nothing when there is no watchdog. The task runs on the control
+    /// thread's runtime, so a stuck control loop stops the pings, and
+    /// `healthy` (every worker made progress lately) stops them for a stuck
+    /// worker: either way systemd restarts lb.
+    pub fn spawn_watchdog(&self, healthy: impl Fn() -> bool + Send + 'static) {
         let Some(every) = self.watchdog.filter(|_| self.is_enabled()) else {
             return;
         };
@@ -127,7 +129,9 @@ impl Notifier {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                this.watchdog();
+                if healthy() {
+                    this.watchdog();
+                }
             }
         });
     }

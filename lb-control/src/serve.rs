@@ -86,6 +86,13 @@ fn proxy_settings(cfg: &Config) -> ProxySettings {
 }
 
 async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
+    // Before any key or token is read: no core dump, no ptrace or /proc
+    // memory access by other processes of the same user.
+    if !cfg.runtime.dumpable
+        && let Err(e) = nix::sys::prctl::set_dumpable(false)
+    {
+        tracing::warn!("cannot make the process non-dumpable: {e}");
+    }
     let workers = worker_count(cfg.runtime.workers);
     let counters = Arc::new(CounterSet::new(workers));
     let cell = Arc::new(SnapshotCell::new(HttpSnapshot::default()));
@@ -104,7 +111,16 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     admin_state.io_mode = io.as_str();
     let state = Arc::new(admin_state);
     let notify = Notifier::from_env();
-    notify.spawn_watchdog();
+    notify.spawn_watchdog({
+        let state = Arc::clone(&state);
+        move || {
+            let stalled = state.stalled_workers();
+            if !stalled.is_empty() {
+                tracing::error!(?stalled, "worker(s) made no progress: no watchdog ping");
+            }
+            stalled.is_empty()
+        }
+    });
 
     let admin_listener = match admin::bind(cfg.admin.listen).await {
         Ok(l) => l,
@@ -177,7 +193,9 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         io,
         pin: cfg.runtime.pin,
         commands,
+        progress: Arc::new(lb_core::progress::Progress::new(workers)),
     };
+    let progress = Arc::clone(&plan.progress);
     let (w_cell, w_counters) = (Arc::clone(&cell), Arc::clone(&counters));
     let handles = match runtime::start(plan, move |i| Dispatch {
         https_from,
@@ -202,6 +220,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let _ = state.progress.set(progress);
     state.set_ready(true);
     notify.ready(&serving_status(&state, workers));
     tracing::info!(workers, io = io.as_str(), http = ?cfg.ingress.http, admin = %cfg.admin.listen, "lb serving");
@@ -231,13 +250,25 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
                 let hup_at = std::time::Instant::now();
                 notify.reloading();
                 match Config::load(config_path) {
-                    Ok(new_cfg) => {
-                        warn_restart_only_changes(&cfg, &new_cfg);
-                        if new_cfg.sources.files != cfg.sources.files {
-                            reloader.source = FileSource::new(new_cfg.sources.files.clone());
-                            cfg.sources = new_cfg.sources.clone();
-                            changes = watch_sources(&cfg);
+                    Ok(file_cfg) => {
+                        let (next, pending) = crate::config_reload::on_reload(&cfg, &file_cfg);
+                        if pending.is_empty() {
+                            state.set_restart_pending(false);
+                        } else {
+                            tracing::warn!(
+                                "reload: {} changed; these take effect on restart (the running values stay)",
+                                pending.join(", ")
+                            );
+                            state.set_restart_pending(true);
                         }
+                        if next.sources.files != cfg.sources.files {
+                            // The new source starts from the old one's last
+                            // good objects and store.
+                            reloader.source =
+                                FileSource::succeed(next.sources.files.clone(), &mut reloader.source);
+                            changes = watch_sources(&next);
+                        }
+                        cfg = next;
                     }
                     Err(e) => {
                         tracing::error!("reload: configuration file unusable, keeping the running configuration: {e}");
@@ -357,6 +388,7 @@ impl Reloader {
         self.l4.remove_stale(&wanted);
         // Status write-back (off this thread): the entries go to the kube source.
         let status = self.kube.as_ref().map(|_| compiled.status.clone());
+        state.set_files_kept(self.source.kept());
         publish(state, cfg, compiled);
         if let (Some(k), Some(status)) = (&self.kube, status) {
             k.write_status(status);
@@ -375,7 +407,11 @@ impl Reloader {
 fn open_vip_interface(cfg: &Config) -> Option<VipInterface> {
     let name = cfg.loadbalancer.interface.as_deref()?;
     VipInterface::open(name)
-        .inspect_err(|e| tracing::error!("{e}; VIPs are not added to an interface"))
+        .inspect_err(|e| {
+            tracing::error!(
+                "{e}; VIPs are not added to an interface (under systemd, [loadbalancer] interface needs the drop-in systemd/lb.service.d/vip-interface.conf for CAP_NET_ADMIN and CAP_NET_RAW)"
+            )
+        })
         .ok()
 }
 
@@ -425,41 +461,6 @@ async fn sleep_until_due(due: Option<tokio::time::Instant>) {
     match due {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Logs settings that changed in the file but only take effect on restart.
-fn warn_restart_only_changes(old: &Config, new: &Config) {
-    let mut changed = Vec::new();
-    if old.ingress.http != new.ingress.http {
-        changed.push("ingress.http");
-    }
-    if old.admin.listen != new.admin.listen {
-        changed.push("admin.listen");
-    }
-    if old.runtime.workers != new.runtime.workers {
-        changed.push("runtime.workers");
-    }
-    if serde_json::to_value(&old.http).ok() != serde_json::to_value(&new.http).ok() {
-        changed.push("http");
-    }
-    if old.access_log != new.access_log {
-        changed.push("access_log");
-    }
-    if old.upstream != new.upstream {
-        changed.push("upstream");
-    }
-    if old.sources.kubernetes != new.sources.kubernetes {
-        changed.push("sources.kubernetes");
-    }
-    if old.loadbalancer.interface != new.loadbalancer.interface {
-        changed.push("loadbalancer.interface");
-    }
-    if !changed.is_empty() {
-        tracing::warn!(
-            "reload: {} changed; these take effect on restart",
-            changed.join(", ")
-        );
     }
 }
 

@@ -13,6 +13,7 @@ pub mod flowhash;
 pub mod l4;
 pub mod listener;
 pub mod maglev;
+pub mod progress;
 pub mod runtime;
 pub mod snapshot;
 pub mod stream;

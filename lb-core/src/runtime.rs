@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Error;
 use crate::datagram::Datagram;
+use crate::progress::{self, Progress};
 use crate::stream::{IoMode, Stream};
 use crate::uring::{self, UringListener};
 
@@ -116,6 +117,9 @@ pub struct WorkerPlan {
     pub pin: bool,
     /// Per worker, the receiving end of its listener changes (empty: none).
     pub commands: Vec<mpsc::UnboundedReceiver<ListenerCommand>>,
+    /// Where the workers stamp their heartbeats and count panicked
+    /// connection tasks (one slot per worker).
+    pub progress: Arc<Progress>,
 }
 
 /// The configured I/O choice: `auto` tries io_uring and falls back to epoll.
@@ -184,6 +188,7 @@ where
         let make = Arc::clone(&make);
         let drain = plan.drain.clone();
         let grace = plan.grace;
+        let progress = Arc::clone(&plan.progress);
         let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
         let handle = std::thread::Builder::new()
             .name(format!("lb-worker-{index}"))
@@ -205,18 +210,37 @@ where
                 };
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
+                    // False once the io_uring driver task has ended: the
+                    // worker's I/O no longer completes, so it stops beating.
+                    let driving = Rc::new(Cell::new(true));
                     let driver = match io {
                         IoMode::Epoll => None,
                         IoMode::Uring => match uring::install() {
-                            Ok(drive) => Some(tokio::task::spawn_local(drive)),
+                            Ok(drive) => {
+                                let driving = Rc::clone(&driving);
+                                Some(tokio::task::spawn_local(async move {
+                                    drive.await;
+                                    driving.set(false);
+                                }))
+                            }
                             Err(e) => {
                                 tracing::error!(worker = index, error = %e, "cannot set up io_uring");
                                 return;
                             }
                         },
                     };
+                    let heartbeat = tokio::task::spawn_local({
+                        let progress = Arc::clone(&progress);
+                        async move {
+                            while driving.get() {
+                                progress.beat(index);
+                                tokio::time::sleep(progress::BEAT).await;
+                            }
+                        }
+                    });
                     let handler = Rc::new(make(index));
-                    run_worker(index, listeners, commands, handler, drain, grace).await;
+                    run_worker(index, listeners, commands, handler, drain, grace, progress).await;
+                    heartbeat.abort();
                     if let Some(driver) = driver {
                         uring::uninstall();
                         let _ = tokio::time::timeout(Duration::from_secs(1), driver).await;
@@ -236,6 +260,7 @@ async fn run_worker<H: ConnectionHandler>(
     handler: Rc<H>,
     drain: Drain,
     grace: Duration,
+    progress: Arc<Progress>,
 ) {
     let active = Rc::new(Cell::new(0usize));
     let mut accept_tasks = Vec::new();
@@ -246,6 +271,7 @@ async fn run_worker<H: ConnectionHandler>(
         handler: Rc::clone(&handler),
         active: Rc::clone(&active),
         drain: drain.clone(),
+        progress,
     };
     for (listener_index, std_listener) in listeners.into_iter().enumerate() {
         if let Some(task) = ctx.spawn(std_listener, listener_index, STATIC_TAG, None) {
@@ -342,6 +368,24 @@ struct AcceptCtx<H> {
     handler: Rc<H>,
     active: Rc<Cell<usize>>,
     drain: Drain,
+    progress: Arc<Progress>,
+}
+
+/// One open connection in a worker's count; dropped when its task ends,
+/// also when the task panicked and unwound.
+struct Open(Rc<Cell<usize>>);
+
+impl Open {
+    fn new(active: &Rc<Cell<usize>>) -> Self {
+        active.set(active.get() + 1);
+        Self(Rc::clone(active))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 impl<H: ConnectionHandler> AcceptCtx<H> {
@@ -389,6 +433,7 @@ impl<H: ConnectionHandler> AcceptCtx<H> {
         };
         let handler = Rc::clone(&self.handler);
         let active = Rc::clone(&self.active);
+        let progress = Arc::clone(&self.progress);
         let mut drain = self.drain.clone();
         Some(tokio::task::spawn_local(async move {
             let local = listener.local_addr().ok();
@@ -422,13 +467,23 @@ impl<H: ConnectionHandler> AcceptCtx<H> {
                     listener: listener_index,
                     tag,
                 };
-                active.set(active.get() + 1);
-                let active = Rc::clone(&active);
+                let open = Open::new(&active);
                 let handler = Rc::clone(&handler);
                 let drain = drain.clone();
+                let progress = Arc::clone(&progress);
                 tokio::task::spawn_local(async move {
-                    handler.serve(conn, drain).await;
-                    active.set(active.get() - 1);
+                    let _open = open;
+                    // A panic ends this connection only: its stream is
+                    // dropped (closed) while unwinding, the worker and the
+                    // other connections carry on, and it is counted.
+                    let serve = std::panic::AssertUnwindSafe(handler.serve(conn, drain));
+                    if futures_util::FutureExt::catch_unwind(serve).await.is_err() {
+                        progress.count_panic(index);
+                        tracing::error!(
+                            worker = index,
+                            "a connection task panicked; its connection is closed"
+                        );
+                    }
                 });
             }
             // Dropping the listener here closes this worker's socket for the address.

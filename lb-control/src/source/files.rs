@@ -4,13 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde::Deserialize;
 
+use super::file_list::{self, is_yaml};
 use super::{Loaded, Origin, RawObject};
 use crate::diag::{Diagnostic, Error};
 
@@ -26,6 +27,10 @@ pub struct FileSource {
     parses: u64,
     /// The store last built from this source (see [`FileSource::remember`]).
     last_store: crate::store::Store,
+    /// How many objects the latest load kept from an earlier load because
+    /// their file or directory could not be read, was empty or changed
+    /// while being read.
+    kept: usize,
 }
 
 /// A file's text and what parsing it gave.
@@ -53,7 +58,28 @@ impl FileSource {
             parsed: BTreeMap::new(),
             parses: 0,
             last_store: crate::store::Store::default(),
+            kept: 0,
         }
+    }
+
+    /// A source over `paths` that starts from what `old` loaded last: files
+    /// both know keep their last good objects, and objects that become
+    /// invalid fall back to `old`'s store (SIGHUP with new `sources.files`).
+    pub fn succeed(paths: Vec<PathBuf>, old: &mut FileSource) -> Self {
+        Self {
+            paths,
+            parsed: std::mem::take(&mut old.parsed),
+            parses: old.parses,
+            last_store: old.take_last_store(),
+            kept: 0,
+        }
+    }
+
+    /// How many objects the latest load kept from an earlier load because
+    /// their file or directory could not be read, was empty or was being
+    /// written (`lb_source_files_kept_objects`).
+    pub fn kept(&self) -> usize {
+        self.kept
     }
 
     /// The store last built from this source: objects that become invalid
@@ -89,17 +115,26 @@ impl FileSource {
     /// or on failure the last successful one (whose objects stay).
     fn read_cached(&mut self, file: &Path, cache: &mut BTreeMap<PathBuf, Parsed>) -> FileRead {
         let last = self.parsed.remove(file);
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) => {
-                if let Some(last) = last {
-                    cache.insert(file.to_owned(), last);
-                }
-                return FileRead::Failed(
-                    Diagnostic::error(format!("cannot read: {e}")).at(file, None),
-                );
+        let keep = |last: Option<Parsed>, cache: &mut BTreeMap<PathBuf, Parsed>, d: Diagnostic| {
+            if let Some(last) = last {
+                cache.insert(file.to_owned(), last);
             }
+            FileRead::Failed(d.at(file, None))
         };
+        let text = match read_settled(file) {
+            Ok(t) => t,
+            Err(why) => return keep(last, cache, Diagnostic::error(why)),
+        };
+        // An empty file that had objects is far more often a write caught
+        // half-way (or a truncation) than a wish to remove them all: it
+        // keeps them; deleting the file removes them.
+        if text.trim().is_empty() && last.as_ref().is_some_and(|p| !p.objects.is_empty()) {
+            return keep(
+                last,
+                cache,
+                Diagnostic::error("file is empty (truncated, or written in place?)"),
+            );
+        }
         let parsed = match last {
             Some(p) if p.text == text => p,
             last => {
@@ -124,29 +159,59 @@ impl FileSource {
         read
     }
 
-    /// Reads every file again. Files that cannot be read or parsed keep the
-    /// objects of their last successful load; deleted files lose theirs.
+    /// Reads every file again. Files that cannot be read or parsed, are
+    /// empty or change while being read keep the objects of their last
+    /// successful load, and so do files below a configured path or
+    /// directory that cannot be listed (gone, unreadable): a transient
+    /// error never publishes fewer objects. A file deleted from a directory
+    /// that still lists loses its objects.
     pub fn load(&mut self) -> Loaded {
         let mut diagnostics = Vec::new();
         let mut files = Vec::new();
         let mut seen = BTreeSet::new();
+        let mut unlisted = Vec::new();
         for path in &self.paths {
-            match list_files(path) {
-                Ok(found) => {
-                    for f in found {
-                        if seen.insert(f.clone()) {
-                            files.push(f);
-                        }
-                    }
+            let listing = file_list::list(path);
+            for f in &listing.files {
+                if seen.insert(f.clone()) {
+                    files.push(f.clone());
                 }
-                Err(e) => diagnostics.push(
-                    Diagnostic::error(format!("cannot read manifest path: {e}")).at(path, None),
-                ),
+            }
+            // Files of the last load below what could not be listed now.
+            let hidden: Vec<PathBuf> = self
+                .parsed
+                .keys()
+                .filter(|f| listing.covers_unlisted(f) && !seen.contains(*f))
+                .cloned()
+                .collect();
+            for (dir, why) in &listing.unlisted {
+                let under = hidden.iter().filter(|f| f.starts_with(dir)).count();
+                let msg = if under == 0 {
+                    format!("cannot read manifest path: {why}")
+                } else {
+                    format!(
+                        "cannot read manifest path: {why}; keeping the objects of {under} file(s) from their last good load"
+                    )
+                };
+                diagnostics.push(Diagnostic::error(msg).at(dir, None));
+            }
+            for f in hidden {
+                seen.insert(f.clone());
+                unlisted.push(f);
             }
         }
 
         let mut parsed = BTreeMap::new();
         let mut objects = Vec::new();
+        let mut kept = 0;
+        for file in unlisted {
+            if let Some(p) = self.parsed.remove(&file) {
+                kept += p.objects.len();
+                objects.extend(p.objects.iter().cloned());
+                diagnostics.extend(p.diagnostics.iter().cloned());
+                parsed.insert(file, p);
+            }
+        }
         for file in files {
             match self.read_cached(&file, &mut parsed) {
                 FileRead::Parsed(objs, diags) => {
@@ -168,12 +233,14 @@ impl FileSource {
                             ..d
                         }
                     };
+                    kept += previous.len();
                     diagnostics.push(d);
                     objects.extend(previous.iter().cloned());
                 }
             }
         }
         self.parsed = parsed;
+        self.kept = kept;
         Loaded {
             objects,
             diagnostics,
@@ -181,43 +248,18 @@ impl FileSource {
     }
 }
 
-fn is_yaml(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    )
-}
-
-/// The files a configured path stands for, sorted.
-fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_dir() {
-        return Ok(vec![path.to_owned()]);
+/// Reads `file` as text, refusing a read the file changed during (its
+/// size or modification time moved, or the text is not as long as the
+/// file): a writer is still at it, and its close brings another reload.
+fn read_settled(file: &Path) -> Result<String, String> {
+    let stamp = |m: &std::fs::Metadata| (m.len(), m.modified().ok());
+    let before = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))?;
+    let after = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?;
+    if stamp(&before) != stamp(&after) || after.len() != text.len() as u64 {
+        return Err("file changed while being read (still being written?)".into());
     }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let p = entry?.path();
-            // Follow symlinks (Kubernetes ConfigMap mounts are symlinks).
-            match std::fs::metadata(&p) {
-                Ok(m) if m.is_dir() => {
-                    // Skip hidden directories such as ConfigMap `..data` staging dirs.
-                    let hidden = p
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with('.'));
-                    if !hidden {
-                        stack.push(p);
-                    }
-                }
-                Ok(_) if is_yaml(&p) => out.push(p),
-                _ => {}
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(text)
 }
 
 /// Splits multi-document YAML into raw objects. Any syntax error fails the whole file.
@@ -327,7 +369,7 @@ pub(crate) fn objects_from_str(text: &str, file: &Path) -> (Vec<RawObject>, Vec<
 /// Keeps the file watcher alive; dropping it stops watching and ends the
 /// event stream.
 pub struct WatchGuard {
-    _watcher: RecommendedWatcher,
+    _watcher: Arc<Mutex<RecommendedWatcher>>,
 }
 
 impl std::fmt::Debug for WatchGuard {
@@ -378,7 +420,9 @@ enum Interest {
 impl Interest {
     fn matches(&self, p: &Path) -> bool {
         match self {
-            Interest::Tree(dir) => p.starts_with(dir) && (is_yaml(p) || p.extension().is_none()),
+            Interest::Tree(dir) => {
+                p == dir || (p.starts_with(dir) && (is_yaml(p) || p.extension().is_none()))
+            }
             Interest::Exact(f) => p == f,
         }
     }
@@ -416,6 +460,27 @@ pub fn watch(paths: &[PathBuf]) -> Result<(WatchGuard, mpsc::Receiver<Change>), 
     let mut interests = Vec::new();
     for path in paths {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        let parent = abs
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        // The parent, not recursively: the path itself appearing, going
+        // away or being replaced by a rename.
+        let parent_watch = watcher.watch(&parent, RecursiveMode::NonRecursive);
+        if abs.is_file() {
+            parent_watch.map_err(|source| Error::Watch {
+                path: path.clone(),
+                source,
+            })?;
+            interests.push(Interest::Exact(abs));
+            continue;
+        }
+        // A directory, or a path that does not exist yet (it may appear as
+        // one): watched recursively now if it is a directory, and again
+        // whenever it (re)appears (see `debounce`).
+        if let Err(e) = parent_watch {
+            tracing::warn!(path = %parent.display(), "cannot watch: {e}; a re-created {} will not be seen", abs.display());
+        }
         if abs.is_dir() {
             watcher
                 .watch(&abs, RecursiveMode::Recursive)
@@ -423,26 +488,18 @@ pub fn watch(paths: &[PathBuf]) -> Result<(WatchGuard, mpsc::Receiver<Change>), 
                     path: path.clone(),
                     source,
                 })?;
-            interests.push(Interest::Tree(abs));
-        } else {
-            let parent = abs
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-            watcher
-                .watch(&parent, RecursiveMode::NonRecursive)
-                .map_err(|source| Error::Watch {
-                    path: path.clone(),
-                    source,
-                })?;
-            interests.push(Interest::Exact(abs));
         }
+        interests.push(Interest::Tree(abs));
     }
+    let watcher = Arc::new(Mutex::new(watcher));
 
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("lb-watch-debounce".into())
-        .spawn(move || debounce(raw_rx, tx, interests))
+        .spawn({
+            let watcher = Arc::clone(&watcher);
+            move || debounce(raw_rx, tx, interests, &watcher)
+        })
         .map_err(|e| Error::Watch {
             path: PathBuf::new(),
             source: notify::Error::io(e),
@@ -454,13 +511,28 @@ fn debounce(
     raw: mpsc::Receiver<(Instant, notify::Event)>,
     tx: mpsc::Sender<Change>,
     interests: Vec<Interest>,
+    watcher: &Mutex<RecommendedWatcher>,
 ) {
     let wanted = |ev: &notify::Event| {
-        relevant(&ev.kind)
-            && ev
-                .paths
+        if !relevant(&ev.kind) {
+            return false;
+        }
+        // A watched directory that (re)appeared, created or renamed into
+        // place: its recursive watch went with the old one.
+        for p in &ev.paths {
+            if let Some(Interest::Tree(root)) = interests
                 .iter()
-                .any(|p| interests.iter().any(|i| i.matches(p)))
+                .find(|i| matches!(i, Interest::Tree(r) if r == p))
+                && root.is_dir()
+                && let Ok(mut w) = watcher.lock()
+                && let Err(e) = w.watch(root, RecursiveMode::Recursive)
+            {
+                tracing::warn!(path = %root.display(), "cannot watch again: {e}");
+            }
+        }
+        ev.paths
+            .iter()
+            .any(|p| interests.iter().any(|i| i.matches(p)))
     };
     coalesce(&raw, wanted, |c| tx.send(c).is_ok(), DEBOUNCE, MAX_DELAY);
 }

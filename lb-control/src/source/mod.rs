@@ -1,6 +1,7 @@
 //! Object sources: where raw Kubernetes objects come from before they are
 //! typed and validated. Each source produces [`RawObject`]s with their origin.
 
+mod file_list;
 pub mod files;
 pub mod kube;
 

@@ -231,20 +231,56 @@ fn unit_file_passes_systemd_analyze_verify() {
         "\nExecStart=/usr/local/bin/lb ",
         &format!("\nExecStart={} ", crate::support::lb_bin()),
     );
-    let dir = scratch_dir("systemd-verify");
-    let copy = dir.join("lb.service");
-    std::fs::write(&copy, text).expect("write unit copy");
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .expect("run systemd-analyze");
-    let mut report = String::from_utf8_lossy(&out.stdout).into_owned();
-    report.push_str(&String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "verify failed:\n{report}");
-    assert!(
-        !report.contains("lb.service"),
-        "verify warned about the unit:\n{report}"
+    // Without the drop-in: no capability beyond binding low ports, no
+    // packet sockets, no core dumps.
+    let setting = |text: &str, key: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        setting(&text, "CapabilityBoundingSet"),
+        ["CAP_NET_BIND_SERVICE"]
     );
+    assert_eq!(
+        setting(&text, "AmbientCapabilities"),
+        ["CAP_NET_BIND_SERVICE"]
+    );
+    assert!(!setting(&text, "RestrictAddressFamilies")[0].contains("AF_PACKET"));
+    assert_eq!(setting(&text, "LimitCORE"), ["0"]);
+    // With it (its [Service] lines added to the unit, as systemd merges a
+    // drop-in): what [loadbalancer] interface needs.
+    let dropin_path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../systemd/lb.service.d/vip-interface.conf");
+    let dropin = std::fs::read_to_string(&dropin_path).expect("read the vip-interface drop-in");
+    assert_eq!(
+        setting(&dropin, "CapabilityBoundingSet"),
+        ["CAP_NET_ADMIN CAP_NET_RAW"]
+    );
+    assert_eq!(setting(&dropin, "RestrictAddressFamilies"), ["AF_PACKET"]);
+    let service_lines: String = dropin
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('[') && !l.trim().is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let with_dropin = text.replace("\n[Install]", &format!("\n{service_lines}\n[Install]"));
+    let dir = scratch_dir("systemd-verify");
+    for (name, unit) in [("lb.service", &text), ("lb-vip.service", &with_dropin)] {
+        let copy = dir.join(name);
+        std::fs::write(&copy, unit).expect("write unit copy");
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&copy)
+            .output()
+            .expect("run systemd-analyze");
+        let mut report = String::from_utf8_lossy(&out.stdout).into_owned();
+        report.push_str(&String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "verify of {name} failed:\n{report}");
+        assert!(
+            !report.contains(name),
+            "verify warned about {name}:\n{report}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -395,6 +395,7 @@ impl Proxy {
             io: test_io(),
             pin: false,
             commands: Vec::new(),
+            progress: Arc::new(lb_core::progress::Progress::new(1)),
         };
         let cell = Arc::new(SnapshotCell::new(snapshot(addr)));
         let counters = Arc::new(CounterSet::new(1));

@@ -168,9 +168,38 @@ impl Lb {
         self.dir.join("manifests").join(name)
     }
 
+    /// Like [`Lb::start`], with `edit` applied to the generated `lb.toml`
+    /// and lb run through `prefix` (a program and its arguments that then
+    /// execute lb, e.g. `setpriv --reuid=...`).
+    pub fn start_via(
+        tag: &str,
+        manifests: &[(&str, &str)],
+        edit: impl Fn(&str) -> String,
+        prefix: &[&str],
+    ) -> Lb {
+        let mut lb = Self::prepare(tag, manifests, "", "");
+        let config = std::fs::read_to_string(lb.config_path()).expect("read lb.toml");
+        std::fs::write(lb.config_path(), edit(&config)).expect("write lb.toml");
+        lb.spawn_via(prefix, &[]);
+        lb.wait_ready(Duration::from_secs(20));
+        lb
+    }
+
     fn spawn(&mut self, env: &[(&str, &str)]) {
+        self.spawn_via(&[], env);
+    }
+
+    fn spawn_via(&mut self, prefix: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::File::create(&self.log).expect("create log");
-        let child = Command::new(lb_bin())
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(lb_bin());
+                c
+            }
+            None => Command::new(lb_bin()),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(self.config_path())
             .env("LB_LOG", "info")
