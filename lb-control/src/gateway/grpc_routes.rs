@@ -45,6 +45,9 @@ fn method_path(m: &GrpcMethodMatch, field: &str) -> Result<PathMatch, Reason> {
             if svc.is_none() && method.is_none() {
                 return Ok(PathMatch::default());
             }
+            for v in [svc, method].into_iter().flatten() {
+                crate::model::validate::regex(v).map_err(bad)?;
+            }
             let s = svc.map_or_else(|| "[^/]+".to_owned(), |s| format!("(?:{s})"));
             let m = method.map_or_else(|| "[^/]+".to_owned(), |m| format!("(?:{m})"));
             PathMatch::regex(&format!("/{s}/{m}"))

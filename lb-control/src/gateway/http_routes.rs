@@ -12,6 +12,7 @@ use super::listeners::GatewayPlan;
 use super::routes::{CompiledRule, Placement, Route, compile_matches, compile_route, hostnames};
 use super::status::Reason;
 use crate::model::Object;
+use crate::model::validate;
 use crate::model::gateway::{HttpHeaderMatch, HttpRouteMatch, HttpRouteRule};
 
 fn unsupported(message: String) -> Reason {
@@ -22,8 +23,11 @@ fn unsupported(message: String) -> Reason {
 pub(crate) fn value_match(m: &HttpHeaderMatch, field: &str) -> Result<ValueMatch, Reason> {
     match m.type_.as_deref().unwrap_or("Exact") {
         "Exact" => Ok(ValueMatch::Exact(m.value.clone())),
-        "RegularExpression" => ValueMatch::regex(&m.value)
-            .map_err(|e| unsupported(format!("{field}: invalid regular expression: {e}"))),
+        "RegularExpression" => {
+            validate::regex(&m.value).map_err(|e| unsupported(format!("{field}: {e}")))?;
+            ValueMatch::regex(&m.value)
+                .map_err(|e| unsupported(format!("{field}: invalid regular expression: {e}")))
+        }
         other => Err(unsupported(format!(
             "{field}: match type {other} is not supported"
         ))),
@@ -55,9 +59,13 @@ fn route_match(m: &HttpRouteMatch, field: &str) -> Result<RouteMatch, Reason> {
             match p.type_.as_deref().unwrap_or("PathPrefix") {
                 "Exact" if value.starts_with('/') => PathMatch::Exact(value),
                 "PathPrefix" if value.starts_with('/') => PathMatch::PathPrefix(value),
-                "RegularExpression" => PathMatch::regex(&value).map_err(|e| {
-                    unsupported(format!("{field}.path: invalid regular expression: {e}"))
-                })?,
+                "RegularExpression" => {
+                    validate::regex(&value)
+                        .map_err(|e| unsupported(format!("{field}.path: {e}")))?;
+                    PathMatch::regex(&value).map_err(|e| {
+                        unsupported(format!("{field}.path: invalid regular expression: {e}"))
+                    })?
+                }
                 t => {
                     return Err(unsupported(format!(
                         "{field}.path: {t} {value:?} is not supported"

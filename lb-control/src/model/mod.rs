@@ -6,6 +6,7 @@
 pub mod core;
 pub mod gateway;
 pub mod ingress;
+pub mod validate;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -463,7 +464,11 @@ fn typed_object(
             gateway::validate_http_route(&v, issues);
             Object::HttpRoute(wrap(origin, v))
         }
-        "GRPCRoute" => Object::GrpcRoute(wrap(origin, deserialize(value)?)),
+        "GRPCRoute" => {
+            let v = deserialize(value)?;
+            gateway::validate_grpc_route(&v, issues);
+            Object::GrpcRoute(wrap(origin, v))
+        }
         "TLSRoute" => Object::TlsRoute(wrap(origin, deserialize(value)?)),
         "TCPRoute" => Object::TcpRoute(wrap(origin, deserialize(value)?)),
         "ReferenceGrant" => Object::ReferenceGrant(wrap(origin, deserialize(value)?)),
