@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::listeners::GatewayPlan;
-use super::routes::{CompiledRule, Placement, Route, compile_matches, compile_route, hostnames};
+use super::routes::{rejected_reason, CompiledRule, Placement, Route, compile_matches, compile_route, hostnames};
 use super::status::Reason;
 use crate::model::Object;
 use crate::model::validate;
@@ -114,7 +114,8 @@ fn is_prefix(m: &HttpRouteMatch) -> bool {
 pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> Vec<Value> {
     let store = ctx.store;
     let mut status = Vec::new();
-    for obj in store.of_kind("HTTPRoute") {
+    let rejected: Vec<_> = store.rejected("HTTPRoute").collect();
+    for obj in rejected.iter().map(|(o, _)| *o).chain(store.of_kind("HTTPRoute")) {
         let Object::HttpRoute(r) = obj else { continue };
         let route = Route {
             obj,
@@ -123,14 +124,36 @@ pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> V
             parents: &r.value.spec.parent_refs,
             hostnames: hostnames(ctx, obj, &r.value.spec.hostnames),
         };
-        status.extend(compile_route(
-            ctx,
-            plans,
-            &route,
-            &r.value.spec.rules[..],
-            Placement::Table,
-            compile_rules,
-        ));
+        let key = obj.key();
+        let invalid = rejected
+            .iter()
+            .find(|(o, _)| std::ptr::eq(*o, obj))
+            .map(|(_, errors)| rejected_reason(store, &key, errors));
+        let is_rejected_version = invalid.is_some();
+        let out = match invalid {
+            // The version that failed validation: not accepted, no entries.
+            Some(reason) => compile_route(
+                ctx,
+                plans,
+                &route,
+                &r.value.spec.rules[..],
+                Placement::Table,
+                |_, _, _, _, _| Err(reason.clone()),
+            ),
+            None => compile_route(
+                ctx,
+                plans,
+                &route,
+                &r.value.spec.rules[..],
+                Placement::Table,
+                compile_rules,
+            ),
+        };
+        // A previous valid version keeps serving, but the status is the
+        // rejected version's (already reported above).
+        if !store.is_rejected(&key) || is_rejected_version {
+            status.extend(out);
+        }
     }
     status
 }

@@ -312,6 +312,9 @@ pub struct Parsed {
     pub diagnostics: Vec<Diagnostic>,
     /// True when the object was of a known kind but invalid.
     pub invalid: bool,
+    /// The typed object when it parsed but failed validation (for status
+    /// reporting only: it is never served).
+    pub rejected: Option<Object>,
 }
 
 /// Deserializes `raw` into its Kubernetes schema and validates it.
@@ -326,6 +329,7 @@ pub fn parse(raw: &RawObject) -> Parsed {
                 raw.kind, raw.api_version
             )))],
             invalid: false,
+            rejected: None,
         };
     };
     let fail = |issues: Issues| {
@@ -338,6 +342,7 @@ pub fn parse(raw: &RawObject) -> Parsed {
             object: None,
             diagnostics,
             invalid: true,
+            rejected: None,
         }
     };
     if !info.api_versions.contains(&raw.api_version.as_str()) {
@@ -375,7 +380,9 @@ pub fn parse(raw: &RawObject) -> Parsed {
         }
     };
     if issues.has_errors() {
-        return fail(issues);
+        let mut parsed = fail(issues);
+        parsed.rejected = Some(object);
+        return parsed;
     }
     Parsed {
         object: Some(object),
@@ -385,6 +392,7 @@ pub fn parse(raw: &RawObject) -> Parsed {
             .map(|i| to_diagnostic(raw, info, i))
             .collect(),
         invalid: false,
+        rejected: None,
     }
 }
 
