@@ -152,3 +152,48 @@ fn https_redirect_uses_the_absolute_form_authority_and_keeps_the_path() {
         "want {want}: {verbose}"
     );
 }
+
+/// lb with one Ingress for `a.test`: `/public` to echo `public`,
+/// `/internal` to echo `internal`.
+fn start_paths(tag: &str, public: &EchoServer, internal: &EchoServer) -> Lb {
+    let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: paths, namespace: default}\nspec:\n  ingressClassName: lb\n  rules:\n  - host: a.test\n    http:\n      paths:\n      - {path: /public, pathType: Prefix, backend: {service: {name: public, port: {number: 80}}}}\n      - {path: /internal, pathType: Prefix, backend: {service: {name: internal, port: {number: 80}}}}\n";
+    let manifests = [
+        ("p.yaml", service_yaml("default", "public", 80, None, &[public.local_addr()])),
+        ("i.yaml", service_yaml("default", "internal", 80, None, &[internal.local_addr()])),
+        ("ing.yaml", ingress.to_owned()),
+    ];
+    let refs: Vec<(&str, &str)> = manifests.iter().map(|(n, b)| (*n, b.as_str())).collect();
+    Lb::start(tag, &refs, "")
+}
+
+#[test]
+fn dot_segments_and_escapes_cannot_cross_a_route_boundary() {
+    let public = EchoServer::start("127.0.0.1:0".parse().unwrap(), "public").unwrap();
+    let internal = EchoServer::start("127.0.0.1:0".parse().unwrap(), "internal").unwrap();
+    let lb = start_paths("edge-paths", &public, &internal);
+    let url = |path: &str| format!("http://{}{path}", lb.http);
+    for http in ["--http1.1", "--http2-prior-knowledge"] {
+        for (path, backend, seen) in [
+            ("/public/../internal/x", "internal", "/internal/x"),
+            ("/public/%2e%2e/internal/x", "internal", "/internal/x"),
+            ("/public/.%2E/internal/x?q=/../y", "internal", "/internal/x?q=/../y"),
+            ("//internal/x", "internal", "/internal/x"),
+            ("/public/./a//b/%7Ec", "public", "/public/a/b/~c"),
+        ] {
+            let (body, _) = curl(&[http, "--path-as-is", "-H", "Host: a.test", &url(path)]);
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{http} {path}: {e}: {body}"));
+            assert_eq!(v["backend"], backend, "{http} {path}: {body}");
+            assert_eq!(v["path"], seen, "{http} {path}: {body}");
+        }
+        for path in ["/public%2F..%2Finternal/x", "/public/%zz", "/public/..%5Cinternal"] {
+            let before = (public.requests(), internal.requests());
+            let (_, verbose) = curl(&[http, "--path-as-is", "-H", "Host: a.test", &url(path)]);
+            assert!(
+                verbose.contains("< HTTP/1.1 400") || verbose.contains("< HTTP/2 400"),
+                "{http} {path}: {verbose}"
+            );
+            assert_eq!((public.requests(), internal.requests()), before, "{path} reached a backend");
+        }
+    }
+}
