@@ -172,7 +172,10 @@ impl Store {
     /// The objects of `kind` that parsed but failed validation, with their
     /// errors joined, in (namespace, name) order. A previous valid version
     /// of one may be in the store and serving.
-    pub fn rejected<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a Object, &'a str)> + 'a {
+    pub fn rejected<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (&'a Object, &'a str)> + 'a {
         self.rejected
             .iter()
             .filter(move |(k, _)| k.kind == kind)

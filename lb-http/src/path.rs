@@ -159,10 +159,7 @@ mod tests {
     #[test]
     fn plain_paths_are_borrowed() {
         for t in ["/", "/a/b", "/a/b/", "/a.b/c..d/.e", "/a?x=/../y", "*"] {
-            assert!(
-                matches!(normalize_target(t), Ok(Cow::Borrowed(_))),
-                "{t}"
-            );
+            assert!(matches!(normalize_target(t), Ok(Cow::Borrowed(_))), "{t}");
         }
     }
 

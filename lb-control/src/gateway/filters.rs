@@ -26,10 +26,10 @@ use serde_json::Value;
 use super::Ctx;
 use super::refs::{backend_id, check_backend};
 use super::status::Reason;
-use crate::model::validate;
 use crate::model::gateway::{
     BackendRef, HeaderFilter, PathModifierSpec, RequestMirrorFilter, RouteFilter, RouteTimeouts,
 };
+use crate::model::validate;
 
 /// A compiled rule action and what went wrong in it.
 #[derive(Debug)]
@@ -175,8 +175,7 @@ pub(crate) fn compile_action(
                     .transpose()
                     .map_err(|e| invalid(format!("redirect {e}")))?;
                 if let Some(s) = r.scheme.as_deref() {
-                    validate::redirect_scheme(s)
-                        .map_err(|e| invalid(format!("redirect {e}")))?;
+                    validate::redirect_scheme(s).map_err(|e| invalid(format!("redirect {e}")))?;
                 }
                 let path = r
                     .path

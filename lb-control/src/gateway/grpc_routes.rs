@@ -12,7 +12,9 @@ use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::http_routes::header_matches;
 use super::listeners::GatewayPlan;
-use super::routes::{rejected_reason, CompiledRule, Placement, Route, compile_matches, compile_route, hostnames};
+use super::routes::{
+    CompiledRule, Placement, Route, compile_matches, compile_route, hostnames, rejected_reason,
+};
 use super::status::Reason;
 use crate::model::Object;
 use crate::model::gateway::{GrpcMethodMatch, GrpcRouteMatch, GrpcRouteRule};
@@ -109,7 +111,11 @@ pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> V
     let store = ctx.store;
     let mut status = Vec::new();
     let rejected: Vec<_> = store.rejected("GRPCRoute").collect();
-    for obj in rejected.iter().map(|(o, _)| *o).chain(store.of_kind("GRPCRoute")) {
+    for obj in rejected
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(store.of_kind("GRPCRoute"))
+    {
         let Object::GrpcRoute(r) = obj else { continue };
         let route = Route {
             obj,

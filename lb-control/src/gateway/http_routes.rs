@@ -9,11 +9,13 @@ use serde_json::Value;
 use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::listeners::GatewayPlan;
-use super::routes::{rejected_reason, CompiledRule, Placement, Route, compile_matches, compile_route, hostnames};
+use super::routes::{
+    CompiledRule, Placement, Route, compile_matches, compile_route, hostnames, rejected_reason,
+};
 use super::status::Reason;
 use crate::model::Object;
-use crate::model::validate;
 use crate::model::gateway::{HttpHeaderMatch, HttpRouteMatch, HttpRouteRule};
+use crate::model::validate;
 
 fn unsupported(message: String) -> Reason {
     Reason::new("UnsupportedValue", message)
@@ -115,7 +117,11 @@ pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> V
     let store = ctx.store;
     let mut status = Vec::new();
     let rejected: Vec<_> = store.rejected("HTTPRoute").collect();
-    for obj in rejected.iter().map(|(o, _)| *o).chain(store.of_kind("HTTPRoute")) {
+    for obj in rejected
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(store.of_kind("HTTPRoute"))
+    {
         let Object::HttpRoute(r) = obj else { continue };
         let route = Route {
             obj,

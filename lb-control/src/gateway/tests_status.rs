@@ -312,7 +312,10 @@ fn routes_with_invalid_values_are_not_accepted() {
     };
     // A new route with a bad value: not accepted, no entries; the good one serves.
     let (c, _) = load(
-        &format!("{base}{good}{}", route("bad", "bad.test", "v\\r\\nX-Injected: yes")),
+        &format!(
+            "{base}{good}{}",
+            route("bad", "bad.test", "v\\r\\nX-Injected: yes")
+        ),
         &Store::default(),
     );
     let (cond_bad, msg) = accepted(&c, "bad");
@@ -335,7 +338,10 @@ fn routes_with_invalid_values_are_not_accepted() {
     );
     let (cond_good, msg) = accepted(&c, "good");
     assert_eq!(cond_good, is("False", "UnsupportedValue"));
-    assert!(msg.contains("previous valid version keeps serving"), "{msg}");
+    assert!(
+        msg.contains("previous valid version keeps serving"),
+        "{msg}"
+    );
     assert_eq!(hosts(&c).len(), 1);
     assert_eq!(
         c.status.iter().filter(|s| s["kind"] == "HTTPRoute").count(),

@@ -6,6 +6,7 @@
 pub mod core;
 pub mod gateway;
 pub mod ingress;
+mod route_values;
 pub mod validate;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};

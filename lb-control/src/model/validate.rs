@@ -25,9 +25,7 @@ fn is_tchar(b: u8) -> bool {
 /// A header field name: an RFC 9110 token (1 to 256 `tchar`s).
 pub fn header_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 256 {
-        return Err(format!(
-            "header name {name:?} must be 1 to 256 characters"
-        ));
+        return Err(format!("header name {name:?} must be 1 to 256 characters"));
     }
     match name.bytes().find(|b| !is_tchar(*b)) {
         None => Ok(()),

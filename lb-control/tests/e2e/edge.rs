@@ -13,8 +13,14 @@ use crate::support::{Lb, ingress_named, scratch_dir, service_yaml};
 /// lb with Ingresses `a.test` -> echo `a` and `b.test` -> echo `b`.
 fn start(tag: &str, a: &EchoServer, b: &EchoServer) -> Lb {
     let manifests = [
-        ("a.yaml", service_yaml("default", "a", 80, None, &[a.local_addr()])),
-        ("b.yaml", service_yaml("default", "b", 80, None, &[b.local_addr()])),
+        (
+            "a.yaml",
+            service_yaml("default", "a", 80, None, &[a.local_addr()]),
+        ),
+        (
+            "b.yaml",
+            service_yaml("default", "b", 80, None, &[b.local_addr()]),
+        ),
         ("ia.yaml", ingress_named("ia", "a.test", "a")),
         ("ib.yaml", ingress_named("ib", "b.test", "b")),
     ];
@@ -51,7 +57,10 @@ fn report(body: &str) -> (String, Vec<(String, String)>) {
                 .collect()
         })
         .unwrap_or_default();
-    (v["backend"].as_str().unwrap_or_default().to_owned(), headers)
+    (
+        v["backend"].as_str().unwrap_or_default().to_owned(),
+        headers,
+    )
 }
 
 fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
@@ -96,7 +105,10 @@ fn connection_cannot_remove_host() {
     let (backend, headers) = report(&body);
     assert_eq!(backend, "a");
     assert_eq!(values(&headers, "host"), ["a.test"], "{body}");
-    assert!(values(&headers, "x-drop").is_empty(), "listed field kept: {body}");
+    assert!(
+        values(&headers, "x-drop").is_empty(),
+        "listed field kept: {body}"
+    );
 }
 
 #[test]
@@ -119,7 +131,10 @@ fn h2c_upgrade_is_served_as_a_plain_request() {
     let (backend, headers) = report(&body);
     assert_eq!(backend, "a");
     for name in ["upgrade", "http2-settings", "connection"] {
-        assert!(values(&headers, name).is_empty(), "{name} reached the backend: {body}");
+        assert!(
+            values(&headers, name).is_empty(),
+            "{name} reached the backend: {body}"
+        );
     }
 }
 
@@ -145,10 +160,18 @@ fn https_redirect_uses_the_absolute_form_authority_and_keeps_the_path() {
         "Host: open.test",
         &format!("http://{}/", lb.http),
     ]);
-    assert!(verbose.contains("< HTTP/1.1 308"), "served over plain HTTP: {verbose}");
-    let want = format!("< Location: https://secure.test:{}/a/b?c=d", lb.https.port());
     assert!(
-        verbose.lines().any(|l| l.trim_end().eq_ignore_ascii_case(&want)),
+        verbose.contains("< HTTP/1.1 308"),
+        "served over plain HTTP: {verbose}"
+    );
+    let want = format!(
+        "< Location: https://secure.test:{}/a/b?c=d",
+        lb.https.port()
+    );
+    assert!(
+        verbose
+            .lines()
+            .any(|l| l.trim_end().eq_ignore_ascii_case(&want)),
         "want {want}: {verbose}"
     );
 }
@@ -158,8 +181,14 @@ fn https_redirect_uses_the_absolute_form_authority_and_keeps_the_path() {
 fn start_paths(tag: &str, public: &EchoServer, internal: &EchoServer) -> Lb {
     let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: paths, namespace: default}\nspec:\n  ingressClassName: lb\n  rules:\n  - host: a.test\n    http:\n      paths:\n      - {path: /public, pathType: Prefix, backend: {service: {name: public, port: {number: 80}}}}\n      - {path: /internal, pathType: Prefix, backend: {service: {name: internal, port: {number: 80}}}}\n";
     let manifests = [
-        ("p.yaml", service_yaml("default", "public", 80, None, &[public.local_addr()])),
-        ("i.yaml", service_yaml("default", "internal", 80, None, &[internal.local_addr()])),
+        (
+            "p.yaml",
+            service_yaml("default", "public", 80, None, &[public.local_addr()]),
+        ),
+        (
+            "i.yaml",
+            service_yaml("default", "internal", 80, None, &[internal.local_addr()]),
+        ),
         ("ing.yaml", ingress.to_owned()),
     ];
     let refs: Vec<(&str, &str)> = manifests.iter().map(|(n, b)| (*n, b.as_str())).collect();
@@ -176,7 +205,11 @@ fn dot_segments_and_escapes_cannot_cross_a_route_boundary() {
         for (path, backend, seen) in [
             ("/public/../internal/x", "internal", "/internal/x"),
             ("/public/%2e%2e/internal/x", "internal", "/internal/x"),
-            ("/public/.%2E/internal/x?q=/../y", "internal", "/internal/x?q=/../y"),
+            (
+                "/public/.%2E/internal/x?q=/../y",
+                "internal",
+                "/internal/x?q=/../y",
+            ),
             ("//internal/x", "internal", "/internal/x"),
             ("/public/./a//b/%7Ec", "public", "/public/a/b/~c"),
         ] {
@@ -186,14 +219,22 @@ fn dot_segments_and_escapes_cannot_cross_a_route_boundary() {
             assert_eq!(v["backend"], backend, "{http} {path}: {body}");
             assert_eq!(v["path"], seen, "{http} {path}: {body}");
         }
-        for path in ["/public%2F..%2Finternal/x", "/public/%zz", "/public/..%5Cinternal"] {
+        for path in [
+            "/public%2F..%2Finternal/x",
+            "/public/%zz",
+            "/public/..%5Cinternal",
+        ] {
             let before = (public.requests(), internal.requests());
             let (_, verbose) = curl(&[http, "--path-as-is", "-H", "Host: a.test", &url(path)]);
             assert!(
                 verbose.contains("< HTTP/1.1 400") || verbose.contains("< HTTP/2 400"),
                 "{http} {path}: {verbose}"
             );
-            assert_eq!((public.requests(), internal.requests()), before, "{path} reached a backend");
+            assert_eq!(
+                (public.requests(), internal.requests()),
+                before,
+                "{path} reached a backend"
+            );
         }
     }
 }

@@ -496,8 +496,13 @@ impl HttpProxy {
         };
         let path = std::str::from_utf8(path).map_err(|_| early(bad_target()))?;
         // Routing and the upstream see the same normalised path.
-        let normalized = crate::path::normalize_target(path)
-            .map_err(|e| early(Error::new(ErrorKind::InvalidHead, Side::Downstream, e.as_str())))?;
+        let normalized = crate::path::normalize_target(path).map_err(|e| {
+            early(Error::new(
+                ErrorKind::InvalidHead,
+                Side::Downstream,
+                e.as_str(),
+            ))
+        })?;
         let path: &str = &normalized;
         let target = if target.first() == Some(&b'/') {
             path.as_bytes()

@@ -78,7 +78,10 @@ fn crlf_header_value_is_refused_and_the_rest_keeps_serving() {
     }
     let (cond, message) = accepted(&lb, "good");
     assert_eq!(cond.1, "UnsupportedValue");
-    assert!(message.contains("previous valid version keeps serving"), "{message}");
+    assert!(
+        message.contains("previous valid version keeps serving"),
+        "{message}"
+    );
     for _ in 0..5 {
         let r = get(gw, "good.example.com", "/");
         expect_backend(&r, "infra-backend-v1", "old version after a bad update");
