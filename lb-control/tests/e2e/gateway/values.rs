@@ -89,3 +89,37 @@ fn crlf_header_value_is_refused_and_the_rest_keeps_serving() {
         assert!(seen_header(&r, "X-Injected").is_empty(), "{}", r.text());
     }
 }
+
+/// Gateway routing sees the normalised path too (issue 15 item 5): a dot
+/// segment or an escaped one cannot leave the `/public` route while the
+/// backend resolves it elsewhere; an escaped `/` gets 400.
+#[test]
+fn gateway_routes_on_the_normalised_path() {
+    let infra = Infra::start();
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /public}}]\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /internal}}]\n    backendRefs: [{name: infra-backend-v2, port: 8080}]\n";
+    let routes = http_route(
+        INFRA,
+        "paths",
+        &format!("{INFRA}/same-namespace"),
+        &["paths.example.com"],
+        rules,
+    );
+    let _lb = infra.lb("gw-paths", &routes);
+    let gw = infra.gw("same-namespace");
+    for (path, backend) in [
+        ("/public/../internal/x", "infra-backend-v2"),
+        ("/public/%2e%2e/internal/x", "infra-backend-v2"),
+        ("/public//x", "infra-backend-v1"),
+    ] {
+        let r = get(gw, "paths.example.com", path);
+        expect_backend(&r, backend, path);
+        let want = if backend == "infra-backend-v2" {
+            "/internal/x"
+        } else {
+            "/public/x"
+        };
+        assert_eq!(super::seen_path(&r), want, "{path}");
+    }
+    let r = get(gw, "paths.example.com", "/public%2F..%2Finternal/x");
+    assert_eq!(r.status, 400, "{}", r.text());
+}
