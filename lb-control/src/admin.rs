@@ -325,6 +325,11 @@ impl AdminState {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP lb_http_unsafe_head_values_total Header fields left out and request targets or Locations escaped because they held CR, LF, NUL or other control bytes.\n# TYPE lb_http_unsafe_head_values_total counter\nlb_http_unsafe_head_values_total {}",
+            lb_http::h1::rewrite::unsafe_head_values()
+        );
         out.push_str("# HELP lb_config_reloads_total Configuration loads, by result.\n");
         out.push_str("# TYPE lb_config_reloads_total counter\n");
         for (i, result) in ["ok", "partial", "failed"].iter().enumerate() {

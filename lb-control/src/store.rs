@@ -18,6 +18,10 @@ pub struct Store {
     /// the one they hold while an object is unchanged) is not typed again.
     typed_from: HashMap<ObjectKey, Arc<serde_json::Value>>,
     invalid: usize,
+    /// Objects that parsed but failed validation, with their errors: never
+    /// served (a previous valid version may be), kept so that route status
+    /// can report them.
+    rejected: BTreeMap<ObjectKey, (Object, String)>,
 }
 
 /// The store key of a raw object (its namespace defaulted), when its kind is known.
@@ -76,6 +80,18 @@ impl Store {
             let mut fallback = None;
             if parsed.invalid {
                 store.invalid += 1;
+                if let (Some(key), Some(obj)) = (&key, parsed.rejected.take()) {
+                    let errors: Vec<String> = parsed
+                        .diagnostics
+                        .iter()
+                        .filter(|d| d.is_error())
+                        .map(|d| match &d.field {
+                            Some(f) => format!("{f}: {}", d.message),
+                            None => d.message.clone(),
+                        })
+                        .collect();
+                    store.rejected.insert(key.clone(), (obj, errors.join("; ")));
+                }
                 if let Some(old) = key.as_ref().and_then(|k| previous.objects.remove(k)) {
                     fallback = Some(old);
                     for d in &mut parsed.diagnostics {
@@ -151,6 +167,24 @@ impl Store {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
+    }
+
+    /// The objects of `kind` that parsed but failed validation, with their
+    /// errors joined, in (namespace, name) order. A previous valid version
+    /// of one may be in the store and serving.
+    pub fn rejected<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (&'a Object, &'a str)> + 'a {
+        self.rejected
+            .iter()
+            .filter(move |(k, _)| k.kind == kind)
+            .map(|(_, (o, e))| (o, e.as_str()))
+    }
+
+    /// Whether the object with `key` was rejected by validation.
+    pub fn is_rejected(&self, key: &ObjectKey) -> bool {
+        self.rejected.contains_key(key)
     }
 
     /// How many objects were dropped as invalid while building.

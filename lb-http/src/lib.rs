@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod h1;
 pub mod h2;
 mod passthrough;
+pub mod path;
 pub mod proxy;
 pub mod route;
 pub mod settings;

@@ -11,7 +11,10 @@
 //! see the route compilers). Malformed values (bad status code, path
 //! modifier, duration) make the whole route `Accepted=False`
 //! `UnsupportedValue` with no entries; `URLRewrite` with `RequestRedirect`
-//! is `IncompatibleFilters`.
+//! is `IncompatibleFilters`. Values written into heads (header names and
+//! values, rewrite and redirect host names and paths) are checked earlier,
+//! by the model (`model::validate`): a route with such a value is invalid
+//! as a whole object and never reaches this compiler.
 
 use std::time::Duration;
 
@@ -26,6 +29,7 @@ use super::status::Reason;
 use crate::model::gateway::{
     BackendRef, HeaderFilter, PathModifierSpec, RequestMirrorFilter, RouteFilter, RouteTimeouts,
 };
+use crate::model::validate;
 
 /// A compiled rule action and what went wrong in it.
 #[derive(Debug)]
@@ -163,25 +167,15 @@ pub(crate) fn compile_action(
             }
             "RequestRedirect" if !k.grpc => {
                 let r = f.request_redirect.unwrap_or_default();
-                let status = match r.status_code.unwrap_or(302) {
-                    s @ (301 | 302 | 303 | 307 | 308) => s as u16,
-                    s => return Err(invalid(format!("redirect statusCode {s} is not supported"))),
-                };
-                let port = match r.port {
-                    None => None,
-                    Some(p) => Some(
-                        u16::try_from(p)
-                            .ok()
-                            .filter(|p| *p > 0)
-                            .ok_or_else(|| invalid(format!("redirect port {p} is out of range")))?,
-                    ),
-                };
-                if let Some(s) = r
-                    .scheme
-                    .as_deref()
-                    .filter(|s| !matches!(*s, "http" | "https"))
-                {
-                    return Err(invalid(format!("redirect scheme {s:?} is not supported")));
+                let status = validate::redirect_status(i64::from(r.status_code.unwrap_or(302)))
+                    .map_err(invalid)?;
+                let port = r
+                    .port
+                    .map(|p| validate::port(i64::from(p)))
+                    .transpose()
+                    .map_err(|e| invalid(format!("redirect {e}")))?;
+                if let Some(s) = r.scheme.as_deref() {
+                    validate::redirect_scheme(s).map_err(|e| invalid(format!("redirect {e}")))?;
                 }
                 let path = r
                     .path
@@ -190,7 +184,7 @@ pub(crate) fn compile_action(
                     .transpose()?;
                 out.action.redirect = Some(Redirect {
                     scheme: r.scheme,
-                    hostname: r.hostname,
+                    hostname: r.hostname.map(|h| h.to_ascii_lowercase()),
                     port,
                     path,
                     status,
@@ -204,7 +198,7 @@ pub(crate) fn compile_action(
                     .map(|p| path_modifier(p, k.prefix_only))
                     .transpose()?;
                 out.action.rewrite = Some(Rewrite {
-                    hostname: r.hostname,
+                    hostname: r.hostname.map(|h| h.to_ascii_lowercase()),
                     path,
                 });
             }

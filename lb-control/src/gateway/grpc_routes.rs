@@ -12,7 +12,9 @@ use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::http_routes::header_matches;
 use super::listeners::GatewayPlan;
-use super::routes::{CompiledRule, Placement, Route, compile_matches, compile_route, hostnames};
+use super::routes::{
+    CompiledRule, Placement, Route, compile_matches, compile_route, hostnames, rejected_reason,
+};
 use super::status::Reason;
 use crate::model::Object;
 use crate::model::gateway::{GrpcMethodMatch, GrpcRouteMatch, GrpcRouteRule};
@@ -44,6 +46,9 @@ fn method_path(m: &GrpcMethodMatch, field: &str) -> Result<PathMatch, Reason> {
         "RegularExpression" => {
             if svc.is_none() && method.is_none() {
                 return Ok(PathMatch::default());
+            }
+            for v in [svc, method].into_iter().flatten() {
+                crate::model::validate::regex(v).map_err(bad)?;
             }
             let s = svc.map_or_else(|| "[^/]+".to_owned(), |s| format!("(?:{s})"));
             let m = method.map_or_else(|| "[^/]+".to_owned(), |m| format!("(?:{m})"));
@@ -105,7 +110,12 @@ fn compile_rules(
 pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> Vec<Value> {
     let store = ctx.store;
     let mut status = Vec::new();
-    for obj in store.of_kind("GRPCRoute") {
+    let rejected: Vec<_> = store.rejected("GRPCRoute").collect();
+    for obj in rejected
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(store.of_kind("GRPCRoute"))
+    {
         let Object::GrpcRoute(r) = obj else { continue };
         let route = Route {
             obj,
@@ -114,14 +124,36 @@ pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> V
             parents: &r.value.spec.parent_refs,
             hostnames: hostnames(ctx, obj, &r.value.spec.hostnames),
         };
-        status.extend(compile_route(
-            ctx,
-            plans,
-            &route,
-            &r.value.spec.rules[..],
-            Placement::Table,
-            compile_rules,
-        ));
+        let key = obj.key();
+        let invalid = rejected
+            .iter()
+            .find(|(o, _)| std::ptr::eq(*o, obj))
+            .map(|(_, errors)| rejected_reason(store, &key, errors));
+        let is_rejected_version = invalid.is_some();
+        let out = match invalid {
+            // The version that failed validation: not accepted, no entries.
+            Some(reason) => compile_route(
+                ctx,
+                plans,
+                &route,
+                &r.value.spec.rules[..],
+                Placement::Table,
+                |_, _, _, _, _| Err(reason.clone()),
+            ),
+            None => compile_route(
+                ctx,
+                plans,
+                &route,
+                &r.value.spec.rules[..],
+                Placement::Table,
+                compile_rules,
+            ),
+        };
+        // A previous valid version keeps serving, but the status is the
+        // rejected version's (already reported above).
+        if !store.is_rejected(&key) || is_rejected_version {
+            status.extend(out);
+        }
     }
     status
 }

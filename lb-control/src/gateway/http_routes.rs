@@ -9,10 +9,13 @@ use serde_json::Value;
 use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::listeners::GatewayPlan;
-use super::routes::{CompiledRule, Placement, Route, compile_matches, compile_route, hostnames};
+use super::routes::{
+    CompiledRule, Placement, Route, compile_matches, compile_route, hostnames, rejected_reason,
+};
 use super::status::Reason;
 use crate::model::Object;
 use crate::model::gateway::{HttpHeaderMatch, HttpRouteMatch, HttpRouteRule};
+use crate::model::validate;
 
 fn unsupported(message: String) -> Reason {
     Reason::new("UnsupportedValue", message)
@@ -22,8 +25,11 @@ fn unsupported(message: String) -> Reason {
 pub(crate) fn value_match(m: &HttpHeaderMatch, field: &str) -> Result<ValueMatch, Reason> {
     match m.type_.as_deref().unwrap_or("Exact") {
         "Exact" => Ok(ValueMatch::Exact(m.value.clone())),
-        "RegularExpression" => ValueMatch::regex(&m.value)
-            .map_err(|e| unsupported(format!("{field}: invalid regular expression: {e}"))),
+        "RegularExpression" => {
+            validate::regex(&m.value).map_err(|e| unsupported(format!("{field}: {e}")))?;
+            ValueMatch::regex(&m.value)
+                .map_err(|e| unsupported(format!("{field}: invalid regular expression: {e}")))
+        }
         other => Err(unsupported(format!(
             "{field}: match type {other} is not supported"
         ))),
@@ -55,9 +61,13 @@ fn route_match(m: &HttpRouteMatch, field: &str) -> Result<RouteMatch, Reason> {
             match p.type_.as_deref().unwrap_or("PathPrefix") {
                 "Exact" if value.starts_with('/') => PathMatch::Exact(value),
                 "PathPrefix" if value.starts_with('/') => PathMatch::PathPrefix(value),
-                "RegularExpression" => PathMatch::regex(&value).map_err(|e| {
-                    unsupported(format!("{field}.path: invalid regular expression: {e}"))
-                })?,
+                "RegularExpression" => {
+                    validate::regex(&value)
+                        .map_err(|e| unsupported(format!("{field}.path: {e}")))?;
+                    PathMatch::regex(&value).map_err(|e| {
+                        unsupported(format!("{field}.path: invalid regular expression: {e}"))
+                    })?
+                }
                 t => {
                     return Err(unsupported(format!(
                         "{field}.path: {t} {value:?} is not supported"
@@ -106,7 +116,12 @@ fn is_prefix(m: &HttpRouteMatch) -> bool {
 pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> Vec<Value> {
     let store = ctx.store;
     let mut status = Vec::new();
-    for obj in store.of_kind("HTTPRoute") {
+    let rejected: Vec<_> = store.rejected("HTTPRoute").collect();
+    for obj in rejected
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(store.of_kind("HTTPRoute"))
+    {
         let Object::HttpRoute(r) = obj else { continue };
         let route = Route {
             obj,
@@ -115,14 +130,36 @@ pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> V
             parents: &r.value.spec.parent_refs,
             hostnames: hostnames(ctx, obj, &r.value.spec.hostnames),
         };
-        status.extend(compile_route(
-            ctx,
-            plans,
-            &route,
-            &r.value.spec.rules[..],
-            Placement::Table,
-            compile_rules,
-        ));
+        let key = obj.key();
+        let invalid = rejected
+            .iter()
+            .find(|(o, _)| std::ptr::eq(*o, obj))
+            .map(|(_, errors)| rejected_reason(store, &key, errors));
+        let is_rejected_version = invalid.is_some();
+        let out = match invalid {
+            // The version that failed validation: not accepted, no entries.
+            Some(reason) => compile_route(
+                ctx,
+                plans,
+                &route,
+                &r.value.spec.rules[..],
+                Placement::Table,
+                |_, _, _, _, _| Err(reason.clone()),
+            ),
+            None => compile_route(
+                ctx,
+                plans,
+                &route,
+                &r.value.spec.rules[..],
+                Placement::Table,
+                compile_rules,
+            ),
+        };
+        // A previous valid version keeps serving, but the status is the
+        // rejected version's (already reported above).
+        if !store.is_rejected(&key) || is_rejected_version {
+            status.extend(out);
+        }
     }
     status
 }

@@ -63,6 +63,22 @@ impl Route<'_> {
     }
 }
 
+/// The `Accepted=False` reason of a route that failed model validation
+/// (`errors` joined): `UnsupportedValue`, saying whether a previous valid
+/// version keeps serving.
+pub(crate) fn rejected_reason(
+    store: &crate::store::Store,
+    key: &crate::model::ObjectKey,
+    errors: &str,
+) -> Reason {
+    let kept = if store.get(key).is_some() {
+        "; the previous valid version keeps serving"
+    } else {
+        ""
+    };
+    Reason::new("UnsupportedValue", format!("{errors}{kept}"))
+}
+
 /// Parses route hostnames, warning about (and dropping) invalid ones.
 pub(crate) fn hostnames(ctx: &mut Ctx<'_, '_>, obj: &Object, raw: &[String]) -> Vec<HostnameMatch> {
     raw.iter()

@@ -260,3 +260,92 @@ fn tcp_route_weights_share_the_maglev_table() {
     let frac = f64::from(a) / f64::from(total);
     assert!((frac - 0.7).abs() < 0.01, "a's share {frac}");
 }
+
+/// A route whose filter values fail validation (a CR/LF header value) is
+/// `Accepted=False`, reason `UnsupportedValue`, naming the field, with no
+/// entries; when a previous valid version exists, that one keeps its entries
+/// and the status says so.
+#[test]
+fn routes_with_invalid_values_are_not_accepted() {
+    let base = format!(
+        "{}{}",
+        service("default", "web", 80, "10.0.0.1"),
+        gateway(
+            "default",
+            "g",
+            "addresses: [{value: 127.0.60.1}], listeners: [{name: http, port: 80, protocol: HTTP}]"
+        )
+    );
+    let route = |name: &str, host: &str, value: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: g}}]\n  hostnames: [{host}]\n  rules:\n  - filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: X-A, value: \"{value}\"}}]}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n"
+        )
+    };
+    let good = route("good", "good.test", "ok");
+    let load = |yaml: &str, previous: &Store| {
+        let (raws, _) = objects_from_str(&format!("{CLASSES}{yaml}"), Path::new("t.yaml"));
+        let (store, _) = Store::build_keeping(&raws, previous);
+        (compile(&store, &cfg("\"127.0.60.0/29\"")), store)
+    };
+    let hosts = |c: &Compiled| -> Vec<String> {
+        port(c, "127.0.60.1:80").listeners[0]
+            .routes
+            .entries()
+            .iter()
+            .flat_map(|e| e.hostnames.iter().map(|h| format!("{h:?}")))
+            .collect()
+    };
+    let accepted = |c: &Compiled, name: &str| {
+        let p = &status(c, "HTTPRoute", name)["status"]["parents"][0];
+        (
+            cond(&p["conditions"], "Accepted"),
+            p["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Accepted")
+                .unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    // A new route with a bad value: not accepted, no entries; the good one serves.
+    let (c, _) = load(
+        &format!(
+            "{base}{good}{}",
+            route("bad", "bad.test", "v\\r\\nX-Injected: yes")
+        ),
+        &Store::default(),
+    );
+    let (cond_bad, msg) = accepted(&c, "bad");
+    assert_eq!(cond_bad, is("False", "UnsupportedValue"));
+    assert!(
+        msg.contains("spec.rules[0].filters[0].requestHeaderModifier.set[0].value"),
+        "{msg}"
+    );
+    assert!(!msg.contains("previous valid version"), "{msg}");
+    assert_eq!(accepted(&c, "good").0, is("True", "Accepted"));
+    assert_eq!(hosts(&c).len(), 1, "{:?}", hosts(&c));
+    assert!(hosts(&c)[0].contains("good.test"));
+
+    // A serving route updated with a bad value: the old version keeps its
+    // entries, the status reports the rejected update.
+    let (_, store) = load(&format!("{base}{good}"), &Store::default());
+    let (c, _) = load(
+        &format!("{base}{}", route("good", "good.test", "bad\\u0000")),
+        &store,
+    );
+    let (cond_good, msg) = accepted(&c, "good");
+    assert_eq!(cond_good, is("False", "UnsupportedValue"));
+    assert!(
+        msg.contains("previous valid version keeps serving"),
+        "{msg}"
+    );
+    assert_eq!(hosts(&c).len(), 1);
+    assert_eq!(
+        c.status.iter().filter(|s| s["kind"] == "HTTPRoute").count(),
+        1,
+        "one status per route"
+    );
+}

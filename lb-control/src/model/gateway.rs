@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Issues;
+use super::route_values;
 
 /// `GatewayClass`: a class of Gateways handled by one controller.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -703,8 +704,20 @@ pub fn validate_gateway(gw: &Gateway, out: &mut Issues) {
     }
 }
 
-/// Checks an HTTPRoute: path match types and values.
+/// Checks an HTTPRoute: path match types and values, and every filter
+/// value that reaches a head (see [`validate_filters`]).
 pub fn validate_http_route(route: &HttpRoute, out: &mut Issues) {
+    for (r, rule) in route.spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{r}]");
+        route_values::validate_filters(&rule.filters, &field, out);
+        for (b, backend) in rule.backend_refs.iter().enumerate() {
+            route_values::validate_filters(
+                &backend.filters,
+                &format!("{field}.backendRefs[{b}]"),
+                out,
+            );
+        }
+    }
     for (r, rule) in route.spec.rules.iter().enumerate() {
         for (m, mat) in rule.matches.iter().enumerate() {
             let Some(path) = &mat.path else { continue };
@@ -724,6 +737,22 @@ pub fn validate_http_route(route: &HttpRoute, out: &mut Issues) {
                     ),
                 ),
             }
+        }
+    }
+}
+
+/// Checks a GRPCRoute: the filter values that reach a head (see
+/// [`validate_filters`]).
+pub fn validate_grpc_route(route: &GrpcRoute, out: &mut Issues) {
+    for (r, rule) in route.spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{r}]");
+        route_values::validate_filters(&rule.filters, &field, out);
+        for (b, backend) in rule.backend_refs.iter().enumerate() {
+            route_values::validate_filters(
+                &backend.filters,
+                &format!("{field}.backendRefs[{b}]"),
+                out,
+            );
         }
     }
 }

@@ -6,6 +6,8 @@
 pub mod core;
 pub mod gateway;
 pub mod ingress;
+mod route_values;
+pub mod validate;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -311,6 +313,9 @@ pub struct Parsed {
     pub diagnostics: Vec<Diagnostic>,
     /// True when the object was of a known kind but invalid.
     pub invalid: bool,
+    /// The typed object when it parsed but failed validation (for status
+    /// reporting only: it is never served).
+    pub rejected: Option<Object>,
 }
 
 /// Deserializes `raw` into its Kubernetes schema and validates it.
@@ -325,6 +330,7 @@ pub fn parse(raw: &RawObject) -> Parsed {
                 raw.kind, raw.api_version
             )))],
             invalid: false,
+            rejected: None,
         };
     };
     let fail = |issues: Issues| {
@@ -337,6 +343,7 @@ pub fn parse(raw: &RawObject) -> Parsed {
             object: None,
             diagnostics,
             invalid: true,
+            rejected: None,
         }
     };
     if !info.api_versions.contains(&raw.api_version.as_str()) {
@@ -374,7 +381,9 @@ pub fn parse(raw: &RawObject) -> Parsed {
         }
     };
     if issues.has_errors() {
-        return fail(issues);
+        let mut parsed = fail(issues);
+        parsed.rejected = Some(object);
+        return parsed;
     }
     Parsed {
         object: Some(object),
@@ -384,6 +393,7 @@ pub fn parse(raw: &RawObject) -> Parsed {
             .map(|i| to_diagnostic(raw, info, i))
             .collect(),
         invalid: false,
+        rejected: None,
     }
 }
 
@@ -463,7 +473,11 @@ fn typed_object(
             gateway::validate_http_route(&v, issues);
             Object::HttpRoute(wrap(origin, v))
         }
-        "GRPCRoute" => Object::GrpcRoute(wrap(origin, deserialize(value)?)),
+        "GRPCRoute" => {
+            let v = deserialize(value)?;
+            gateway::validate_grpc_route(&v, issues);
+            Object::GrpcRoute(wrap(origin, v))
+        }
         "TLSRoute" => Object::TlsRoute(wrap(origin, deserialize(value)?)),
         "TCPRoute" => Object::TcpRoute(wrap(origin, deserialize(value)?)),
         "ReferenceGrant" => Object::ReferenceGrant(wrap(origin, deserialize(value)?)),

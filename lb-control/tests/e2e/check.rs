@@ -166,3 +166,47 @@ fn cluster_manifests_are_valid_and_grant_what_lb_uses() {
     assert!(grants_in(role, "secrets", "list") && grants_in(role, "secrets", "watch"));
     assert!(!grants_in(role, "secrets", "get"));
 }
+
+#[test]
+fn crlf_in_a_route_header_value_fails_check_and_names_the_field() {
+    let dir = scratch_dir("check-crlf");
+    std::fs::write(
+        dir.join("manifests").join("route.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: inject, namespace: shop}
+spec:
+  parentRefs: [{name: g}]
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Ok, value: fine}]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        add: [{name: X-A, value: \"v\\r\\nX-Injected: yes\"}]
+    backendRefs: [{name: web, port: 80}]
+",
+    )
+    .unwrap();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sources]\nfiles = [\"{}\"]\n",
+            dir.join("manifests").display()
+        ),
+    )
+    .unwrap();
+    let (code, text) = lb_check(&cfg);
+    assert_eq!(code, 1, "{text}");
+    for part in [
+        "route.yaml",
+        "HTTPRoute",
+        "shop/inject",
+        "spec.rules[0].filters[1].responseHeaderModifier.add[0].value",
+        "control character",
+    ] {
+        assert!(text.contains(part), "diagnostic lacks {part:?}: {text}");
+    }
+}

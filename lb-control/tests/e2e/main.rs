@@ -6,6 +6,7 @@ mod support;
 mod access_log;
 mod bodies;
 mod check;
+mod edge;
 mod endpoints;
 mod explain;
 mod gateway;

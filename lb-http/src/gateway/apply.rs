@@ -133,7 +133,8 @@ fn well_known_port(scheme: &str) -> Option<u16> {
 /// request; hostname from the filter or the request; port from the filter,
 /// else the filter scheme's well-known port, else the Listener port, and
 /// left out when it is the scheme's well-known port; path unchanged or
-/// modified as in [`rewrite_path`]; the query string kept.
+/// modified as in [`rewrite_path`]; the query string kept. Control bytes
+/// and spaces are percent-encoded, so the `Location` stays one field.
 pub fn redirect_location(r: &Redirect, matched: &PathMatch, from: &RedirectFrom<'_>) -> String {
     let request_scheme = if from.tls { "https" } else { "http" };
     let scheme = r.scheme.as_deref().unwrap_or(request_scheme);
@@ -161,7 +162,12 @@ pub fn redirect_location(r: &Redirect, matched: &PathMatch, from: &RedirectFrom<
         out.push('?');
         out.push_str(from.query);
     }
-    out
+    // Defence in depth: the control plane refuses host names and paths
+    // with such bytes; if one got here, it is escaped, never written raw.
+    match crate::h1::rewrite::escape_ctl(out.as_bytes()) {
+        std::borrow::Cow::Borrowed(_) => out,
+        std::borrow::Cow::Owned(v) => String::from_utf8_lossy(&v).into_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -416,6 +422,19 @@ mod tests {
             let got = redirect_location(&r, &m(matched), &from(false, 80, path, ""));
             assert_eq!(got, want, "{path}");
         }
+    }
+
+    #[test]
+    fn redirect_location_never_carries_cr_lf() {
+        let any = PathMatch::PathPrefix("/".into());
+        let r = redirect(
+            None,
+            Some("evil.test\r\nSet-Cookie: a=b"),
+            None,
+            Some(PathModifier::ReplaceFullPath("/x\r\nX: y".into())),
+        );
+        let loc = redirect_location(&r, &any, &from(false, 80, "/a", ""));
+        assert_eq!(loc, "http://evil.test%0D%0ASet-Cookie:%20a=b/x%0D%0AX:%20y");
     }
 
     #[test]

@@ -356,6 +356,10 @@ impl Ctx<'_> {
         if path.len() > s.max_uri_bytes {
             return Err(early(ErrorKind::UriTooLong, ":path exceeds max_uri_bytes"));
         }
+        // Routing and the upstream see the same normalised path.
+        let normalized = crate::path::normalize_target(path)
+            .map_err(|e| early(ErrorKind::InvalidHead, e.as_str()))?;
+        let path: &str = &normalized;
         let content_length = content_length(req.headers())
             .map_err(|()| early(ErrorKind::InvalidFraming, "invalid content-length"))?;
         if content_length.is_some_and(|n| n > body_limit(s)) {

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Side};
 use crate::h1::head::{
     BodyKind, MessageInfo, RequestHead, ResponseHead, is_hop_by_hop, listed_in_connection,
 };
-use crate::h1::rewrite::{ConnectionField, Framing, put_u64};
+use crate::h1::rewrite::{ConnectionField, Framing, put_field, put_target, put_u64};
 
 /// What lb adds to a forwarded request.
 #[derive(Debug, Clone, Copy)]
@@ -163,13 +163,6 @@ pub(super) fn h2_request_from_h1(
     Ok(req)
 }
 
-fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Appends the HTTP/1.1 request head sent upstream for an HTTP/2 request:
 /// `Host` from `authority`, fields in order minus hop-by-hop ones, `cookie`
 /// fields joined with `"; "` (RFC 9113 section 8.2.3), framing per
@@ -185,10 +178,7 @@ pub(super) fn encode_h1_request(
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
-    if !path.starts_with('/') && path != "*" {
-        out.extend_from_slice(b"/");
-    }
-    out.extend_from_slice(path.as_bytes());
+    put_target(out, path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     put_field(out, b"Host", authority.as_bytes());
     let mut cookies = Vec::new();
@@ -402,6 +392,25 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a.example");
+    }
+
+    #[test]
+    fn h2_request_to_h1_refuses_cr_lf_in_host_and_path() {
+        let mut out = BytesMut::new();
+        encode_h1_request(
+            &Method::GET,
+            &HeaderMap::new(),
+            "a.example\r\nX-Injected: yes",
+            "/p\r\nX-Path: 1",
+            ReqFraming::None,
+            &Fwd { host: None, ..FWD },
+            &mut out,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "GET /p%0D%0AX-Path:%201 HTTP/1.1\r\n\
+x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: https\r\n\r\n"
+        );
     }
 
     #[test]

@@ -69,7 +69,7 @@ use crate::h1::head::{
     BodyKind, HeaderSpan, RequestHead, ResponseHead, parse_request, request_info,
 };
 use crate::h1::rewrite::{
-    Forwarded, add_upgrade, encode_error, encode_request, encode_request_fields,
+    Forwarded, add_upgrade, encode_error, encode_request, encode_request_fields, end_to_end_fields,
 };
 use crate::route::normalize_host;
 use crate::settings::ProxySettings;
@@ -495,6 +495,20 @@ impl HttpProxy {
             &b"/"[..]
         };
         let path = std::str::from_utf8(path).map_err(|_| early(bad_target()))?;
+        // Routing and the upstream see the same normalised path.
+        let normalized = crate::path::normalize_target(path).map_err(|e| {
+            early(Error::new(
+                ErrorKind::InvalidHead,
+                Side::Downstream,
+                e.as_str(),
+            ))
+        })?;
+        let path: &str = &normalized;
+        let target = if target.first() == Some(&b'/') {
+            path.as_bytes()
+        } else {
+            target
+        };
 
         // One snapshot for the whole request.
         let snapshot = self.snapshot.current();
@@ -614,10 +628,14 @@ impl HttpProxy {
             } else {
                 b"http"
             },
+            // An absolute-form target's authority replaces Host (RFC 9112
+            // 3.2.2), unless a URLRewrite sets the Host.
+            host_override: authority
+                .filter(|_| gw.as_ref().is_none_or(|r| r.host_rewrite().is_none())),
         };
         match gw.as_ref().filter(|r| r.changes_request_fields()) {
             Some(r) => {
-                let fields = r.request_fields(head.headers());
+                let fields = r.request_fields(end_to_end_fields(head, &info));
                 encode_request_fields(head, &info, &fwd, || fields.iter().copied(), &mut down.wbuf);
             }
             None => encode_request(head, &info, &fwd, &mut down.wbuf),

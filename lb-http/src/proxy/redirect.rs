@@ -4,6 +4,7 @@ use bytes::BytesMut;
 use lb_core::runtime::Drain;
 use tokio::io::AsyncWriteExt;
 
+use super::wire::split_target;
 use super::{Downstream, HttpProxy, Next};
 use crate::h1::head::{BodyKind, RequestHead, request_info};
 use crate::route::normalize_host;
@@ -23,12 +24,14 @@ impl HttpProxy {
             return None;
         }
         let info = request_info(head).ok()?;
-        let host = std::str::from_utf8(info.host?.get(head.raw())).ok()?;
+        // The same authority routing uses: an absolute-form target's, else Host.
+        let (authority, target) = split_target(head.target())?;
+        let host = authority.or_else(|| info.host.map(|h| h.get(head.raw())))?;
+        let host = std::str::from_utf8(host).ok()?;
         normalize_host(host, &mut down.host);
         if !snap.redirects_to_https(&down.host) {
             return None;
         }
-        let target = head.target();
         let path = if target.first() == Some(&b'/') {
             target
         } else {
@@ -63,7 +66,7 @@ pub(super) fn encode_redirect(host: &str, port: u16, path: &[u8], close: bool, o
     if port != 443 {
         out.extend_from_slice(format!(":{port}").as_bytes());
     }
-    out.extend_from_slice(path);
+    out.extend_from_slice(&crate::h1::rewrite::escape_ctl(path));
     out.extend_from_slice(b"\r\nContent-Length: 0\r\n");
     if close {
         out.extend_from_slice(b"Connection: close\r\n");

@@ -45,7 +45,10 @@ impl HttpProxy {
 }
 
 /// The `Upgrade` value of a request asking to switch protocols (a GET with
-/// `Upgrade` listed in `Connection`, and no body).
+/// `Upgrade` listed in `Connection`, and no body). An `Upgrade` that offers
+/// `h2c` is never relayed: such a request goes upstream as a plain request
+/// (without `Upgrade` and `HTTP2-Settings`), so no client can reach a
+/// backend's HTTP/2 past lb's routes and filters.
 pub(super) fn upgrade_token<'a>(head: &'a RequestHead, info: &MessageInfo) -> Option<&'a [u8]> {
     if head.method() != b"GET" || !matches!(info.body, BodyKind::Empty | BodyKind::Length(0)) {
         return None;
@@ -53,5 +56,33 @@ pub(super) fn upgrade_token<'a>(head: &'a RequestHead, info: &MessageInfo) -> Op
     let token = head
         .header("upgrade")
         .filter(|v| !v.trim_ascii().is_empty())?;
+    if offers_h2c(token) {
+        return None;
+    }
     listed_in_connection(head.headers(), b"upgrade").then_some(token)
+}
+
+/// Whether an `Upgrade` value lists `h2c` (any case, with or without a
+/// version).
+fn offers_h2c(upgrade: &[u8]) -> bool {
+    upgrade.split(|b| *b == b',').any(|p| {
+        let p = p.trim_ascii();
+        let name = p.split(|b| *b == b'/').next().unwrap_or_default();
+        name.eq_ignore_ascii_case(b"h2c")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offers_h2c;
+
+    #[test]
+    fn h2c_offers_are_recognised() {
+        for yes in [&b"h2c"[..], b"H2C", b"websocket, h2c", b" h2c/1 "] {
+            assert!(offers_h2c(yes), "{yes:?}");
+        }
+        for no in [&b"websocket"[..], b"h2", b"h2cx", b"TLS/1.2"] {
+            assert!(!offers_h2c(no), "{no:?}");
+        }
+    }
 }

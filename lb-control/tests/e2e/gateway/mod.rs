@@ -14,6 +14,7 @@ mod load;
 mod precedence;
 mod status;
 mod stream;
+mod values;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
