@@ -35,6 +35,8 @@ pub struct ControlView {
     pub status: Vec<serde_json::Value>,
     /// Diagnostics of the last load, one line each.
     pub diagnostics: Vec<String>,
+    /// `lb_listener_conflicts`: claims not bound, by claimant kind.
+    pub conflicts: std::collections::BTreeMap<&'static str, usize>,
 }
 
 /// Event-to-traffic times: from the first change event of a burst (a file
@@ -284,6 +286,16 @@ impl AdminState {
             );
         }
         self.write_change_metrics(&mut out);
+        out.push_str("# HELP lb_listener_conflicts Addresses and ports an object asked for but did not get (another owner has them), by the kind that lost.\n# TYPE lb_listener_conflicts gauge\n");
+        let conflicts = self
+            .view
+            .lock()
+            .map(|v| v.conflicts.clone())
+            .unwrap_or_default();
+        for kind in ["gateway", "service"] {
+            let n = conflicts.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "lb_listener_conflicts{{kind=\"{kind}\"}} {n}");
+        }
         let generation = self.snapshot.generation();
         let _ = writeln!(
             out,

@@ -72,6 +72,10 @@ pub struct Summary {
     pub backends: usize,
     /// Selected endpoints over all backends.
     pub endpoints: usize,
+    /// Claims not bound because another owner has the address, protocol
+    /// and port, by claimant kind (`service`, `gateway`; see
+    /// [`crate::ownership`]).
+    pub conflicts: BTreeMap<&'static str, usize>,
 }
 
 impl Summary {
@@ -440,11 +444,26 @@ pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
         .collect();
 
     let mut l4 = crate::l4::compile_l4(store, cfg, &slices, prior);
-    diags.extend(l4.diagnostics);
     // Gateway API: shares the backends (and their ids) with Ingress, adds
-    // TCP Listeners to the L4 services.
-    let mut gateway =
-        crate::gateway::compile_gateway(store, cfg, &slices, &mut backends, &mut l4.snapshot);
+    // TCP Listeners to the L4 services, settles who owns each address and
+    // port.
+    let mut gateway = crate::gateway::compile_gateway(
+        store,
+        cfg,
+        &slices,
+        &mut backends,
+        &mut l4.snapshot,
+        &l4.claims,
+    );
+    l4.finish(&gateway.l4_lost);
+    let conflicts = BTreeMap::from([
+        ("gateway", gateway.conflicts),
+        (
+            "service",
+            gateway.l4_lost.iter().filter(|w| w.is_some()).count(),
+        ),
+    ]);
+    diags.append(&mut l4.diagnostics);
     diags.append(&mut gateway.diagnostics);
 
     let mut status_of: Vec<_> = served.iter().map(|(o, _)| o.key()).collect();
@@ -476,6 +495,7 @@ pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
         routes: routes.rules().len() + usize::from(routes.default_target().is_some()),
         backends: backends.len(),
         endpoints: backends.iter().map(|b| b.endpoints.len()).sum(),
+        conflicts,
     };
     Compiled {
         snapshot: HttpSnapshot {
@@ -651,7 +671,7 @@ mod tests {
 
     fn cfg() -> Config {
         Config::parse(
-            "[node]\nname = \"edge-1\"\nzone = \"zone-a\"\n[ingress]\nhttp = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"[::1]:8080\"]\n",
+            "[node]\nname = \"edge-1\"\nzone = \"zone-a\"\n[ingress]\nhttp = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"[::1]:8080\"]\n[loadbalancer]\npools = [\"192.0.2.10/32\"]\nexternal_ips = [\"192.0.2.16/28\"]\n",
             Path::new("t.toml"),
         )
         .expect("config")

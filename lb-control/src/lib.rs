@@ -19,6 +19,7 @@ pub mod leader;
 pub mod listeners;
 pub mod logging;
 pub mod model;
+pub mod ownership;
 pub mod publish;
 pub mod sd_notify;
 pub mod serve;

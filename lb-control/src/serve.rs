@@ -350,7 +350,11 @@ impl Reloader {
         // On a shared link only the leader holds (and announces) the VIPs.
         let iface_vips = match &self.interface {
             Some(_) if !self.vips.follower => {
-                wanted_vips(&compiled.snapshot.l4, &compiled.snapshot.gateway)
+                wanted_vips(
+                    &compiled.snapshot.l4,
+                    &compiled.snapshot.gateway,
+                    &cfg.loadbalancer.pools,
+                )
             }
             _ => std::collections::BTreeSet::new(),
         };
