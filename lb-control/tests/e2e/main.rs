@@ -19,6 +19,7 @@ mod latency;
 mod leader;
 mod lifecycle;
 mod metrics;
+mod ownership;
 mod quickstart;
 mod reload;
 mod rollout;
