@@ -243,6 +243,13 @@ pub fn compile_l4<'a>(
                 .filter(|t| *t > 0)
                 .map_or(AFFINITY_DEFAULT, |t| Duration::from_secs(t as u64))
         });
+        // `loadBalancerSourceRanges` restrict the VIPs (as kube-proxy does:
+        // NodePorts and externalIPs stay open).
+        let source_ranges = if lb {
+            crate::source_ranges::for_service(obj, &svc.value, &mut out.diagnostics)
+        } else {
+            None
+        };
         let status_index = lb.then(|| {
             out.lb_services.push(LbStatus {
                 ns: ns.clone(),
@@ -341,6 +348,7 @@ pub fn compile_l4<'a>(
                     udp,
                     status_port: status_port.filter(|_| b.via == "loadBalancer"),
                     service: L4Service {
+                        source_ranges: source_ranges.clone().filter(|_| b.via == "loadBalancer"),
                         name: label.clone(),
                         via: b.via,
                         endpoints: sorted_endpoints(&table),

@@ -24,6 +24,7 @@ pub mod publish;
 pub mod sd_notify;
 pub mod serve;
 pub mod source;
+pub mod source_ranges;
 pub mod status_writer;
 pub mod store;
 pub mod tls;

@@ -257,6 +257,7 @@ mod tests {
             affinity: None,
             connect_timeout: std::time::Duration::from_secs(1),
             idle_timeout: std::time::Duration::from_secs(1),
+            source_ranges: None,
         }
     }
 
@@ -282,6 +283,7 @@ mod tests {
                     protocol: lb_http::gateway::PortProtocol::Http,
                     tls: Default::default(),
                     listeners: Vec::new(),
+                    source_ranges: None,
                 },
             );
         }
@@ -309,6 +311,7 @@ mod tests {
                 protocol: lb_http::gateway::PortProtocol::Http,
                 tls: Default::default(),
                 listeners: Vec::new(),
+                source_ranges: None,
             },
         );
         let pools: Vec<IpNet> = vec!["10.0.0.0/28".parse().unwrap()];
