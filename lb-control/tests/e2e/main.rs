@@ -25,6 +25,7 @@ mod reload;
 mod rollout;
 mod routing;
 mod smuggling;
+mod source_ranges;
 mod status_writeback;
 mod systemd;
 mod tls;
