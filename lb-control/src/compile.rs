@@ -224,6 +224,8 @@ struct Planned<'a> {
     backend: BackendKey,
     /// Whether the Ingress chose the policy (else Service affinity may).
     policy_set: bool,
+    /// The Ingress's source ranges annotation (`None`: everyone).
+    source_ranges: Option<lb_core::l4::SourceRanges>,
 }
 
 /// Finds the Service port an Ingress backend names; when a number is used
@@ -375,6 +377,7 @@ pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
         let target = RouteTarget {
             backend,
             source: p.source.clone(),
+            source_ranges: p.source_ranges.clone(),
         };
         let key = p.ingress.key();
         let origin = Some(RouteOrigin {
@@ -557,6 +560,8 @@ fn plan_ingress<'a>(
     };
     let policy_set = policy.is_some();
     let policy = policy.unwrap_or_default();
+    let source_ranges =
+        crate::source_ranges::annotated(obj, crate::source_ranges::ANNOTATION, diags);
     for (r, rule) in spec.rules.as_deref().unwrap_or_default().iter().enumerate() {
         let Some(http) = &rule.http else { continue };
         let host = HostMatch::parse(rule.host.as_deref().unwrap_or(""));
@@ -587,6 +592,7 @@ fn plan_ingress<'a>(
                     policy: policy.clone(),
                 },
                 policy_set,
+                source_ranges: source_ranges.clone(),
             });
         }
     }
@@ -604,6 +610,7 @@ fn plan_ingress<'a>(
                 policy,
             },
             policy_set,
+            source_ranges,
         });
     }
 }

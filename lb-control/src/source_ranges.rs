@@ -1,6 +1,6 @@
 //! Source ranges from manifests: a LoadBalancer Service's
 //! `spec.loadBalancerSourceRanges` (or, when that is empty, its
-//! [`SERVICE_ANNOTATION`]), and [`ANNOTATION`] on a Gateway. Each entry is
+//! [`SERVICE_ANNOTATION`]), and [`ANNOTATION`] on a Gateway or an Ingress. Each entry is
 //! a CIDR; an invalid one is an error diagnostic and is left out, so a list
 //! only ever gets narrower: a list whose every entry is invalid allows no
 //! one (it never opens the listener to everyone). Pure: no I/O.
@@ -17,7 +17,8 @@ use crate::model::Object;
 /// The Kubernetes annotation for a Service's source ranges, comma-separated
 /// (used when `spec.loadBalancerSourceRanges` is empty).
 pub const SERVICE_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
-/// lb's annotation with source ranges for a Gateway, comma-separated.
+/// lb's annotation with source ranges for a Gateway (enforced at accept on
+/// its listeners) or an Ingress (enforced per request routed to it: 403).
 pub const ANNOTATION: &str = "lb.example.com/source-ranges";
 
 /// Parses CIDR `entries` (blank ones skipped) found at `field` of `obj`.

@@ -182,3 +182,42 @@ fn gateway_source_ranges_close_other_clients_at_accept() {
     }
     assert_eq!(lb.metric("lb_gateway_source_refused_total"), 10);
 }
+
+/// `curl` from `from` to the HTTP listener `addr` with `Host: host` (over
+/// h2c with prior knowledge when `h2`): the status code.
+fn status_from(from: &str, addr: SocketAddr, host: &str, h2: bool) -> u16 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "5", "--interface", from])
+        .args(["-w", "%{http_code}", "-H"])
+        .arg(format!("Host: {host}"))
+        .arg(if h2 { "--http2-prior-knowledge" } else { "--http1.1" })
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn an_ingress_source_ranges_annotation_answers_403_to_other_clients() {
+    let office = EchoServer::start("127.0.0.1:0".parse().unwrap(), "office").expect("echo");
+    let public = EchoServer::start("127.0.0.1:0".parse().unwrap(), "public").expect("echo");
+    let restricted = crate::support::ingress_named("office", "office.test", "office").replace(
+        "metadata: {name: office, namespace: default}",
+        "metadata: {name: office, namespace: default, annotations: {lb.example.com/source-ranges: \"127.0.0.2/32\"}}",
+    );
+    let manifests = [
+        crate::support::service_yaml("default", "office", 80, None, &[office.local_addr()]),
+        crate::support::service_yaml("default", "public", 80, None, &[public.local_addr()]),
+        restricted,
+        crate::support::ingress_named("public", "public.test", "public"),
+    ]
+    .join("---\n");
+    let lb = Lb::start("src-ingress", &[("all.yaml", &manifests)], "");
+    for h2 in [false, true] {
+        assert_eq!(status_from("127.0.0.2", lb.http, "office.test", h2), 200, "h2 {h2}");
+        assert_eq!(status_from("127.0.0.1", lb.http, "office.test", h2), 403, "h2 {h2}");
+        // Another Ingress on the same listener is open to everyone.
+        assert_eq!(status_from("127.0.0.1", lb.http, "public.test", h2), 200, "h2 {h2}");
+    }
+    assert_eq!(office.requests(), 2, "refused requests never reach the backend");
+}
