@@ -102,7 +102,9 @@ impl CompiledL4<'_> {
             let ingress: Vec<serde_json::Value> = s
                 .vips
                 .iter()
-                .map(|ip| serde_json::json!({"ip": ip.to_string(), "ipMode": "VIP", "ports": ports}))
+                .map(
+                    |ip| serde_json::json!({"ip": ip.to_string(), "ipMode": "VIP", "ports": ports}),
+                )
                 .collect();
             self.status.push(serde_json::json!({
                 "apiVersion": "v1",

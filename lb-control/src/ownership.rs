@@ -203,7 +203,13 @@ mod tests {
         let claims = vec![
             claim(OwnerKind::Config, "0.0.0.0:80", None, "ingress"),
             claim(OwnerKind::Service, "[::1]:80", OLD, "v6"),
-            claim_t(OwnerKind::Service, Transport::Udp, "10.0.0.1:80", OLD, "udp"),
+            claim_t(
+                OwnerKind::Service,
+                Transport::Udp,
+                "10.0.0.1:80",
+                OLD,
+                "udp",
+            ),
             claim(OwnerKind::Service, "10.0.0.1:81", OLD, "other-port"),
             claim(OwnerKind::Service, "10.0.0.1:80", OLD, "tcp"),
         ];
@@ -235,7 +241,12 @@ mod tests {
     fn gateways_share_among_themselves_and_a_loser_does_not_block() {
         let claims = vec![
             claim(OwnerKind::Gateway, "10.0.0.1:80", OLD, "g1"),
-            claim(OwnerKind::Service, "10.0.0.1:80", Some("2021-01-01T00:00:00Z"), "s"),
+            claim(
+                OwnerKind::Service,
+                "10.0.0.1:80",
+                Some("2021-01-01T00:00:00Z"),
+                "s",
+            ),
             claim(OwnerKind::Gateway, "10.0.0.1:80", NEW, "g2"),
         ];
         assert_eq!(resolve(&claims), vec![None, Some(0), None]);
@@ -248,7 +259,10 @@ mod tests {
 
     #[test]
     fn config_claims_name_their_section() {
-        let c = config_claims(&["0.0.0.0:80".parse().unwrap()], &["[::]:443".parse().unwrap()]);
+        let c = config_claims(
+            &["0.0.0.0:80".parse().unwrap()],
+            &["[::]:443".parse().unwrap()],
+        );
         assert_eq!(c.len(), 2);
         assert!(c[0].owner.contains("http") && c[1].owner.contains("https"));
         assert!(c.iter().all(|c| c.kind == OwnerKind::Config));

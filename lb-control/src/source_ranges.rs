@@ -111,7 +111,8 @@ mod tests {
 
     #[test]
     fn spec_field_wins_over_the_annotation() {
-        let ann = format!("  annotations: {{{SERVICE_ANNOTATION}: \"10.0.0.0/8, 192.0.2.0/24\"}}\n");
+        let ann =
+            format!("  annotations: {{{SERVICE_ANNOTATION}: \"10.0.0.0/8, 192.0.2.0/24\"}}\n");
         let (r, d) = service(&ann, "  loadBalancerSourceRanges: [\"127.0.0.2/32\"]\n");
         assert!(d.is_empty());
         assert_eq!(strings(&r), Some(vec!["127.0.0.2/32".into()]));
@@ -131,14 +132,24 @@ mod tests {
 
     #[test]
     fn invalid_entries_are_errors_and_never_open_the_listener() {
-        let (r, d) = service("", "  loadBalancerSourceRanges: [\"10.0.0.0/8\", \"office\"]\n");
+        let (r, d) = service(
+            "",
+            "  loadBalancerSourceRanges: [\"10.0.0.0/8\", \"office\"]\n",
+        );
         assert_eq!(strings(&r), Some(vec!["10.0.0.0/8".into()]));
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].severity, Severity::Error);
         assert_eq!(d[0].field.as_deref(), Some("spec.loadBalancerSourceRanges"));
-        assert!(d[0].message.contains("\"office\" is not a CIDR"), "{}", d[0].message);
+        assert!(
+            d[0].message.contains("\"office\" is not a CIDR"),
+            "{}",
+            d[0].message
+        );
         // Every entry invalid: closed to everyone, not open.
-        let (r, d) = service("", "  loadBalancerSourceRanges: [\"10.0.0.300/8\", \"/0\"]\n");
+        let (r, d) = service(
+            "",
+            "  loadBalancerSourceRanges: [\"10.0.0.300/8\", \"/0\"]\n",
+        );
         assert_eq!(d.len(), 2);
         let r = r.expect("a restriction");
         assert!(!r.allows("10.0.0.1".parse().unwrap()));

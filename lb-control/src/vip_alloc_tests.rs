@@ -386,13 +386,31 @@ fn requests_outside_every_pool_are_refused_and_not_served() {
             .find(|d| d.message.contains("outside every [loadbalancer] pool"))
             .unwrap_or_else(|| panic!("no diagnostic: {:?}", c.diagnostics));
         assert_eq!(d.severity, Severity::Error);
-        assert!(d.field.as_deref().unwrap_or_default().contains(field), "{d:?}");
-        assert!(c.vips.by_service.get("default/hijack").is_none_or(Vec::is_empty));
+        assert!(
+            d.field.as_deref().unwrap_or_default().contains(field),
+            "{d:?}"
+        );
+        assert!(
+            c.vips
+                .by_service
+                .get("default/hijack")
+                .is_none_or(Vec::is_empty)
+        );
         assert!(c.snapshot.l4.services.is_empty(), "{:?}", c.snapshot.l4);
-        assert!(c.status.iter().all(|s| s["kind"] != "Service"), "{:?}", c.status);
+        assert!(
+            c.status.iter().all(|s| s["kind"] != "Service"),
+            "{:?}",
+            c.status
+        );
     }
     // Inside a pool, the same request is honoured.
-    let yaml = svc("ok", "2026-01-01T00:00:00Z", 80, "", "  loadBalancerIP: 127.0.20.2\n");
+    let yaml = svc(
+        "ok",
+        "2026-01-01T00:00:00Z",
+        80,
+        "",
+        "  loadBalancerIP: 127.0.20.2\n",
+    );
     let c = compiled(&yaml, &cfg(""), &Vips::default());
     assert_eq!(vips(&c, "default/ok"), ["127.0.20.2"]);
 }

@@ -376,12 +376,7 @@ fn status_address(gw: &Typed<Gateway>) -> Option<IpAddr> {
         .find_map(|a| a.get("value")?.as_str()?.parse().ok())
 }
 
-fn plan_listener(
-    ctx: &mut Ctx<'_, '_>,
-    gw_ns: &str,
-    i: usize,
-    l: &Listener,
-) -> ListenerPlan {
+fn plan_listener(ctx: &mut Ctx<'_, '_>, gw_ns: &str, i: usize, l: &Listener) -> ListenerPlan {
     let mut plan = ListenerPlan {
         name: l.name.clone(),
         field: format!("spec.listeners[{i}]"),

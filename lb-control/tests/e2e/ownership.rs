@@ -32,7 +32,13 @@ fn ask(addr: SocketAddr, host: &str) -> (u16, String) {
         .unwrap_or(0);
     let backend = out
         .find("\"backend\":\"")
-        .map(|at| out[at + 11..].split('"').next().unwrap_or_default().to_owned())
+        .map(|at| {
+            out[at + 11..]
+                .split('"')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .unwrap_or_default();
     (code, backend)
 }
@@ -97,7 +103,10 @@ fn external_ips_cannot_take_the_ingress_listeners_connections() {
         "every connection reaches the Ingress backend"
     );
     assert!(
-        has_diagnostic(&lb, "externalIPs entry 127.0.0.1 is outside [loadbalancer] external_ips"),
+        has_diagnostic(
+            &lb,
+            "externalIPs entry 127.0.0.1 is outside [loadbalancer] external_ips"
+        ),
         "{:?}",
         diagnostics(&lb)
     );
@@ -174,7 +183,10 @@ fn a_gateway_listener_and_an_older_service_on_one_port_the_older_serves() {
     );
     // The older Service keeps the port; the Gateway's listener is refused
     // with the spec's reason, its other listener serves.
-    assert_eq!(tally(at(contested), "x", 20), BTreeMap::from([("200 svc".into(), 20)]));
+    assert_eq!(
+        tally(at(contested), "x", 20),
+        BTreeMap::from([("200 svc".into(), 20)])
+    );
     let st = object_status(&lb, "Gateway", "default", "gw");
     let listener = |name: &str| {
         st["listeners"]
@@ -202,7 +214,11 @@ fn a_gateway_listener_and_an_older_service_on_one_port_the_older_serves() {
         condition(&listener("free")["conditions"], "Programmed"),
         ("True".into(), "Programmed".into())
     );
-    assert_eq!(ask(at(free), "x").0, 404, "the Gateway's free listener serves");
+    assert_eq!(
+        ask(at(free), "x").0,
+        404,
+        "the Gateway's free listener serves"
+    );
     let first_conflicts = (
         lb.metric("lb_listener_conflicts{kind=\"gateway\"}"),
         lb.metric("lb_listener_conflicts{kind=\"service\"}"),
@@ -220,13 +236,21 @@ fn a_gateway_listener_and_an_older_service_on_one_port_the_older_serves() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(served, BTreeMap::from([("404 ".into(), 20)]), "the Gateway answers");
+    assert_eq!(
+        served,
+        BTreeMap::from([("404 ".into(), 20)]),
+        "the Gateway answers"
+    );
     assert!(
         has_diagnostic(&lb, "belongs to Gateway default/gw"),
         "{:?}",
         diagnostics(&lb)
     );
-    assert_eq!(first_conflicts, (1, 0), "(gateway, service) before the swap");
+    assert_eq!(
+        first_conflicts,
+        (1, 0),
+        "(gateway, service) before the swap"
+    );
     assert_eq!(lb.metric("lb_listener_conflicts{kind=\"service\"}"), 1);
     assert_eq!(lb.metric("lb_listener_conflicts{kind=\"gateway\"}"), 0);
 }

@@ -21,7 +21,15 @@ const ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges
 /// or Err(curl's exit code) when the connection gave no response.
 fn curl_from(from: &str, addr: SocketAddr) -> Result<(u16, String), i32> {
     let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", "--interface", from, "-w", "\n%{http_code}"])
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "--interface",
+            from,
+            "-w",
+            "\n%{http_code}",
+        ])
         .arg(format!("http://{addr}/"))
         .output()
         .expect("curl runs");
@@ -102,8 +110,15 @@ fn l4_tcp_source_ranges_admit_listed_clients_and_close_the_rest() {
             );
         }
     }
-    assert_eq!(lb.metric("lb_l4_source_refused_total{protocol=\"tcp\"}"), 20);
-    assert_eq!(lb.metric("lb_l4_connections_total"), 2, "refused connections are not relayed");
+    assert_eq!(
+        lb.metric("lb_l4_source_refused_total{protocol=\"tcp\"}"),
+        20
+    );
+    assert_eq!(
+        lb.metric("lb_l4_connections_total"),
+        2,
+        "refused connections are not relayed"
+    );
 }
 
 #[test]
@@ -127,7 +142,8 @@ fn l4_udp_source_ranges_make_no_flow_for_other_clients() {
     let to = SocketAddr::new(IpAddr::V4(vip), port);
     let socket = |from: [u8; 4]| {
         let s = UdpSocket::bind(SocketAddr::from((Ipv4Addr::from(from), 0))).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         s
     };
     // The allowed client: an answer from the VIP (retried while the
@@ -150,15 +166,26 @@ fn l4_udp_source_ranges_make_no_flow_for_other_clients() {
     let refused = socket([127, 0, 0, 1]);
     for _ in 0..5 {
         refused.send_to(b"let me in", to).unwrap();
-        assert!(refused.recv_from(&mut buf).is_err(), "no answer for 127.0.0.1");
+        assert!(
+            refused.recv_from(&mut buf).is_err(),
+            "no answer for 127.0.0.1"
+        );
     }
     lb.wait_metric(
         "lb_l4_source_refused_total{protocol=\"udp\"}",
         5,
         Duration::from_secs(5),
     );
-    assert_eq!(backend.datagrams(), backend_seen, "nothing relayed for 127.0.0.1");
-    assert_eq!(lb.metric("lb_l4_udp_flows"), 1, "only the allowed client's flow");
+    assert_eq!(
+        backend.datagrams(),
+        backend_seen,
+        "nothing relayed for 127.0.0.1"
+    );
+    assert_eq!(
+        lb.metric("lb_l4_udp_flows"),
+        1,
+        "only the allowed client's flow"
+    );
 }
 
 #[test]
@@ -187,14 +214,29 @@ fn gateway_source_ranges_close_other_clients_at_accept() {
 /// h2c with prior knowledge when `h2`): the status code.
 fn status_from(from: &str, addr: SocketAddr, host: &str, h2: bool) -> u16 {
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "--max-time", "5", "--interface", from])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "5",
+            "--interface",
+            from,
+        ])
         .args(["-w", "%{http_code}", "-H"])
         .arg(format!("Host: {host}"))
-        .arg(if h2 { "--http2-prior-knowledge" } else { "--http1.1" })
+        .arg(if h2 {
+            "--http2-prior-knowledge"
+        } else {
+            "--http1.1"
+        })
         .arg(format!("http://{addr}/"))
         .output()
         .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -214,10 +256,26 @@ fn an_ingress_source_ranges_annotation_answers_403_to_other_clients() {
     .join("---\n");
     let lb = Lb::start("src-ingress", &[("all.yaml", &manifests)], "");
     for h2 in [false, true] {
-        assert_eq!(status_from("127.0.0.2", lb.http, "office.test", h2), 200, "h2 {h2}");
-        assert_eq!(status_from("127.0.0.1", lb.http, "office.test", h2), 403, "h2 {h2}");
+        assert_eq!(
+            status_from("127.0.0.2", lb.http, "office.test", h2),
+            200,
+            "h2 {h2}"
+        );
+        assert_eq!(
+            status_from("127.0.0.1", lb.http, "office.test", h2),
+            403,
+            "h2 {h2}"
+        );
         // Another Ingress on the same listener is open to everyone.
-        assert_eq!(status_from("127.0.0.1", lb.http, "public.test", h2), 200, "h2 {h2}");
+        assert_eq!(
+            status_from("127.0.0.1", lb.http, "public.test", h2),
+            200,
+            "h2 {h2}"
+        );
     }
-    assert_eq!(office.requests(), 2, "refused requests never reach the backend");
+    assert_eq!(
+        office.requests(),
+        2,
+        "refused requests never reach the backend"
+    );
 }

@@ -20,11 +20,19 @@ pub struct SourceRanges {
 }
 
 fn mask4(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) }
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
 }
 
 fn mask6(len: u8) -> u128 {
-    if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) }
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    }
 }
 
 impl SourceRanges {
@@ -59,8 +67,16 @@ impl SourceRanges {
 
     /// The networks of both lists (a client either allows is allowed).
     pub fn union(&self, other: &SourceRanges) -> SourceRanges {
-        let v4 = self.v4.iter().chain(&other.v4).map(|&(n, l)| (IpAddr::from(n.to_be_bytes()), l));
-        let v6 = self.v6.iter().chain(&other.v6).map(|&(n, l)| (IpAddr::from(n.to_be_bytes()), l));
+        let v4 = self
+            .v4
+            .iter()
+            .chain(&other.v4)
+            .map(|&(n, l)| (IpAddr::from(n.to_be_bytes()), l));
+        let v6 = self
+            .v6
+            .iter()
+            .chain(&other.v6)
+            .map(|&(n, l)| (IpAddr::from(n.to_be_bytes()), l));
         SourceRanges::new(v4.chain(v6))
     }
 
@@ -151,7 +167,10 @@ mod tests {
             (ip("192.0.2.7"), 40),
         ]);
         assert_eq!(r.to_strings(), ["10.0.0.0/8", "192.0.2.7/32"]);
-        let u = r.union(&SourceRanges::new([(ip("10.9.0.0"), 16), (ip("fd00::"), 8)]));
+        let u = r.union(&SourceRanges::new([
+            (ip("10.9.0.0"), 16),
+            (ip("fd00::"), 8),
+        ]));
         assert_eq!(u.to_strings(), ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"]);
     }
 }
