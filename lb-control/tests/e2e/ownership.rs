@@ -133,6 +133,12 @@ fn external_ips_cannot_take_the_ingress_listeners_connections() {
         diagnostics(&lb)
     );
     assert_eq!(lb.metric("lb_listener_conflicts{kind=\"service\"}"), 1);
+    // lb check reports the same loser.
+    let (_, out) = lb_check(&lb.config_path());
+    assert!(
+        out.contains("belongs to the [ingress] http listener of lb.toml"),
+        "{out}"
+    );
 }
 
 /// A GatewayClass of lb's, and Gateway `gw` created at `created` asking for
