@@ -15,6 +15,7 @@
 //! (decided in `gateway::listeners`), so two Gateway claims never conflict
 //! here. Pure: no I/O.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -114,15 +115,18 @@ pub fn resolve(claims: &[Claim]) -> Vec<Option<usize>> {
             .then_with(|| a.cmp(&b))
     });
     let mut out = vec![None; claims.len()];
-    let mut winners: Vec<usize> = Vec::new();
+    // Winners so far by (transport, port): only those can overlap.
+    let mut winners: HashMap<(Transport, u16), Vec<usize>> = HashMap::new();
     for i in order {
-        let beaten = winners
+        let c = &claims[i];
+        let same_port = winners.entry((c.transport, c.addr.port())).or_default();
+        let beaten = same_port
             .iter()
             .copied()
-            .find(|&w| claims[w].overlaps(&claims[i]) && !claims[w].exempt(&claims[i]));
+            .find(|&w| claims[w].overlaps(c) && !claims[w].exempt(c));
         match beaten {
             Some(w) => out[i] = Some(w),
-            None => winners.push(i),
+            None => same_port.push(i),
         }
     }
     out
