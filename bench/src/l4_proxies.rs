@@ -63,7 +63,7 @@ pub fn lb_l4_config_text(manifests: &Path, admin: u16, io: Io) -> String {
         Io::Epoll => "io = \"epoll\"\n",
     };
     format!(
-        "[runtime]\nworkers = 1\n{io}[admin]\nlisten = \"127.0.0.1:{admin}\"\n[ingress]\nhttp = []\nhttps = []\n[sources]\nfiles = [\"{}\"]\n",
+        "[runtime]\nworkers = 1\n{io}[admin]\nlisten = \"127.0.0.1:{admin}\"\n[ingress]\nhttp = []\nhttps = []\n[loadbalancer]\npools = [\"127.0.0.0/8\"]\n[sources]\nfiles = [\"{}\"]\n",
         manifests.display()
     )
 }

@@ -35,6 +35,8 @@ pub struct ControlView {
     pub status: Vec<serde_json::Value>,
     /// Diagnostics of the last load, one line each.
     pub diagnostics: Vec<String>,
+    /// `lb_listener_conflicts`: claims not bound, by claimant kind.
+    pub conflicts: std::collections::BTreeMap<&'static str, usize>,
 }
 
 /// Event-to-traffic times: from the first change event of a burst (a file
@@ -356,6 +358,26 @@ impl AdminState {
             );
         }
         self.write_change_metrics(&mut out);
+        out.push_str("# HELP lb_l4_source_refused_total L4 TCP connections closed at accept and UDP datagrams dropped before any flow because the client is outside the Service's source ranges.\n# TYPE lb_l4_source_refused_total counter\n");
+        let tcp = c.sum(|w| &w.l4_source_refused_tcp);
+        let udp = c.sum(|w| &w.l4_source_refused_udp);
+        let _ = writeln!(out, "lb_l4_source_refused_total{{protocol=\"tcp\"}} {tcp}");
+        let _ = writeln!(out, "lb_l4_source_refused_total{{protocol=\"udp\"}} {udp}");
+        let gw = c.sum(|w| &w.gateway_source_refused);
+        let _ = writeln!(
+            out,
+            "# HELP lb_gateway_source_refused_total Gateway connections closed at accept because the client is outside the Gateway's source ranges.\n# TYPE lb_gateway_source_refused_total counter\nlb_gateway_source_refused_total {gw}"
+        );
+        out.push_str("# HELP lb_listener_conflicts Addresses and ports an object asked for but did not get (another owner has them), by the kind that lost.\n# TYPE lb_listener_conflicts gauge\n");
+        let conflicts = self
+            .view
+            .lock()
+            .map(|v| v.conflicts.clone())
+            .unwrap_or_default();
+        for kind in ["gateway", "service"] {
+            let n = conflicts.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "lb_listener_conflicts{{kind=\"{kind}\"}} {n}");
+        }
         let generation = self.snapshot.generation();
         let _ = writeln!(
             out,

@@ -72,6 +72,10 @@ pub struct Summary {
     pub backends: usize,
     /// Selected endpoints over all backends.
     pub endpoints: usize,
+    /// Claims not bound because another owner has the address, protocol
+    /// and port, by claimant kind (`service`, `gateway`; see
+    /// [`crate::ownership`]).
+    pub conflicts: BTreeMap<&'static str, usize>,
 }
 
 impl Summary {
@@ -220,6 +224,8 @@ struct Planned<'a> {
     backend: BackendKey,
     /// Whether the Ingress chose the policy (else Service affinity may).
     policy_set: bool,
+    /// The Ingress's source ranges annotation (`None`: everyone).
+    source_ranges: Option<lb_core::l4::SourceRanges>,
 }
 
 /// Finds the Service port an Ingress backend names; when a number is used
@@ -371,6 +377,7 @@ pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
         let target = RouteTarget {
             backend,
             source: p.source.clone(),
+            source_ranges: p.source_ranges.clone(),
         };
         let key = p.ingress.key();
         let origin = Some(RouteOrigin {
@@ -440,11 +447,26 @@ pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
         .collect();
 
     let mut l4 = crate::l4::compile_l4(store, cfg, &slices, prior);
-    diags.extend(l4.diagnostics);
     // Gateway API: shares the backends (and their ids) with Ingress, adds
-    // TCP Listeners to the L4 services.
-    let mut gateway =
-        crate::gateway::compile_gateway(store, cfg, &slices, &mut backends, &mut l4.snapshot);
+    // TCP Listeners to the L4 services, settles who owns each address and
+    // port.
+    let mut gateway = crate::gateway::compile_gateway(
+        store,
+        cfg,
+        &slices,
+        &mut backends,
+        &mut l4.snapshot,
+        &l4.claims,
+    );
+    l4.finish(&gateway.l4_lost);
+    let conflicts = BTreeMap::from([
+        ("gateway", gateway.conflicts),
+        (
+            "service",
+            gateway.l4_lost.iter().filter(|w| w.is_some()).count(),
+        ),
+    ]);
+    diags.append(&mut l4.diagnostics);
     diags.append(&mut gateway.diagnostics);
 
     let mut status_of: Vec<_> = served.iter().map(|(o, _)| o.key()).collect();
@@ -476,6 +498,7 @@ pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
         routes: routes.rules().len() + usize::from(routes.default_target().is_some()),
         backends: backends.len(),
         endpoints: backends.iter().map(|b| b.endpoints.len()).sum(),
+        conflicts,
     };
     Compiled {
         snapshot: HttpSnapshot {
@@ -537,6 +560,8 @@ fn plan_ingress<'a>(
     };
     let policy_set = policy.is_some();
     let policy = policy.unwrap_or_default();
+    let source_ranges =
+        crate::source_ranges::annotated(obj, crate::source_ranges::ANNOTATION, diags);
     for (r, rule) in spec.rules.as_deref().unwrap_or_default().iter().enumerate() {
         let Some(http) = &rule.http else { continue };
         let host = HostMatch::parse(rule.host.as_deref().unwrap_or(""));
@@ -567,6 +592,7 @@ fn plan_ingress<'a>(
                     policy: policy.clone(),
                 },
                 policy_set,
+                source_ranges: source_ranges.clone(),
             });
         }
     }
@@ -584,6 +610,7 @@ fn plan_ingress<'a>(
                 policy,
             },
             policy_set,
+            source_ranges,
         });
     }
 }
@@ -651,7 +678,7 @@ mod tests {
 
     fn cfg() -> Config {
         Config::parse(
-            "[node]\nname = \"edge-1\"\nzone = \"zone-a\"\n[ingress]\nhttp = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"[::1]:8080\"]\n",
+            "[node]\nname = \"edge-1\"\nzone = \"zone-a\"\n[ingress]\nhttp = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"[::1]:8080\"]\n[loadbalancer]\npools = [\"192.0.2.10/32\"]\nexternal_ips = [\"192.0.2.16/28\"]\n",
             Path::new("t.toml"),
         )
         .expect("config")

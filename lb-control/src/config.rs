@@ -341,6 +341,10 @@ pub struct LoadBalancer {
     /// neighbour advertisement. None: the addresses reach the host by other
     /// means (listeners bind with IP_FREEBIND either way).
     pub interface: Option<String>,
+    /// CIDRs inside which a Service's `spec.externalIPs` are honoured
+    /// (bound); entries outside every one are ignored with a diagnostic.
+    /// Empty (the default): none are honoured.
+    pub external_ips: Vec<IpNet>,
 }
 
 impl Default for LoadBalancer {
@@ -356,6 +360,7 @@ impl Default for LoadBalancer {
             udp_flows: 65_536,
             endpoint_grace: Duration::from_secs(10),
             interface: None,
+            external_ips: Vec::new(),
         }
     }
 }

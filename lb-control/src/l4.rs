@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::Service;
 use lb_core::l4::{FlowSettings, L4Service, L4Snapshot};
 use lb_core::maglev::{MaglevEndpoint, MaglevTable};
 
@@ -15,23 +15,105 @@ use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::endpoints::{Findings, SliceIndex, TrafficPath};
 use crate::model::{Object, Typed};
+use crate::ownership::{Claim, OwnerKind, Transport, age_of};
 use crate::store::Store;
 use crate::vip_alloc::{Claimant, Vips, assign};
 
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 const AFFINITY_DEFAULT: Duration = Duration::from_secs(10_800);
 
-/// What [`compile_l4`] produces.
+/// What [`compile_l4`] produces. Its listening addresses are claims
+/// until [`CompiledL4::finish`] learns which of them lost to an Ingress or
+/// Gateway listener (see [`crate::ownership`]).
 #[derive(Debug, Default)]
-pub struct CompiledL4 {
-    /// The listeners and their Services.
+pub struct CompiledL4<'a> {
+    /// The listeners and their Services (filled by [`CompiledL4::finish`]).
     pub snapshot: L4Snapshot,
     /// Diagnostics about Services.
     pub diagnostics: Vec<Diagnostic>,
-    /// `status` of each served LoadBalancer Service.
+    /// `status` of each served LoadBalancer Service (filled by `finish`).
     pub status: Vec<serde_json::Value>,
     /// Each served LoadBalancer Service's (`namespace/name`) addresses.
     pub vips: BTreeMap<String, Vec<IpAddr>>,
+    /// Every address a Service port asks to listen on, in one list with
+    /// [`CompiledL4::pending`].
+    pub claims: Vec<Claim>,
+    pending: Vec<Pending<'a>>,
+    lb_services: Vec<LbStatus>,
+}
+
+/// What a claim in [`CompiledL4::claims`] serves if it wins.
+#[derive(Debug)]
+struct Pending<'a> {
+    obj: &'a Object,
+    field: String,
+    udp: bool,
+    service: L4Service,
+    /// The LoadBalancer Service and port (status) a VIP bind belongs to.
+    status_port: Option<(usize, usize)>,
+}
+
+/// A served LoadBalancer Service, for its `status.loadBalancer`.
+#[derive(Debug)]
+struct LbStatus {
+    ns: String,
+    name: String,
+    vips: Vec<IpAddr>,
+    /// (port, protocol, whether a VIP bind of it was kept).
+    ports: Vec<(i32, String, bool)>,
+}
+
+impl CompiledL4<'_> {
+    /// Puts the claims that won into the snapshot and reports the others;
+    /// `lost[i]` is who claim `i` lost to (its [`Claim::owner`]).
+    pub fn finish(&mut self, lost: &[Option<String>]) {
+        for (i, (p, claim)) in self.pending.drain(..).zip(&self.claims).enumerate() {
+            if let Some(winner) = lost.get(i).and_then(Option::as_ref) {
+                let protocol = if p.udp { "UDP" } else { "TCP" };
+                self.diagnostics.push(p.obj.diagnostic(
+                    Diagnostic::warning(format!(
+                        "{} ({protocol}) belongs to {winner}; not served for this Service (one owner per address, protocol and port: lb.toml listeners first, then the older object)",
+                        claim.addr
+                    ))
+                    .field(p.field),
+                ));
+                continue;
+            }
+            if let Some((s, port)) = p.status_port {
+                self.lb_services[s].ports[port].2 = true;
+            }
+            let map = if p.udp {
+                &mut self.snapshot.udp
+            } else {
+                &mut self.snapshot.services
+            };
+            map.insert(claim.addr, p.service);
+        }
+        for s in self.lb_services.drain(..) {
+            let ports: Vec<serde_json::Value> = s
+                .ports
+                .iter()
+                .filter(|(_, _, kept)| *kept)
+                .map(|(port, protocol, _)| serde_json::json!({"port": port, "protocol": protocol}))
+                .collect();
+            if s.vips.is_empty() || ports.is_empty() {
+                continue;
+            }
+            let ingress: Vec<serde_json::Value> = s
+                .vips
+                .iter()
+                .map(
+                    |ip| serde_json::json!({"ip": ip.to_string(), "ipMode": "VIP", "ports": ports}),
+                )
+                .collect();
+            self.status.push(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"namespace": s.ns, "name": s.name},
+                "status": {"loadBalancer": {"ingress": ingress}},
+            }));
+        }
+    }
 }
 
 /// Whether lb serves this LoadBalancer Service (by `spec.loadBalancerClass`).
@@ -58,12 +140,12 @@ struct Bind {
 
 /// Compiles every served Service port into L4 listeners; `prior` carries
 /// the previous compile's VIPs (see [`crate::vip_alloc`]).
-pub fn compile_l4(
-    store: &Store,
+pub fn compile_l4<'a>(
+    store: &'a Store,
     cfg: &Config,
     slices: &SliceIndex<'_>,
     prior: &Vips,
-) -> CompiledL4 {
+) -> CompiledL4<'a> {
     let mut out = CompiledL4::default();
     let mut findings = Findings::default();
     // Oldest first, so an older Service keeps a contested address.
@@ -88,7 +170,9 @@ pub fn compile_l4(
             s.value.spec.as_ref().and_then(|p| p.type_.as_deref()) == Some("LoadBalancer")
                 && ours(cfg, &s.value)
         })
-        .filter_map(|(o, s)| Claimant::new(o, s, prior, &mut out.diagnostics))
+        .filter_map(|(o, s)| {
+            Claimant::new(o, s, &cfg.loadbalancer.pools, prior, &mut out.diagnostics)
+        })
         .collect();
     let assigned = assign(
         &cfg.loadbalancer.pools,
@@ -98,8 +182,6 @@ pub fn compile_l4(
     );
     out.diagnostics.extend(assigned.diagnostics);
     out.vips = assigned.vips;
-    // Who serves each (address, is UDP): TCP and UDP share port numbers.
-    let mut owner: BTreeMap<(SocketAddr, bool), String> = BTreeMap::new();
     out.snapshot.flows = FlowSettings {
         capacity: cfg.loadbalancer.udp_flows,
         grace: cfg.loadbalancer.endpoint_grace,
@@ -117,8 +199,19 @@ pub fn compile_l4(
             .external_ips
             .iter()
             .flatten()
-            .filter_map(|s| match s.parse() {
-                Ok(ip) => Some(ip),
+            .filter_map(|s| match s.parse::<IpAddr>() {
+                Ok(ip) if cfg.loadbalancer.external_ips.iter().any(|n| n.contains(&ip)) => {
+                    Some(ip)
+                }
+                Ok(ip) => {
+                    out.diagnostics.push(obj.diagnostic(
+                        Diagnostic::warning(format!(
+                            "externalIPs entry {ip} is outside [loadbalancer] external_ips; ignored (not bound)"
+                        ))
+                        .field("spec.externalIPs"),
+                    ));
+                    None
+                }
                 Err(_) => {
                     out.diagnostics.push(
                         obj.diagnostic(
@@ -152,7 +245,22 @@ pub fn compile_l4(
                 .filter(|t| *t > 0)
                 .map_or(AFFINITY_DEFAULT, |t| Duration::from_secs(t as u64))
         });
-        let mut status_ports: Vec<&ServicePort> = Vec::new();
+        // `loadBalancerSourceRanges` restrict the VIPs (as kube-proxy does:
+        // NodePorts and externalIPs stay open).
+        let source_ranges = if lb {
+            crate::source_ranges::for_service(obj, &svc.value, &mut out.diagnostics)
+        } else {
+            None
+        };
+        let status_index = lb.then(|| {
+            out.lb_services.push(LbStatus {
+                ns: ns.clone(),
+                name: name.clone(),
+                vips: vips.clone(),
+                ports: Vec::new(),
+            });
+            out.lb_services.len() - 1
+        });
         for (i, port) in spec.ports.iter().flatten().enumerate() {
             let protocol = port.protocol.as_deref().unwrap_or("TCP");
             let udp = match protocol {
@@ -223,25 +331,26 @@ pub fn compile_l4(
                     .as_deref()
                     .map_or_else(|| port.port.to_string(), str::to_owned)
             );
-            let mut on_vip = false;
+            let status_port = status_index.map(|si| {
+                let ports = &mut out.lb_services[si].ports;
+                ports.push((port.port, protocol.to_owned(), false));
+                (si, ports.len() - 1)
+            });
             for b in binds {
-                if let Some(first) = owner.get(&(b.addr, udp)) {
-                    out.diagnostics.push(obj.diagnostic(
-                        Diagnostic::warning(format!("{} ({protocol}) is already served by {first} (older); not served for this Service", b.addr))
-                            .field(format!("spec.ports[{i}]")),
-                    ));
-                    continue;
-                }
-                owner.insert((b.addr, udp), label.clone());
-                on_vip |= b.via == "loadBalancer";
-                let map = if udp {
-                    &mut out.snapshot.udp
-                } else {
-                    &mut out.snapshot.services
-                };
-                map.insert(
-                    b.addr,
-                    L4Service {
+                out.claims.push(Claim {
+                    transport: if udp { Transport::Udp } else { Transport::Tcp },
+                    addr: b.addr,
+                    kind: OwnerKind::Service,
+                    age: Some(age_of(obj)),
+                    owner: format!("Service {label}"),
+                });
+                out.pending.push(Pending {
+                    obj,
+                    field: format!("spec.ports[{i}]"),
+                    udp,
+                    status_port: status_port.filter(|_| b.via == "loadBalancer"),
+                    service: L4Service {
+                        source_ranges: source_ranges.clone().filter(|_| b.via == "loadBalancer"),
                         name: label.clone(),
                         via: b.via,
                         endpoints: sorted_endpoints(&table),
@@ -254,29 +363,8 @@ pub fn compile_l4(
                             cfg.loadbalancer.idle_timeout
                         },
                     },
-                );
+                });
             }
-            if on_vip {
-                status_ports.push(port);
-            }
-        }
-        if lb && !vips.is_empty() && !status_ports.is_empty() {
-            let ports: Vec<serde_json::Value> = status_ports
-                .iter()
-                .map(|p| serde_json::json!({"port": p.port, "protocol": p.protocol.as_deref().unwrap_or("TCP")}))
-                .collect();
-            let ingress: Vec<serde_json::Value> = vips
-                .iter()
-                .map(
-                    |ip| serde_json::json!({"ip": ip.to_string(), "ipMode": "VIP", "ports": ports}),
-                )
-                .collect();
-            out.status.push(serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"namespace": ns, "name": name},
-                "status": {"loadBalancer": {"ingress": ingress}},
-            }));
         }
     }
     out

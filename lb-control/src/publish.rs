@@ -41,6 +41,7 @@ pub fn publish(state: &AdminState, cfg: &Config, compiled: Compiled) -> u64 {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        conflicts: compiled.summary.conflicts.clone(),
     };
     let swap = Instant::now();
     let generation = state.snapshot.publish(compiled.snapshot);

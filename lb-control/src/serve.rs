@@ -380,9 +380,11 @@ impl Reloader {
         let wanted = L4Listeners::wanted(&compiled.snapshot.l4, &compiled.snapshot.gateway);
         // On a shared link only the leader holds (and announces) the VIPs.
         let iface_vips = match &self.interface {
-            Some(_) if !self.vips.follower => {
-                wanted_vips(&compiled.snapshot.l4, &compiled.snapshot.gateway)
-            }
+            Some(_) if !self.vips.follower => wanted_vips(
+                &compiled.snapshot.l4,
+                &compiled.snapshot.gateway,
+                &cfg.loadbalancer.pools,
+            ),
             _ => std::collections::BTreeSet::new(),
         };
         self.l4.remove_stale(&wanted);

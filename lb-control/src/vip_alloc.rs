@@ -65,10 +65,14 @@ pub struct Claimant<'a> {
 
 impl<'a> Claimant<'a> {
     /// Reads a Service's claim; `prior` is the previous compile's memory.
-    /// Unusable requests are diagnostics (and the Service gets no address).
+    /// Unusable requests are diagnostics (and the Service gets no address):
+    /// one that is not an IP address, two of one family, or an address
+    /// outside every pool of `pools` (lb never serves, adds or announces an
+    /// address outside its pools; no other address is allocated instead).
     pub fn new(
         obj: &'a Object,
         svc: &Typed<Service>,
+        pools: &[IpNet],
         prior: &Vips,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<Self> {
@@ -113,6 +117,17 @@ impl<'a> Claimant<'a> {
                         Diagnostic::error(format!(
                             "at most one address per IP family; {ip} is a second {:?} address",
                             IpFamily::of(ip)
+                        ))
+                        .field(request_field.clone()),
+                    ),
+                );
+                return None;
+            }
+            if !pools.iter().any(|p| p.contains(&ip)) {
+                diags.push(
+                    obj.diagnostic(
+                        Diagnostic::error(format!(
+                            "{ip} is outside every [loadbalancer] pool; refused (the Service gets no address)"
                         ))
                         .field(request_field.clone()),
                     ),

@@ -367,6 +367,55 @@ fn bad_requests_are_errors() {
 }
 
 #[test]
+fn requests_outside_every_pool_are_refused_and_not_served() {
+    // The router's address, by spec field and by annotation (one family
+    // in the pool, the other not: the whole request is refused).
+    for (meta, extra, field) in [
+        ("", "  loadBalancerIP: 192.168.1.1\n", "spec.loadBalancerIP"),
+        (
+            &*format!("  annotations: {{{IPS_ANNOTATION}: \"127.0.20.2, fd00:99::1\"}}\n"),
+            "",
+            IPS_ANNOTATION,
+        ),
+    ] {
+        let yaml = svc("hijack", "2026-01-01T00:00:00Z", 80, meta, extra);
+        let c = compiled(&yaml, &cfg(""), &Vips::default());
+        let d = c
+            .diagnostics
+            .iter()
+            .find(|d| d.message.contains("outside every [loadbalancer] pool"))
+            .unwrap_or_else(|| panic!("no diagnostic: {:?}", c.diagnostics));
+        assert_eq!(d.severity, Severity::Error);
+        assert!(
+            d.field.as_deref().unwrap_or_default().contains(field),
+            "{d:?}"
+        );
+        assert!(
+            c.vips
+                .by_service
+                .get("default/hijack")
+                .is_none_or(Vec::is_empty)
+        );
+        assert!(c.snapshot.l4.services.is_empty(), "{:?}", c.snapshot.l4);
+        assert!(
+            c.status.iter().all(|s| s["kind"] != "Service"),
+            "{:?}",
+            c.status
+        );
+    }
+    // Inside a pool, the same request is honoured.
+    let yaml = svc(
+        "ok",
+        "2026-01-01T00:00:00Z",
+        80,
+        "",
+        "  loadBalancerIP: 127.0.20.2\n",
+    );
+    let c = compiled(&yaml, &cfg(""), &Vips::default());
+    assert_eq!(vips(&c, "default/ok"), ["127.0.20.2"]);
+}
+
+#[test]
 fn pick_skips_network_broadcast_and_taken_addresses() {
     let pools: Vec<IpNet> = vec!["127.0.10.0/29".parse().unwrap()];
     let mut taken = BTreeSet::new();

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use lb_core::l4::L4Snapshot;
 use lb_http::gateway::GatewaySnapshot;
 use nix::ifaddrs::getifaddrs;
@@ -46,14 +47,30 @@ pub fn is_managed(ip: &IpAddr) -> bool {
 /// The VIPs a snapshot serves on the interface: the addresses of L4
 /// Services that listen there as a LoadBalancer VIP (`via ==
 /// "loadBalancer"`, TCP and UDP) and the Gateway listener addresses, less
-/// the ones [`is_managed`] refuses.
-pub fn wanted_vips(l4: &L4Snapshot, gateway: &GatewaySnapshot) -> BTreeSet<IpAddr> {
+/// the ones [`is_managed`] refuses and those outside every one of `pools`
+/// (`[loadbalancer] pools`). The compiler already refuses requests outside
+/// the pools; this is the second check, right where addresses go onto the
+/// link: lb never adds or announces an address outside its pools.
+pub fn wanted_vips(
+    l4: &L4Snapshot,
+    gateway: &GatewaySnapshot,
+    pools: &[IpNet],
+) -> BTreeSet<IpAddr> {
     let services = l4.services.iter().chain(&l4.udp);
     let vips = services
         .filter(|(_, s)| s.via == "loadBalancer")
         .map(|(addr, _)| addr.ip());
     let gateways = gateway.ports.keys().map(|addr| addr.ip());
-    vips.chain(gateways).filter(is_managed).collect()
+    vips.chain(gateways)
+        .filter(is_managed)
+        .filter(|ip| {
+            let inside = pools.iter().any(|p| p.contains(ip));
+            if !inside {
+                tracing::error!(%ip, "not put on the interface: outside every [loadbalancer] pool");
+            }
+            inside
+        })
+        .collect()
 }
 
 /// One interface whose VIPs lb manages.
@@ -240,6 +257,7 @@ mod tests {
             affinity: None,
             connect_timeout: std::time::Duration::from_secs(1),
             idle_timeout: std::time::Duration::from_secs(1),
+            source_ranges: None,
         }
     }
 
@@ -265,6 +283,7 @@ mod tests {
                     protocol: lb_http::gateway::PortProtocol::Http,
                     tls: Default::default(),
                     listeners: Vec::new(),
+                    source_ranges: None,
                 },
             );
         }
@@ -272,7 +291,33 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
-        assert_eq!(wanted_vips(&l4, &gateway), want);
+        let pools: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()];
+        assert_eq!(wanted_vips(&l4, &gateway, &pools), want);
+    }
+
+    #[test]
+    fn addresses_outside_the_pools_never_reach_the_interface() {
+        // A snapshot that (by a compiler bug) serves the router's address
+        // as a VIP and a Gateway on another host's address.
+        let mut l4 = L4Snapshot::default();
+        l4.services
+            .insert("192.168.1.1:80".parse().unwrap(), service("loadBalancer"));
+        l4.services
+            .insert("10.0.0.9:80".parse().unwrap(), service("loadBalancer"));
+        let mut gateway = GatewaySnapshot::default();
+        gateway.ports.insert(
+            "192.168.1.20:443".parse().unwrap(),
+            lb_http::gateway::GatewayPort {
+                protocol: lb_http::gateway::PortProtocol::Http,
+                tls: Default::default(),
+                listeners: Vec::new(),
+                source_ranges: None,
+            },
+        );
+        let pools: Vec<IpNet> = vec!["10.0.0.0/28".parse().unwrap()];
+        let want: BTreeSet<IpAddr> = [IpAddr::from([10, 0, 0, 9])].into();
+        assert_eq!(wanted_vips(&l4, &gateway, &pools), want);
+        assert!(wanted_vips(&l4, &gateway, &[]).is_empty());
     }
 
     #[test]

@@ -72,6 +72,15 @@ pub struct WorkerCounters {
     pub l4_datagrams_dropped: Counter,
     /// UDP flows in this worker's connection-tracking tables (gauge).
     pub l4_udp_flows: Counter,
+    /// L4 TCP connections closed at accept: the client is outside the
+    /// listener's source ranges.
+    pub l4_source_refused_tcp: Counter,
+    /// UDP datagrams dropped before any flow: the client is outside the
+    /// listener's source ranges.
+    pub l4_source_refused_udp: Counter,
+    /// Gateway connections closed at accept: the client is outside the
+    /// Gateway's source ranges.
+    pub gateway_source_refused: Counter,
 }
 
 impl WorkerCounters {

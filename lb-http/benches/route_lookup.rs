@@ -46,6 +46,7 @@ fn rules() -> Vec<Rule> {
             let target = RouteTarget {
                 backend: BackendId((i * PATHS + j) as u32),
                 source: format!("Ingress ns-{}/app-{i} rule 0 path {j}", i % 20),
+                source_ranges: None,
             };
             out.push((host(i), p, kind, target));
         }

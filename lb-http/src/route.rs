@@ -69,6 +69,10 @@ pub struct RouteTarget {
     pub backend: BackendId,
     /// Human-readable origin, e.g. `Ingress default/web rule 0 path 1`.
     pub source: String,
+    /// The client networks this rule's object admits (an Ingress's source
+    /// ranges annotation); `None`: everyone. Others get 403.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ranges: Option<lb_core::l4::SourceRanges>,
 }
 
 /// The object field a rule was compiled from, for explanations.
@@ -702,6 +706,7 @@ mod tests {
         RouteTarget {
             backend: BackendId(n),
             source: format!("t{n}"),
+            source_ranges: None,
         }
     }
 

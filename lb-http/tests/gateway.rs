@@ -109,6 +109,7 @@ fn snapshot(
             protocol: PortProtocol::Http,
             tls: CertIndex::default(),
             listeners,
+            source_ranges: None,
         },
     );
     HttpSnapshot {

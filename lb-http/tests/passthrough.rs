@@ -139,6 +139,7 @@ fn snapshot(at: SocketAddr, backends: &[(&str, Vec<SocketAddr>)]) -> HttpSnapsho
             protocol: PortProtocol::TlsPassthrough,
             tls: CertIndex::default(),
             listeners,
+            source_ranges: None,
         },
     );
     snap

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use lb_core::l4::L4Snapshot;
 use lb_http::BackendId;
 use lb_http::gateway::{HostnameMatch, RouteEntry, SniRoute};
 use lb_http::tls::Certificate;
@@ -29,6 +28,7 @@ use super::status::Reason;
 use crate::config::Config;
 use crate::model::gateway::{Gateway, Listener};
 use crate::model::{Object, Typed};
+use crate::ownership::{Claim, OwnerKind, Transport, age_of, config_claims, resolve};
 
 /// A Listener protocol lb serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -131,8 +131,8 @@ pub(crate) struct GatewayPlan<'a> {
 pub(crate) fn plan_gateways<'a>(
     ctx: &mut Ctx<'a, '_>,
     classes: &BTreeSet<String>,
-    l4: &L4Snapshot,
-) -> Vec<GatewayPlan<'a>> {
+    l4: &[Claim],
+) -> (Vec<GatewayPlan<'a>>, Vec<Option<String>>, usize) {
     let store = ctx.store;
     let mut plans: Vec<GatewayPlan<'a>> = store
         .of_kind("Gateway")
@@ -162,7 +162,7 @@ pub(crate) fn plan_gateways<'a>(
             .listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| plan_listener(ctx, &plan.ns, plan.addr, l4, i, l))
+            .map(|(i, l)| plan_listener(ctx, &plan.ns, i, l))
             .collect();
         plan.listeners = listeners;
         conflicts_within(&mut plan.listeners);
@@ -170,6 +170,7 @@ pub(crate) fn plan_gateways<'a>(
     }
     plans.sort_by(|a, b| a.obj.age_key().cmp(&b.obj.age_key()));
     conflicts_across(&mut plans);
+    let (l4_lost, gateway_lost) = ownership(ctx.cfg, &mut plans, l4);
     for plan in &mut plans {
         let (addr, ok) = (plan.addr.is_some(), plan.accepted.is_ok());
         for l in &mut plan.listeners {
@@ -181,7 +182,60 @@ pub(crate) fn plan_gateways<'a>(
                 && (l.proto != Some(Proto::Https) || l.cert.is_some());
         }
     }
-    plans
+    (plans, l4_lost, gateway_lost)
+}
+
+/// Settles who owns each address and port between lb.toml's `[ingress]`
+/// listeners, the Gateway listeners and the L4 Service claims (see
+/// [`crate::ownership`]): a Gateway listener that loses is not Accepted
+/// (`PortUnavailable`, naming the owner); returns, for each L4 claim, who
+/// it lost to, and how many Gateway listeners lost.
+fn ownership(
+    cfg: &Config,
+    plans: &mut [GatewayPlan<'_>],
+    l4: &[Claim],
+) -> (Vec<Option<String>>, usize) {
+    let mut claims = config_claims(&cfg.ingress.http, &cfg.ingress.https);
+    let first_l4 = claims.len();
+    claims.extend_from_slice(l4);
+    let mut at = Vec::new();
+    for (p, plan) in plans.iter().enumerate() {
+        let Some(ip) = plan.addr else { continue };
+        for (i, l) in plan.listeners.iter().enumerate() {
+            if l.proto.is_none() || l.accepted.is_err() || l.conflicted.is_some() {
+                continue;
+            }
+            at.push((p, i));
+            claims.push(Claim {
+                transport: Transport::Tcp,
+                addr: SocketAddr::new(ip, l.port),
+                kind: OwnerKind::Gateway,
+                age: Some(age_of(plan.obj)),
+                owner: format!("Gateway {}/{}", plan.ns, plan.name),
+            });
+        }
+    }
+    let lost = resolve(&claims);
+    let first_gw = first_l4 + l4.len();
+    let gateway_lost = lost[first_gw..].iter().filter(|w| w.is_some()).count();
+    for ((p, i), lost) in at.into_iter().zip(&lost[first_gw..]) {
+        if let Some(w) = lost {
+            let l = &mut plans[p].listeners[i];
+            let addr = SocketAddr::new(plans[p].addr.unwrap_or(IpAddr::from([0, 0, 0, 0])), l.port);
+            l.accepted = Err(Reason::new(
+                "PortUnavailable",
+                format!(
+                    "{addr} belongs to {} (one owner per address and port: lb.toml listeners first, then the older object)",
+                    claims[*w].owner
+                ),
+            ));
+        }
+    }
+    let l4_lost = lost[first_l4..first_gw]
+        .iter()
+        .map(|w| w.map(|w| claims[w].owner.clone()))
+        .collect();
+    (l4_lost, gateway_lost)
 }
 
 /// `Accepted=False`, reason `InvalidParameters`, for a Gateway with
@@ -227,13 +281,8 @@ pub(crate) fn usable_address(cfg: &Config, ip: IpAddr) -> bool {
 /// `AddressNotUsable`, and nothing is bound). The first requested IP is
 /// bound; without one, a pool address is allocated (in namespace/name
 /// order, the store's).
-fn assign_addresses(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>], l4: &L4Snapshot) {
-    let mut taken: BTreeSet<IpAddr> = l4
-        .services
-        .keys()
-        .chain(l4.udp.keys())
-        .map(SocketAddr::ip)
-        .collect();
+fn assign_addresses(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>], l4: &[Claim]) {
+    let mut taken: BTreeSet<IpAddr> = l4.iter().map(|c| c.addr.ip()).collect();
     let mut wanted = Vec::with_capacity(plans.len());
     for plan in plans.iter_mut() {
         let mut want: Option<IpAddr> = None;
@@ -327,14 +376,7 @@ fn status_address(gw: &Typed<Gateway>) -> Option<IpAddr> {
         .find_map(|a| a.get("value")?.as_str()?.parse().ok())
 }
 
-fn plan_listener(
-    ctx: &mut Ctx<'_, '_>,
-    gw_ns: &str,
-    addr: Option<IpAddr>,
-    l4: &L4Snapshot,
-    i: usize,
-    l: &Listener,
-) -> ListenerPlan {
+fn plan_listener(ctx: &mut Ctx<'_, '_>, gw_ns: &str, i: usize, l: &Listener) -> ListenerPlan {
     let mut plan = ListenerPlan {
         name: l.name.clone(),
         field: format!("spec.listeners[{i}]"),
@@ -456,29 +498,6 @@ fn plan_listener(
         },
         None => FromNamespaces::Same,
     };
-    if plan.accepted.is_ok()
-        && let Some(ip) = addr
-    {
-        let at = SocketAddr::new(ip, plan.port);
-        let ingress = ctx
-            .cfg
-            .ingress
-            .http
-            .iter()
-            .chain(&ctx.cfg.ingress.https)
-            .any(|a| a.port() == plan.port && (a.ip() == ip || a.ip().is_unspecified()));
-        if let Some(s) = l4.services.get(&at) {
-            plan.accepted = Err(Reason::new(
-                "PortUnavailable",
-                format!("{at} already serves Service {}", s.name),
-            ));
-        } else if ingress {
-            plan.accepted = Err(Reason::new(
-                "PortUnavailable",
-                format!("{at} is an Ingress listener ([ingress] in lb.toml)"),
-            ));
-        }
-    }
     plan
 }
 

@@ -51,6 +51,11 @@ pub struct CompiledGateway {
     pub diagnostics: Vec<Diagnostic>,
     /// Status of every GatewayClass, Gateway and route lb owns.
     pub status: Vec<serde_json::Value>,
+    /// For each L4 Service claim given to [`compile_gateway`]: who it lost
+    /// its address and port to (see [`crate::ownership`]).
+    pub l4_lost: Vec<Option<String>>,
+    /// Gateway listeners not bound because another owner has the port.
+    pub conflicts: usize,
 }
 
 /// Shared state of one compilation.
@@ -81,13 +86,17 @@ impl Ctx<'_, '_> {
 
 /// Compiles the Gateway API objects of `store`. New backends are appended
 /// to `backends` (existing ones with the same Service port are reused), TCP
-/// Listeners become entries of `l4.services`.
+/// Listeners become entries of `l4.services`. `l4_claims` are the
+/// addresses L4 Services ask for: ownership of each address and port is
+/// settled here, between them, the Gateway listeners and lb.toml's
+/// `[ingress]` listeners.
 pub fn compile_gateway(
     store: &Store,
     cfg: &Config,
     slices: &SliceIndex<'_>,
     backends: &mut Vec<Backend>,
     l4: &mut L4Snapshot,
+    l4_claims: &[crate::ownership::Claim],
 ) -> CompiledGateway {
     let mut ctx = Ctx {
         store,
@@ -99,7 +108,7 @@ pub fn compile_gateway(
         actions: Vec::new(),
     };
     let (classes, mut status) = classes::our_classes(store, cfg);
-    let mut plans = listeners::plan_gateways(&mut ctx, &classes, l4);
+    let (mut plans, l4_lost, conflicts) = listeners::plan_gateways(&mut ctx, &classes, l4_claims);
     let mut route_status = Vec::new();
     route_status.extend(http_routes::compile(&mut ctx, &mut plans));
     route_status.extend(grpc_routes::compile(&mut ctx, &mut plans));
@@ -115,5 +124,7 @@ pub fn compile_gateway(
         },
         diagnostics: ctx.diags,
         status,
+        l4_lost,
+        conflicts,
     }
 }

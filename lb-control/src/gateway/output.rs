@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use lb_core::l4::{L4Service, L4Snapshot};
+use lb_core::l4::{L4Service, L4Snapshot, SourceRanges};
 use lb_core::maglev::{MaglevEndpoint, MaglevTable};
 use lb_http::BackendId;
 use lb_http::gateway::{
@@ -54,8 +54,16 @@ pub(crate) fn build(
     l4: &mut L4Snapshot,
 ) -> BTreeMap<SocketAddr, GatewayPort> {
     let mut ports: BTreeMap<SocketAddr, GatewayPort> = BTreeMap::new();
+    // Per port: whether every Gateway on it has source ranges (a Gateway
+    // without them opens the port to everyone).
+    let mut restricted: BTreeMap<SocketAddr, bool> = BTreeMap::new();
     for plan in plans {
         let Some(ip) = plan.addr else { continue };
+        let ranges = crate::source_ranges::annotated(
+            plan.obj,
+            crate::source_ranges::ANNOTATION,
+            &mut ctx.diags,
+        );
         for l in plan.listeners.iter().filter(|l| l.programmed) {
             let at = SocketAddr::new(ip, l.port);
             let name = format!("{}/{}/{}", plan.ns, plan.name, l.name);
@@ -64,7 +72,7 @@ pub(crate) fn build(
                 Some(Proto::Https) => PortProtocol::Https,
                 Some(Proto::Tls) => PortProtocol::TlsPassthrough,
                 Some(Proto::Tcp) => {
-                    tcp_service(ctx, plan, l, at, name, l4);
+                    tcp_service(ctx, plan, l, at, name, ranges.clone(), l4);
                     continue;
                 }
                 None => continue,
@@ -73,7 +81,16 @@ pub(crate) fn build(
                 protocol,
                 tls: CertIndex::default(),
                 listeners: Vec::new(),
+                source_ranges: None,
             });
+            let all = restricted.entry(at).or_insert(true);
+            *all &= ranges.is_some();
+            port.source_ranges = match (*all, &port.source_ranges, &ranges) {
+                (false, _, _) => None,
+                (true, Some(a), Some(b)) => Some(a.union(b)),
+                (true, None, r) => r.clone(),
+                (true, Some(a), None) => Some(a.clone()),
+            };
             if let Some(cert) = &l.cert {
                 match &l.hostname {
                     Some(h) => {
@@ -115,6 +132,7 @@ fn tcp_service(
     l: &ListenerPlan,
     at: SocketAddr,
     name: String,
+    source_ranges: Option<SourceRanges>,
     l4: &mut L4Snapshot,
 ) {
     let weights = tcp_weights(ctx, &l.tcp);
@@ -137,6 +155,7 @@ fn tcp_service(
                     affinity: None,
                     connect_timeout: cfg.connect_timeout,
                     idle_timeout: cfg.idle_timeout,
+                    source_ranges,
                 },
             );
         }

@@ -123,7 +123,7 @@ fn addresses_are_requested_allocated_or_missing() {
 
 #[test]
 fn unsupported_protocol_and_port_unavailable() {
-    let lb_svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {type: LoadBalancer, loadBalancerIP: 127.0.60.1, ports: [{port: 5432}]}\n";
+    let lb_svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: db, creationTimestamp: \"2020-01-01T00:00:00Z\"}\nspec: {type: LoadBalancer, loadBalancerIP: 127.0.60.1, ports: [{port: 5432}]}\n";
     let c = run(&format!(
         "{lb_svc}{}",
         gateway(

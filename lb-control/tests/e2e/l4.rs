@@ -111,7 +111,11 @@ fn load_balancer_vip_external_ip_and_node_port_balance_over_endpoints() {
         "protocol: TCP}]\n---",
         &format!("protocol: TCP, nodePort: {node_port}}}]\n---"),
     );
-    let lb = Lb::start("l4-vip", &[("web.yaml", &svc)], "");
+    let lb = Lb::start(
+        "l4-vip",
+        &[("web.yaml", &svc)],
+        "[loadbalancer]\npools = [\"127.0.77.1/32\"]\nexternal_ips = [\"127.0.77.2/32\"]\n",
+    );
     for addr in [
         SocketAddr::from(([127, 0, 77, 1], port)),
         SocketAddr::from(([127, 0, 77, 2], port)),
@@ -193,7 +197,11 @@ fn client_ip_affinity_pins_every_connection_to_one_endpoint() {
         "  loadBalancerIP: 127.0.79.1\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n",
         &eps,
     );
-    let lb = Lb::start("l4-sticky", &[("svc.yaml", &svc)], "");
+    let lb = Lb::start(
+        "l4-sticky",
+        &[("svc.yaml", &svc)],
+        "[loadbalancer]\npools = [\"127.0.79.1/32\"]\n",
+    );
     let seen = counts(SocketAddr::from(([127, 0, 79, 1], port)), 60);
     assert_eq!(seen.len(), 1, "one client, one endpoint: {seen:?}");
     let metrics = admin_get(lb.admin, "/metrics").unwrap().text();
@@ -221,7 +229,11 @@ fn half_close_passes_through_and_reload_keeps_established_connections() {
         "  loadBalancerIP: 127.0.80.1\n",
         &eps,
     );
-    let lb = Lb::start("l4-hc", &[("svc.yaml", &svc)], "");
+    let lb = Lb::start(
+        "l4-hc",
+        &[("svc.yaml", &svc)],
+        "[loadbalancer]\npools = [\"127.0.80.1/32\"]\n",
+    );
     let addr = SocketAddr::from(([127, 0, 80, 1], port));
 
     // The client half-closes after its request; the answer still arrives whole.
@@ -280,7 +292,11 @@ fn ipv6_vip_reaches_ipv4_endpoints_and_a_connection_keeps_its_endpoint_when_one_
             &eps[..n],
         )
     };
-    let lb = Lb::start("l4-v6", &[("svc.yaml", &svc(1))], "");
+    let lb = Lb::start(
+        "l4-v6",
+        &[("svc.yaml", &svc(1))],
+        "[loadbalancer]\npools = [\"::1/128\"]\n",
+    );
     let addr: SocketAddr = format!("[::1]:{port}").parse().unwrap();
     assert_eq!(
         backend_via(addr).as_deref(),
@@ -343,7 +359,11 @@ fn client_ip_affinity_lasts_its_timeout_then_the_hash_decides_again() {
             &eps[..n],
         )
     };
-    let lb = Lb::start("l4-affinity-timeout", &[("svc.yaml", &svc(1))], "");
+    let lb = Lb::start(
+        "l4-affinity-timeout",
+        &[("svc.yaml", &svc(1))],
+        "[loadbalancer]\npools = [\"127.0.86.1/32\"]\n",
+    );
     let vip = SocketAddr::from(([127, 0, 86, 1], port));
     let clients: Vec<std::net::IpAddr> = (20..32)
         .map(|i| std::net::IpAddr::from([127, 0, 0, i]))

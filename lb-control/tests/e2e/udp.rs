@@ -113,7 +113,11 @@ fn udp_flows_balance_over_vip_external_ip_and_node_port_with_tcp_on_the_same_por
         &format!("ports: [{{name: tcp, port: {port}, protocol: TCP}}, {{name: udp, port: {port}, protocol: UDP}}]\nendpoints"),
     );
     assert!(svc.contains("protocol: UDP, nodePort"), "{svc}");
-    let lb = Lb::start("udp-vip", &[("dns.yaml", &svc)], "");
+    let lb = Lb::start(
+        "udp-vip",
+        &[("dns.yaml", &svc)],
+        "[loadbalancer]\npools = [\"127.0.81.1/32\"]\nexternal_ips = [\"127.0.81.2/32\"]\n",
+    );
     for addr in [
         SocketAddr::from(([127, 0, 81, 1], port)),
         SocketAddr::from(([127, 0, 81, 2], port)),
@@ -168,7 +172,7 @@ fn a_flow_keeps_its_endpoint_when_endpoints_are_added_until_it_goes_idle() {
     let lb = Lb::start(
         "udp-flows",
         &[("svc.yaml", &svc(1))],
-        "[loadbalancer]\nudp_idle_timeout = \"2s\"\n",
+        "[loadbalancer]\npools = [\"127.0.82.1/32\"]\nudp_idle_timeout = \"2s\"\n",
     );
     let clients: Vec<UdpSocket> = (0..24).map(|_| client(vip)).collect();
     for (i, c) in clients.iter().enumerate() {
@@ -228,7 +232,7 @@ fn a_flow_keeps_a_removed_endpoint_for_the_grace_period_only() {
     let lb = Lb::start(
         "udp-grace",
         &[("svc.yaml", &svc(&eps))],
-        "[loadbalancer]\nendpoint_grace = \"3s\"\n",
+        "[loadbalancer]\npools = [\"127.0.83.1/32\"]\nendpoint_grace = \"3s\"\n",
     );
     let clients: Vec<UdpSocket> = (0..24).map(|_| client(vip)).collect();
     let on_b0: Vec<&UdpSocket> = clients
@@ -289,7 +293,7 @@ fn client_ip_affinity_and_an_ipv6_vip_for_ipv4_endpoints() {
     let lb = Lb::start(
         "udp-sticky",
         &[("sticky.yaml", &sticky), ("v6.yaml", &v6)],
-        "",
+        "[loadbalancer]\npools = [\"127.0.84.1/32\", \"::1/128\"]\n",
     );
     let vip = SocketAddr::from(([127, 0, 84, 1], port));
     let names: BTreeSet<String> = (0..30)

@@ -144,7 +144,7 @@ fn only_services_of_lbs_class_are_served() {
     let lb = Lb::start(
         "vip-class",
         &[("svc.yaml", &manifests)],
-        "[loadbalancer]\nclass = \"edge.example.com/lb\"\ndefault = false\n",
+        "[loadbalancer]\npools = [\"127.0.97.0/29\"]\nclass = \"edge.example.com/lb\"\ndefault = false\n",
     );
     let at = |last: u8| SocketAddr::new(IpAddr::from([127, 0, 97, last]), port);
     assert_eq!(backend_via(at(1)).as_deref(), Some("a"));
@@ -157,7 +157,7 @@ fn only_services_of_lbs_class_are_served() {
     let lb = Lb::start(
         "vip-class-default",
         &[("svc.yaml", &manifests)],
-        "[loadbalancer]\nclass = \"edge.example.com/lb\"\ndefault = true\n",
+        "[loadbalancer]\npools = [\"127.0.97.0/29\"]\nclass = \"edge.example.com/lb\"\ndefault = true\n",
     );
     assert_eq!(backend_via(at(3)).as_deref(), Some("a"));
     assert!(refused(at(2)));

@@ -5,6 +5,7 @@
 
 mod proxy;
 pub mod relay;
+mod source;
 mod udp;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use crate::maglev::MaglevTable;
 
 pub use proxy::L4Proxy;
+pub use source::{SourceRanges, source_allowed};
 
 /// One Service port served at L4 on one address.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +37,11 @@ pub struct L4Service {
     pub connect_timeout: Duration,
     /// Idle timeout of a relayed connection (no bytes either way).
     pub idle_timeout: Duration,
+    /// The client networks allowed (`loadBalancerSourceRanges`); `None`:
+    /// everyone. Others are refused at accept (TCP) or before any flow is
+    /// made (UDP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ranges: Option<SourceRanges>,
 }
 
 impl L4Service {

@@ -20,7 +20,7 @@ use crate::snapshot::{LocalSnapshot, SnapshotCell};
 use crate::stream::Stream;
 
 use super::relay::{RelayEnd, relay};
-use super::{HasL4, L4Service, candidates};
+use super::{HasL4, L4Service, candidates, source_allowed};
 
 /// Client-IP affinity entries kept per worker.
 const AFFINITY_ENTRIES: usize = 65_536;
@@ -110,6 +110,12 @@ impl<S: HasL4> ConnectionHandler for L4Proxy<S> {
             counters.active_connections.dec();
             return;
         };
+        if !source_allowed(service.source_ranges.as_ref(), conn.peer.ip()) {
+            // Closed at once: the stream drops here, nothing is connected.
+            counters.l4_source_refused_tcp.inc();
+            counters.active_connections.dec();
+            return;
+        }
         let mut client = conn.stream;
         let mut upstream = None;
         for addr in self.choose(service, conn.peer, conn.local, Protocol::Tcp) {

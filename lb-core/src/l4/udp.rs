@@ -176,6 +176,11 @@ fn forward<S: HasL4>(
         counters.l4_datagrams_dropped.inc();
         return;
     };
+    if !super::source_allowed(service.source_ranges.as_ref(), client.ip()) {
+        // No flow is looked up or made for a refused source.
+        counters.l4_source_refused_udp.inc();
+        return;
+    }
     let now = Instant::now();
     {
         let mut track = listener.track.borrow_mut();

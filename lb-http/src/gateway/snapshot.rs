@@ -77,6 +77,10 @@ pub struct GatewayPort {
     /// The Listeners on this port, most specific hostname first (exact,
     /// then wildcards longest first, then the Listener without hostname).
     pub listeners: Vec<GatewayListener>,
+    /// The client networks accepted on this port (its Gateways' source
+    /// ranges); `None`: everyone. Others are closed at accept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ranges: Option<lb_core::l4::SourceRanges>,
 }
 
 impl GatewayPort {
@@ -318,6 +322,7 @@ mod tests {
                 protocol: PortProtocol::Http,
                 tls: CertIndex::default(),
                 listeners: Vec::new(),
+                source_ranges: None,
             },
         );
         let local: SocketAddr = "127.0.0.5:8080".parse().unwrap();

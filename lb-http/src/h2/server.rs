@@ -45,6 +45,8 @@ const LINGER_BYTES: usize = 256 * 1024;
 pub(super) struct Ctx<'a> {
     pub proxy: &'a HttpProxy,
     pub client_ip: String,
+    /// The client's address (for an Ingress's source ranges).
+    peer_ip: std::net::IpAddr,
     tls: bool,
     /// The TLS server name, which picks the Listener on a Gateway HTTPS port.
     sni: Option<Box<str>>,
@@ -217,6 +219,7 @@ pub(crate) async fn serve_h2<IO>(
     let ctx = Ctx {
         proxy,
         client_ip: peer.ip().to_canonical().to_string(),
+        peer_ip: peer.ip(),
         tls,
         sni,
         resets: ResetMeter::new(h.max_resets_per_second),
@@ -386,6 +389,10 @@ impl Ctx<'_> {
                 let Some(route) = snap.routes.lookup(&host, path) else {
                     return Err(early(ErrorKind::NoRoute, "no route"));
                 };
+                if !lb_core::l4::source_allowed(route.source_ranges.as_ref(), self.peer_ip) {
+                    // The Ingress's source ranges do not include the client.
+                    return Err(Early::Answer(403));
+                }
                 route.backend
             }
             Some(port_key) => {

@@ -38,15 +38,16 @@ impl HttpProxy {
     /// port no longer configured closes the connection.
     pub async fn serve_gateway(self: Rc<Self>, conn: Accepted, drain: Drain) {
         let snapshot = self.snapshot.current();
-        let Some((key, protocol)) = snapshot
-            .value
-            .gateway
-            .port(conn.local)
-            .map(|(k, p)| (k, p.protocol))
-        else {
+        let Some((key, port)) = snapshot.value.gateway.port(conn.local) else {
             tracing::debug!(local = %conn.local, "no Gateway port here any more, closing");
             return;
         };
+        if !lb_core::l4::source_allowed(port.source_ranges.as_ref(), conn.peer.ip()) {
+            // Outside the Gateway's source ranges: closed at once.
+            self.counters().gateway_source_refused.inc();
+            return;
+        }
+        let protocol = port.protocol;
         drop(snapshot);
         match protocol {
             PortProtocol::Http => {
@@ -454,6 +455,7 @@ mod tests {
                 protocol: PortProtocol::Https,
                 tls: CertIndex::default(),
                 listeners: vec![listener(Some("second.test"), 0), listener(None, 1)],
+                source_ranges: None,
             },
         );
         snap.gateway.actions = vec![

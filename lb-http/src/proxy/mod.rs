@@ -555,6 +555,21 @@ impl HttpProxy {
         let backend_id = match &gw {
             Some(r) => r.backend,
             None => match snap.routes.lookup(&down.host, path) {
+                Some(route)
+                    if !lb_core::l4::source_allowed(
+                        route.source_ranges.as_ref(),
+                        down.peer.ip(),
+                    ) =>
+                {
+                    // The Ingress's source ranges do not include the client.
+                    let close = !info.keep_alive || !body_done || drain.is_draining();
+                    let ok = self.respond_error(down, 403, close, is_head).await;
+                    return Ok(if ok && !close {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    });
+                }
                 Some(route) => route.backend,
                 None => {
                     return Err(fail(

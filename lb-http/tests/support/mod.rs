@@ -326,6 +326,7 @@ pub fn snapshot(app: SocketAddr) -> HttpSnapshot {
         let target = RouteTarget {
             backend: BackendId(i as u32),
             source: format!("test {host}"),
+            source_ranges: None,
         };
         b.add(HostMatch::parse(host), "/", PathKind::Prefix, target)
             .unwrap();
