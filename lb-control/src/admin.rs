@@ -258,6 +258,15 @@ impl AdminState {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
+        out.push_str("# HELP lb_connections_refused_total Connections closed right after accept because a cap was reached, by reason.\n# TYPE lb_connections_refused_total counter\n");
+        for r in lb_core::limits::Refusal::ALL {
+            let n = c.sum(|w| &w.connections_refused[r as usize]);
+            let _ = writeln!(
+                out,
+                "lb_connections_refused_total{{reason=\"{}\"}} {n}",
+                r.as_str()
+            );
+        }
         out.push_str("# HELP lb_config_reloads_total Configuration loads, by result.\n");
         out.push_str("# TYPE lb_config_reloads_total counter\n");
         for (i, result) in ["ok", "partial", "failed"].iter().enumerate() {

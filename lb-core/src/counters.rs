@@ -72,6 +72,9 @@ pub struct WorkerCounters {
     pub l4_datagrams_dropped: Counter,
     /// UDP flows in this worker's connection-tracking tables (gauge).
     pub l4_udp_flows: Counter,
+    /// Connections closed right after accept, by [`crate::limits::Refusal`]
+    /// (index = the refusal as a number).
+    pub connections_refused: [Counter; 2],
 }
 
 impl WorkerCounters {

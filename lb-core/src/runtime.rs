@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Error;
+use crate::counters::CounterSet;
+use crate::limits::{Admission, ConnLimits, RateLimitedWarn};
 use crate::datagram::Datagram;
 use crate::stream::{IoMode, Stream};
 use crate::uring::{self, UringListener};
@@ -116,6 +118,10 @@ pub struct WorkerPlan {
     pub pin: bool,
     /// Per worker, the receiving end of its listener changes (empty: none).
     pub commands: Vec<mpsc::UnboundedReceiver<ListenerCommand>>,
+    /// Connection caps and the send deadline of every socket.
+    pub limits: ConnLimits,
+    /// Where refused connections are counted (worker `i` uses block `i`).
+    pub counters: Option<Arc<CounterSet>>,
 }
 
 /// The configured I/O choice: `auto` tries io_uring and falls back to epoll.
@@ -178,12 +184,15 @@ where
     let mut handles = Vec::new();
     let cpus = if plan.pin { allowed_cpus() } else { Vec::new() };
     let io = plan.io;
+    let limits = plan.limits;
+    let counters = plan.counters;
     let mut commands: Vec<Option<_>> = plan.commands.into_iter().map(Some).collect();
     for (index, listeners) in plan.listeners.into_iter().enumerate() {
         let commands = commands.get_mut(index).and_then(Option::take);
         let make = Arc::clone(&make);
         let drain = plan.drain.clone();
         let grace = plan.grace;
+        let counters = counters.clone();
         let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
         let handle = std::thread::Builder::new()
             .name(format!("lb-worker-{index}"))
@@ -203,6 +212,7 @@ where
                         return;
                     }
                 };
+                crate::stream::set_send_timeout(limits.send_timeout);
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
                     let driver = match io {
@@ -216,7 +226,12 @@ where
                         },
                     };
                     let handler = Rc::new(make(index));
-                    run_worker(index, listeners, commands, handler, drain, grace).await;
+                    let admit = Gate {
+                        admission: Admission::new(limits),
+                        counters,
+                        accept_warn: Rc::new(RateLimitedWarn::new(ACCEPT_WARN_EVERY)),
+                    };
+                    run_worker(index, listeners, commands, handler, drain, grace, admit).await;
                     if let Some(driver) = driver {
                         uring::uninstall();
                         let _ = tokio::time::timeout(Duration::from_secs(1), driver).await;
@@ -236,6 +251,7 @@ async fn run_worker<H: ConnectionHandler>(
     handler: Rc<H>,
     drain: Drain,
     grace: Duration,
+    gate: Gate,
 ) {
     let active = Rc::new(Cell::new(0usize));
     let mut accept_tasks = Vec::new();
@@ -246,6 +262,7 @@ async fn run_worker<H: ConnectionHandler>(
         handler: Rc::clone(&handler),
         active: Rc::clone(&active),
         drain: drain.clone(),
+        gate,
     };
     for (listener_index, std_listener) in listeners.into_iter().enumerate() {
         if let Some(task) = ctx.spawn(std_listener, listener_index, STATIC_TAG, None) {
@@ -342,6 +359,19 @@ struct AcceptCtx<H> {
     handler: Rc<H>,
     active: Rc<Cell<usize>>,
     drain: Drain,
+    gate: Gate,
+}
+
+/// Accept failures (EMFILE and the like) are logged at most this often per worker.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A worker's admission of new connections: its caps, where refusals are
+/// counted, and the rate limit of accept-failure warnings.
+#[derive(Clone)]
+struct Gate {
+    admission: Rc<Admission>,
+    counters: Option<Arc<CounterSet>>,
+    accept_warn: Rc<RateLimitedWarn>,
 }
 
 impl<H: ConnectionHandler> AcceptCtx<H> {
@@ -390,6 +420,7 @@ impl<H: ConnectionHandler> AcceptCtx<H> {
         let handler = Rc::clone(&self.handler);
         let active = Rc::clone(&self.active);
         let mut drain = self.drain.clone();
+        let gate = self.gate.clone();
         Some(tokio::task::spawn_local(async move {
             let local = listener.local_addr().ok();
             let mut stop = stop;
@@ -408,13 +439,27 @@ impl<H: ConnectionHandler> AcceptCtx<H> {
                 let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(worker = index, error = %e, "accept failed");
+                        // EMFILE and friends: back off briefly instead of
+                        // spinning, and warn at most every few seconds.
+                        if let Some(held) = gate.accept_warn.check(std::time::Instant::now()) {
+                            tracing::warn!(worker = index, error = %e, suppressed = held, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay();
+                let ticket = match gate.admission.admit(peer.ip()) {
+                    Ok(t) => t,
+                    Err(refusal) => {
+                        // Dropping the stream closes it at once.
+                        if let Some(c) = &gate.counters {
+                            c.worker(index).connections_refused[refusal as usize].inc();
+                        }
+                        tracing::debug!(worker = index, %peer, reason = refusal.as_str(), "connection refused");
+                        continue;
+                    }
+                };
+                stream.prepare();
                 let conn = Accepted {
                     stream,
                     peer,
@@ -429,6 +474,7 @@ impl<H: ConnectionHandler> AcceptCtx<H> {
                 tokio::task::spawn_local(async move {
                     handler.serve(conn, drain).await;
                     active.set(active.get() - 1);
+                    drop(ticket);
                 });
             }
             // Dropping the listener here closes this worker's socket for the address.

@@ -395,6 +395,8 @@ impl Proxy {
             io: test_io(),
             pin: false,
             commands: Vec::new(),
+            limits: Default::default(),
+            counters: None,
         };
         let cell = Arc::new(SnapshotCell::new(snapshot(addr)));
         let counters = Arc::new(CounterSet::new(1));
