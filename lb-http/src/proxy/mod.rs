@@ -36,6 +36,7 @@ mod access;
 mod exchange;
 mod failover;
 mod gateway;
+mod idle;
 mod redirect;
 mod tunnel;
 mod wire;
