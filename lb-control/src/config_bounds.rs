@@ -82,7 +82,10 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.runtime.send_timeout, Duration::from_secs(2));
         assert_eq!(
-            (cfg.runtime.max_connections, cfg.runtime.max_connections_per_client),
+            (
+                cfg.runtime.max_connections,
+                cfg.runtime.max_connections_per_client
+            ),
             (10, 3)
         );
         assert_eq!(cfg.http.body_min_rate, 0);

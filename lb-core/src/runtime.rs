@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Error;
 use crate::counters::CounterSet;
-use crate::limits::{Admission, ConnLimits, RateLimitedWarn};
 use crate::datagram::Datagram;
+use crate::limits::{Admission, ConnLimits, RateLimitedWarn};
 use crate::stream::{IoMode, Stream};
 use crate::uring::{self, UringListener};
 

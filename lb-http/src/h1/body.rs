@@ -64,7 +64,9 @@ impl BodyClock {
             r => Duration::from_secs(self.received / r)
                 .saturating_add(Duration::from_millis((self.received % r) * 1000 / r)),
         };
-        self.grace.saturating_add(earned).saturating_sub(self.waited)
+        self.grace
+            .saturating_add(earned)
+            .saturating_sub(self.waited)
     }
 
     /// The wait allowed for the next read: `per_read` or what is left of
@@ -104,7 +106,10 @@ impl<R: AsyncRead + Unpin> Source<'_, R> {
         let started = tokio::time::Instant::now();
         let read = tokio::time::timeout(wait, self.io.read_buf(self.buf)).await;
         if let Some(c) = self.clock.as_mut() {
-            c.record(started.elapsed(), *read.as_ref().map_or(&0, |r| r.as_ref().unwrap_or(&0)));
+            c.record(
+                started.elapsed(),
+                *read.as_ref().map_or(&0, |r| r.as_ref().unwrap_or(&0)),
+            );
         }
         match read {
             Err(_) if wait < self.timeout => Err(Error::new(
@@ -377,7 +382,10 @@ mod tests {
         assert_eq!(c.remaining(), Duration::from_secs(10));
         c.record(Duration::from_secs(4), 2500);
         assert_eq!(c.remaining(), Duration::from_millis(8500));
-        assert_eq!(c.bound(Duration::from_secs(60)), Duration::from_millis(8500));
+        assert_eq!(
+            c.bound(Duration::from_secs(60)),
+            Duration::from_millis(8500)
+        );
         assert_eq!(c.bound(Duration::from_secs(1)), Duration::from_secs(1));
         c.record(Duration::from_secs(100), 0);
         assert_eq!(c.remaining(), Duration::ZERO);

@@ -141,7 +141,10 @@ pub(crate) async fn forward_h1_to_h2c(
             buf: &mut *rbuf,
             side: Side::Downstream,
             timeout: settings.idle_timeout,
-            clock: Some(BodyClock::new(settings.body_timeout, settings.body_min_rate)),
+            clock: Some(BodyClock::new(
+                settings.body_timeout,
+                settings.body_min_rate,
+            )),
         };
         let mut writer = H2Writer::new(&cell, settings.send_timeout);
         let mut sink = Sink {

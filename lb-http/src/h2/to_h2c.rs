@@ -85,7 +85,10 @@ pub(super) async fn exchange(
             settings.idle_timeout,
             limit,
             settings.send_timeout,
-            Some(BodyClock::new(settings.body_timeout, settings.body_min_rate)),
+            Some(BodyClock::new(
+                settings.body_timeout,
+                settings.body_min_rate,
+            )),
         )
         .await
     };

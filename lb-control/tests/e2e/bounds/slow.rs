@@ -1,0 +1,121 @@
+//! HTTP/1.1 and WebSocket peers that are too slow: a client that stops
+//! reading a large response (send deadline), a client that drips its
+//! request body (body budget, 408), an upgraded connection left idle
+//! (tunnel idle deadline).
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use super::{
+    Backend, Mode, fd_count, manifests, refs, tiny_window_client, wait_closed, wait_fds_at_most,
+};
+use crate::support::Lb;
+
+#[test]
+fn a_client_that_stops_reading_is_closed_after_send_timeout_and_its_upstream_released() {
+    let backend = Backend::start(Mode::Flood);
+    let files = manifests(backend.addr);
+    let lb = Lb::start_runtime("slowread", &refs(&files), "send_timeout = \"2s\"\n", "");
+    let fds_before = fd_count(lb.pid());
+    let mut client = tiny_window_client(lb.http);
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: bounds.test\r\n\r\n")
+        .unwrap();
+    let asked = Instant::now();
+    // The client never reads: its window closes within milliseconds.
+    let ended = backend
+        .wait_ended(Duration::from_secs(20))
+        .expect("the backend connection stayed open 20 s after the client stopped reading");
+    let took = ended - asked;
+    assert!(
+        took < Duration::from_secs(12),
+        "upstream released only after {took:?}"
+    );
+    // lb aborted the client's connection: what the client reads ends in a reset.
+    assert!(
+        wait_closed(&mut client, Duration::from_secs(10)).is_some(),
+        "the client connection is still open"
+    );
+    let fds = wait_fds_at_most(lb.pid(), fds_before, Duration::from_secs(10));
+    assert!(
+        fds <= fds_before,
+        "lb holds {fds} descriptors, {fds_before} before the slow reader"
+    );
+}
+
+#[test]
+fn a_dripped_request_body_gets_408_and_its_upstream_released() {
+    let backend = Backend::start(Mode::Sink);
+    let files = manifests(backend.addr);
+    let lb = Lb::start(
+        "slowbody",
+        &refs(&files),
+        "[http]\nbody_timeout = \"1s\"\nbody_min_rate = 1024\n",
+    );
+    let mut client = std::net::TcpStream::connect(lb.http).unwrap();
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: bounds.test\r\nContent-Length: 1000\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut dripper = client.try_clone().unwrap();
+    // One byte every 300 ms: each read is far within http.idle_timeout (60 s).
+    let drip = std::thread::spawn(move || {
+        for _ in 0..60 {
+            if dripper.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    client
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    client
+        .read_exact(&mut head)
+        .expect("no response within 15 s to a dripped body");
+    assert_eq!(&head, b"HTTP/1.1 408");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "408 only after {took:?}");
+    backend
+        .wait_ended(Duration::from_secs(10))
+        .expect("the backend connection stayed open after the 408");
+    drop(client);
+    let _ = drip.join();
+}
+
+#[test]
+fn an_idle_websocket_is_closed_after_tunnel_idle_timeout() {
+    let ws_backend = crate::websocket::ws_server("idle");
+    let mut files = manifests(ws_backend);
+    // crate::websocket::connect asks for host ws.test.
+    files[1].1 = files[1].1.replace("bounds.test", "ws.test");
+    let lb = Lb::start(
+        "wsidle",
+        &refs(&files),
+        "[http]\ntunnel_idle_timeout = \"1s\"\n",
+    );
+    let rt = crate::h2::runtime();
+    rt.block_on(async {
+        let mut ws = crate::websocket::connect(lb.http).await;
+        // Traffic within the idle timeout keeps the tunnel open.
+        for i in 0..3 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let q = format!("q{i}");
+            assert_eq!(
+                crate::websocket::ask(&mut ws, &q).await,
+                format!("idle:{q}")
+            );
+        }
+        let quiet = Instant::now();
+        let end = tokio::time::timeout(Duration::from_secs(15), ws.next()).await;
+        assert!(end.is_ok(), "the idle WebSocket was still open after 15 s");
+        let took = quiet.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+            "closed after {took:?} of silence"
+        );
+    });
+}
