@@ -22,6 +22,11 @@ thread_local! {
     static SEND_TIMEOUT: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
 }
 
+/// This thread's send deadline, if one was set.
+pub fn send_timeout() -> Option<Duration> {
+    SEND_TIMEOUT.with(std::cell::Cell::get)
+}
+
 /// Sets the send deadline of the TCP sockets this thread accepts and
 /// connects from now on (TCP_USER_TIMEOUT): data the peer leaves
 /// unacknowledged, or cannot take because it advertises a zero window, for

@@ -18,7 +18,7 @@ fn a_client_that_stops_reading_is_closed_after_send_timeout_and_its_upstream_rel
     let backend = Backend::start(Mode::Flood);
     let files = manifests(backend.addr);
     let lb = Lb::start_runtime("slowread", &refs(&files), "send_timeout = \"2s\"\n", "");
-    let fds_before = fd_count(lb.pid());
+    let fds_before = settled_fd_count(lb.pid());
     let mut client = tiny_window_client(lb.http);
     client
         .write_all(b"GET /big HTTP/1.1\r\nHost: bounds.test\r\n\r\n")
@@ -118,4 +118,72 @@ fn an_idle_websocket_is_closed_after_tunnel_idle_timeout() {
             "closed after {took:?} of silence"
         );
     });
+}
+
+/// Opens a WebSocket through lb from a client with a tiny receive window,
+/// has the backend echo 8 MiB that the client never reads (lb's send to it
+/// stays pending) and lets the tunnel go idle with that send pending; lb
+/// must release every descriptor of it within `limit`.
+fn abandoned_tunnel_releases_descriptors(tag: &str, send_timeout: &str, limit: Duration) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_backend = crate::websocket::ws_server("big");
+    let mut files = manifests(ws_backend);
+    files[1].1 = files[1].1.replace("bounds.test", "ws.test");
+    let lb = Lb::start_runtime(
+        tag,
+        &refs(&files),
+        &format!("send_timeout = \"{send_timeout}\"\n"),
+        "[http]\ntunnel_idle_timeout = \"1s\"\n",
+    );
+    let pid = lb.pid();
+    let fds_before = settled_fd_count(pid);
+    let rt = crate::h2::runtime();
+    let client = rt.block_on(async {
+        let s = tiny_window_client(lb.http);
+        s.set_nonblocking(true).unwrap();
+        let tcp = tokio::net::TcpStream::from_std(s).unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async("ws://ws.test/chat", tcp)
+            .await
+            .expect("WebSocket handshake through lb");
+        assert_eq!(resp.status(), 101);
+        ws.send(Message::text("y".repeat(8 << 20))).await.unwrap();
+        ws
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        fd_count(pid) > fds_before,
+        "the tunnel holds no descriptors"
+    );
+    let fds = wait_fds_at_most(pid, fds_before, limit);
+    assert!(
+        fds <= fds_before,
+        "lb holds {fds} descriptors {limit:?} after the tunnel was abandoned, {fds_before} before"
+    );
+    drop(client);
+}
+
+/// The fewest descriptors `pid` holds over half a second (transient ones,
+/// such as the readiness probe's admin connection, have gone).
+fn settled_fd_count(pid: u32) -> usize {
+    (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            fd_count(pid)
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_tunnel_abandoned_with_a_send_pending_to_a_zero_window_peer_releases_its_descriptors() {
+    abandoned_tunnel_releases_descriptors("wsabandon", "2s", Duration::from_secs(12));
+}
+
+/// With no send deadline configured, a ring stream dropped with a send in
+/// flight still gets one (30 s) so its descriptor cannot stay forever; on
+/// epoll the kernel owns the orphaned socket and the descriptor goes at once.
+#[test]
+fn without_a_send_deadline_an_abandoned_pending_send_still_ends() {
+    abandoned_tunnel_releases_descriptors("wsabandon0", "0", Duration::from_secs(45));
 }
