@@ -267,6 +267,11 @@ impl AdminState {
                 r.as_str()
             );
         }
+        let dropped = c.sum(|w| &w.mirrors_dropped);
+        let _ = writeln!(
+            out,
+            "# HELP lb_mirrors_dropped_total Mirrored requests dropped because the worker had http.max_mirrors_in_flight in flight.\n# TYPE lb_mirrors_dropped_total counter\nlb_mirrors_dropped_total {dropped}"
+        );
         out.push_str("# HELP lb_config_reloads_total Configuration loads, by result.\n");
         out.push_str("# TYPE lb_config_reloads_total counter\n");
         for (i, result) in ["ok", "partial", "failed"].iter().enumerate() {

@@ -183,6 +183,8 @@ pub struct Http {
     /// An upgraded connection (WebSocket) or TLS passthrough with no bytes either way for this long is closed.
     #[serde(with = "duration_serde")]
     pub tunnel_idle_timeout: Duration,
+    /// Mirrored requests each worker keeps in flight; more are dropped.
+    pub max_mirrors_in_flight: usize,
 }
 
 impl Default for Http {
@@ -191,6 +193,7 @@ impl Default for Http {
             body_timeout: Duration::from_secs(60),
             body_min_rate: 1024,
             tunnel_idle_timeout: Duration::from_secs(3600),
+            max_mirrors_in_flight: 256,
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),

@@ -67,6 +67,7 @@ fn proxy_settings(cfg: &Config) -> ProxySettings {
         body_timeout: cfg.http.body_timeout,
         body_min_rate: cfg.http.body_min_rate,
         tunnel_idle_timeout: cfg.http.tunnel_idle_timeout,
+        max_mirrors_in_flight: cfg.http.max_mirrors_in_flight,
         send_timeout: if cfg.runtime.send_timeout.is_zero() {
             lb_core::limits::MAX_SEND_TIMEOUT
         } else {

@@ -75,6 +75,8 @@ pub struct WorkerCounters {
     /// Connections closed right after accept, by [`crate::limits::Refusal`]
     /// (index = the refusal as a number).
     pub connections_refused: [Counter; 2],
+    /// Mirrored requests dropped because the worker had its cap in flight.
+    pub mirrors_dropped: Counter,
 }
 
 impl WorkerCounters {

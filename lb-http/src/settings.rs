@@ -45,6 +45,9 @@ pub struct ProxySettings {
     /// window to open (WINDOW_UPDATE) before its stream is reset; the
     /// sockets' own send deadline (TCP_USER_TIMEOUT) is set by the worker.
     pub send_timeout: Duration,
+    /// Mirrored requests (Gateway `RequestMirror`) each worker keeps in
+    /// flight; more are dropped and counted.
+    pub max_mirrors_in_flight: usize,
     /// HTTP/2 limits (downstream connections and upstream h2c connections).
     pub http2: crate::h2::Http2Settings,
     /// Idle keep-alive upstream connections kept per endpoint and worker.
@@ -68,6 +71,7 @@ impl Default for ProxySettings {
             body_min_rate: 1024,
             tunnel_idle_timeout: Duration::from_secs(3600),
             send_timeout: Duration::from_secs(30),
+            max_mirrors_in_flight: 256,
             http2: crate::h2::Http2Settings::default(),
             max_idle_per_endpoint: 512,
             outlier: crate::balance::OutlierSettings::default(),

@@ -107,6 +107,8 @@ pub struct HttpProxy {
     access_log: Option<AccessLog>,
     /// State of the worker's xorshift generator (Gateway backend weights).
     rng: Cell<u64>,
+    /// Mirrored requests of this worker still in flight.
+    mirrors_in_flight: Rc<Cell<usize>>,
 }
 
 /// What happens to the downstream connection after a request.
@@ -184,6 +186,7 @@ impl HttpProxy {
             balancer: Balancer::new(worker, settings.outlier),
             access_log: None,
             rng: Cell::new(rng_seed(worker)),
+            mirrors_in_flight: Rc::new(Cell::new(0)),
             settings,
         }
     }

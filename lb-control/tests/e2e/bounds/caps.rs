@@ -83,3 +83,33 @@ fn connections_over_the_per_worker_cap_are_closed_and_counted() {
     assert_eq!(lb.metric(WORKER_METRIC), 1);
     assert_eq!(lb.metric(CLIENT_METRIC), 0);
 }
+
+#[test]
+fn mirrors_over_the_in_flight_cap_are_dropped_and_counted() {
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap(), "web").expect("echo");
+    // The mirror backend never answers: each mirror stays in flight.
+    let silent = super::Backend::start(super::Mode::Sink);
+    let ip = crate::gateway::unique_ip();
+    let ns = "mirrors";
+    let manifests = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: lb}}\nspec: {{controllerName: {ctl}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {ns}\n  creationTimestamp: \"2024-01-01T00:00:00Z\"\nspec:\n  gatewayClassName: lb\n  addresses: [{{type: IPAddress, value: \"{ip}\"}}]\n  listeners:\n  - {{name: http, port: 8080, protocol: HTTP}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: mirrored, namespace: {ns}}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - filters:\n    - type: RequestMirror\n      requestMirror: {{backendRef: {{name: silent, port: 8080}}}}\n    backendRefs: [{{name: web, port: 8080}}]\n---\n{web}---\n{mirror}",
+        ctl = crate::gateway::CONTROLLER,
+        web = crate::support::service_yaml(ns, "web", 8080, None, &[echo.local_addr()]),
+        mirror = crate::support::service_yaml(ns, "silent", 8080, None, &[silent.addr]),
+    );
+    let lb = Lb::start_runtime(
+        "mirrorcap",
+        &[("gw.yaml", &manifests)],
+        "workers = 1\n",
+        "[http]\nmax_mirrors_in_flight = 2\n",
+    );
+    let gw = SocketAddr::new(ip.into(), 8080);
+    for i in 0..5 {
+        let r = crate::gateway::get(gw, "example.com", &format!("/m/{i}"));
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    assert_eq!(lb.metric("lb_mirrors_dropped_total"), 3);
+}
