@@ -23,8 +23,9 @@ pub const MIN_AUTO_CONNECTIONS: usize = 64;
 /// milliseconds; a day is far beyond any useful value).
 pub const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// The limits every worker applies to the connections it accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The limits every worker applies to the connections it accepts (the
+/// default: no caps, the kernel's send deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnLimits {
     /// Most connections one worker holds at once (0: no cap).
     pub max_connections: usize,
@@ -37,16 +38,6 @@ pub struct ConnLimits {
     /// `None`: the kernel's default (retransmissions for about 15 minutes,
     /// zero-window probes forever).
     pub send_timeout: Option<Duration>,
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 0,
-            max_per_client: 0,
-            send_timeout: None,
-        }
-    }
 }
 
 /// Raises this process's soft descriptor limit to its hard limit and

@@ -436,7 +436,6 @@ mod tests {
             took >= Duration::from_secs(20) && took < Duration::from_secs(21),
             "{took:?}"
         );
-        drop(src);
         drip.abort();
     }
 
