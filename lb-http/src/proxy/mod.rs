@@ -85,8 +85,10 @@ const BUFFER: usize = 16 * 1024;
 const HEAD_BUFFER: usize = 4 * 1024;
 /// Bodies up to this size that are already buffered go out with their head.
 const INLINE_BODY: usize = 64 * 1024;
-/// Response bytes held while a request body is still being sent upstream.
-const EARLY_RESPONSE_LIMIT: usize = 16 * 1024 * 1024;
+/// Response bytes held while a request body is still being sent upstream;
+/// once full, lb stops reading the upstream (TCP holds the rest) until the
+/// body is sent.
+const EARLY_RESPONSE_LIMIT: usize = 64 * 1024;
 /// Longest time a closing connection keeps reading (and discarding) so that
 /// unread request bytes do not turn the close into a reset.
 const LINGER: Duration = Duration::from_millis(500);

@@ -187,3 +187,41 @@ fn a_tunnel_abandoned_with_a_send_pending_to_a_zero_window_peer_releases_its_des
 fn without_a_send_deadline_an_abandoned_pending_send_still_ends() {
     abandoned_tunnel_releases_descriptors("wsabandon0", "0", Duration::from_secs(45));
 }
+
+/// lb's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_early_response_is_buffered_only_a_little_while_the_request_body_is_pending() {
+    // The backend answers at once with a huge body while the client has
+    // sent one byte of its request body and then waits.
+    let backend = Backend::start(Mode::Flood);
+    let files = manifests(backend.addr);
+    let lb = Lb::start_runtime("earlyresp", &refs(&files), "workers = 1\n", "");
+    let pid = lb.pid();
+    let before = rss_kib(pid);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = tiny_window_client(lb.http);
+            c.write_all(
+                b"POST /up HTTP/1.1\r\nHost: bounds.test\r\nContent-Length: 1000000\r\n\r\nx",
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "lb grew by {grown} KiB holding 8 early responses"
+    );
+    drop(clients);
+}
