@@ -159,7 +159,9 @@ pub fn lb_config_ingress(dir: &Path, manifests: &str, ingress: &str) -> Result<P
     write(
         &cfg,
         &format!(
-            "[runtime]\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:{}\"\n[ingress]\n{ingress}[sources]\nfiles = [\"{}\"]\n",
+            // Like HAProxy's maxconn in these benches: the caps sit above
+            // any connection count a scenario opens from its one address.
+            "[runtime]\nworkers = 1\nmax_connections = 1000000\nmax_connections_per_client = 0\n[admin]\nlisten = \"127.0.0.1:{}\"\n[ingress]\n{ingress}[sources]\nfiles = [\"{}\"]\n",
             ports::LB_ADMIN,
             m.display()
         ),

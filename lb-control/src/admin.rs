@@ -332,6 +332,20 @@ impl AdminState {
             "# HELP lb_http_unsafe_head_values_total Header fields left out and request targets or Locations escaped because they held CR, LF, NUL or other control bytes.\n# TYPE lb_http_unsafe_head_values_total counter\nlb_http_unsafe_head_values_total {}",
             lb_http::h1::rewrite::unsafe_head_values()
         );
+        out.push_str("# HELP lb_connections_refused_total Connections closed right after accept because a cap was reached, by reason.\n# TYPE lb_connections_refused_total counter\n");
+        for r in lb_core::limits::Refusal::ALL {
+            let n = c.sum(|w| &w.connections_refused[r as usize]);
+            let _ = writeln!(
+                out,
+                "lb_connections_refused_total{{reason=\"{}\"}} {n}",
+                r.as_str()
+            );
+        }
+        let dropped = c.sum(|w| &w.mirrors_dropped);
+        let _ = writeln!(
+            out,
+            "# HELP lb_mirrors_dropped_total Mirrored requests dropped because the worker had http.max_mirrors_in_flight in flight.\n# TYPE lb_mirrors_dropped_total counter\nlb_mirrors_dropped_total {dropped}"
+        );
         out.push_str("# HELP lb_config_reloads_total Configuration loads, by result.\n");
         out.push_str("# TYPE lb_config_reloads_total counter\n");
         for (i, result) in ["ok", "partial", "failed"].iter().enumerate() {

@@ -86,6 +86,14 @@ pub struct Runtime {
     /// the same user). Off by default: memory holds TLS private keys and
     /// the API server token.
     pub dumpable: bool,
+    /// Most connections each worker holds at once; 0 derives it from the
+    /// descriptor limit (see `lb_core::limits::auto_max_connections`).
+    pub max_connections: usize,
+    /// Most connections each worker holds at once from one client address; 0: no cap.
+    pub max_connections_per_client: usize,
+    /// Send deadline of every TCP socket (TCP_USER_TIMEOUT); 0: kernel default.
+    #[serde(with = "duration_serde")]
+    pub send_timeout: Duration,
 }
 
 impl Default for Runtime {
@@ -96,6 +104,9 @@ impl Default for Runtime {
             io: lb_core::runtime::IoSetting::Auto,
             pin: true,
             dumpable: false,
+            max_connections: 0,
+            max_connections_per_client: 1024,
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -169,11 +180,25 @@ pub struct Http {
     pub max_uri_bytes: usize,
     /// Largest request body accepted (413 beyond); 0 means no limit.
     pub max_body_bytes: u64,
+    /// Time allowed for a request body before `body_min_rate` extends it.
+    #[serde(with = "duration_serde")]
+    pub body_timeout: Duration,
+    /// Bytes per second of request body that extend `body_timeout`; 0: none.
+    pub body_min_rate: u64,
+    /// An upgraded connection (WebSocket) or TLS passthrough with no bytes either way for this long is closed.
+    #[serde(with = "duration_serde")]
+    pub tunnel_idle_timeout: Duration,
+    /// Mirrored requests each worker keeps in flight; more are dropped.
+    pub max_mirrors_in_flight: usize,
 }
 
 impl Default for Http {
     fn default() -> Self {
         Self {
+            body_timeout: Duration::from_secs(60),
+            body_min_rate: 1024,
+            tunnel_idle_timeout: Duration::from_secs(3600),
+            max_mirrors_in_flight: 256,
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
@@ -206,11 +231,17 @@ pub struct Http2 {
     pub stream_window: u32,
     /// Flow-control window of each connection, in bytes.
     pub connection_window: u32,
+    /// Once lb sent GOAWAY (idle, drain) and no stream is open, the
+    /// connection is closed hard after this long (a client that never
+    /// acknowledges the closing PING).
+    #[serde(with = "duration_serde")]
+    pub goaway_timeout: Duration,
 }
 
 impl Default for Http2 {
     fn default() -> Self {
         Self {
+            goaway_timeout: Duration::from_secs(5),
             max_concurrent_streams: 100,
             max_header_list_size: None,
             max_pending_accept_reset_streams: 20,
@@ -605,6 +636,7 @@ impl Config {
             }
         }
         self.http2.validate()?;
+        crate::config_bounds::validate(self)?;
         Ok(())
     }
 }

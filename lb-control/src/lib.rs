@@ -7,6 +7,7 @@ pub mod admin;
 pub mod check;
 pub mod compile;
 pub mod config;
+mod config_bounds;
 pub mod config_reload;
 pub mod diag;
 pub mod endpoints;

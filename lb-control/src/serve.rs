@@ -64,6 +64,15 @@ fn proxy_settings(cfg: &Config) -> ProxySettings {
         max_headers: cfg.http.max_headers,
         max_uri_bytes: cfg.http.max_uri_bytes,
         max_body_bytes: cfg.http.max_body_bytes,
+        body_timeout: cfg.http.body_timeout,
+        body_min_rate: cfg.http.body_min_rate,
+        tunnel_idle_timeout: cfg.http.tunnel_idle_timeout,
+        max_mirrors_in_flight: cfg.http.max_mirrors_in_flight,
+        send_timeout: if cfg.runtime.send_timeout.is_zero() {
+            lb_core::limits::MAX_SEND_TIMEOUT
+        } else {
+            cfg.runtime.send_timeout
+        },
         http2: lb_http::h2::Http2Settings {
             max_concurrent_streams: cfg.http2.max_concurrent_streams,
             max_header_list_size: cfg
@@ -75,6 +84,7 @@ fn proxy_settings(cfg: &Config) -> ProxySettings {
             max_resets_per_second: cfg.http2.max_resets_per_second,
             stream_window: cfg.http2.stream_window,
             connection_window: cfg.http2.connection_window,
+            goaway_timeout: cfg.http2.goaway_timeout,
         },
         max_idle_per_endpoint: cfg.upstream.max_idle_per_endpoint,
         outlier: lb_http::balance::OutlierSettings {
@@ -82,6 +92,28 @@ fn proxy_settings(cfg: &Config) -> ProxySettings {
             base_ejection: cfg.upstream.base_ejection,
             max_ejection: cfg.upstream.max_ejection,
         },
+    }
+}
+
+/// The connection caps and send deadline the workers apply; raises the
+/// descriptor limit to its hard limit first (the automatic cap is derived
+/// from it).
+fn conn_limits(cfg: &Config, workers: usize) -> lb_core::limits::ConnLimits {
+    let nofile = lb_core::limits::raise_nofile();
+    let max_connections = match cfg.runtime.max_connections {
+        0 => lb_core::limits::auto_max_connections(nofile.unwrap_or(1024), workers),
+        n => n,
+    };
+    tracing::info!(
+        max_connections,
+        max_connections_per_client = cfg.runtime.max_connections_per_client,
+        nofile = ?nofile,
+        "connection caps per worker"
+    );
+    lb_core::limits::ConnLimits {
+        max_connections,
+        max_per_client: cfg.runtime.max_connections_per_client,
+        send_timeout: (!cfg.runtime.send_timeout.is_zero()).then_some(cfg.runtime.send_timeout),
     }
 }
 
@@ -194,6 +226,8 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         pin: cfg.runtime.pin,
         commands,
         progress: Arc::new(lb_core::progress::Progress::new(workers)),
+        limits: conn_limits(&cfg, workers),
+        counters: Some(Arc::clone(&counters)),
     };
     let progress = Arc::clone(&plan.progress);
     let (w_cell, w_counters) = (Arc::clone(&cell), Arc::clone(&counters));

@@ -81,6 +81,11 @@ pub struct WorkerCounters {
     /// Gateway connections closed at accept: the client is outside the
     /// Gateway's source ranges.
     pub gateway_source_refused: Counter,
+    /// Connections closed right after accept, by [`crate::limits::Refusal`]
+    /// (index = the refusal as a number).
+    pub connections_refused: [Counter; 2],
+    /// Mirrored requests dropped because the worker had its cap in flight.
+    pub mirrors_dropped: Counter,
 }
 
 impl WorkerCounters {

@@ -11,6 +11,7 @@ pub mod datagram;
 pub mod error;
 pub mod flowhash;
 pub mod l4;
+pub mod limits;
 pub mod listener;
 pub mod maglev;
 pub mod progress;

@@ -17,7 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Error;
+use crate::counters::CounterSet;
 use crate::datagram::Datagram;
+use crate::limits::{Admission, ConnLimits, RateLimitedWarn};
 use crate::progress::{self, Progress};
 use crate::stream::{IoMode, Stream};
 use crate::uring::{self, UringListener};
@@ -120,6 +122,10 @@ pub struct WorkerPlan {
     /// Where the workers stamp their heartbeats and count panicked
     /// connection tasks (one slot per worker).
     pub progress: Arc<Progress>,
+    /// Connection caps and the send deadline of every socket.
+    pub limits: ConnLimits,
+    /// Where refused connections are counted (worker `i` uses block `i`).
+    pub counters: Option<Arc<CounterSet>>,
 }
 
 /// The configured I/O choice: `auto` tries io_uring and falls back to epoll.
@@ -182,6 +188,8 @@ where
     let mut handles = Vec::new();
     let cpus = if plan.pin { allowed_cpus() } else { Vec::new() };
     let io = plan.io;
+    let limits = plan.limits;
+    let counters = plan.counters;
     let mut commands: Vec<Option<_>> = plan.commands.into_iter().map(Some).collect();
     for (index, listeners) in plan.listeners.into_iter().enumerate() {
         let commands = commands.get_mut(index).and_then(Option::take);
@@ -189,6 +197,7 @@ where
         let drain = plan.drain.clone();
         let grace = plan.grace;
         let progress = Arc::clone(&plan.progress);
+        let counters = counters.clone();
         let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
         let handle = std::thread::Builder::new()
             .name(format!("lb-worker-{index}"))
@@ -208,6 +217,7 @@ where
                         return;
                     }
                 };
+                crate::stream::set_send_timeout(limits.send_timeout);
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
                     // False once the io_uring driver task has ended: the
@@ -239,7 +249,13 @@ where
                         }
                     });
                     let handler = Rc::new(make(index));
-                    run_worker(index, listeners, commands, handler, drain, grace, progress).await;
+                    let admit = Gate {
+                        admission: Admission::new(limits),
+                        counters,
+                        accept_warn: Rc::new(RateLimitedWarn::new(ACCEPT_WARN_EVERY)),
+                        progress,
+                    };
+                    run_worker(index, listeners, commands, handler, drain, grace, admit).await;
                     heartbeat.abort();
                     if let Some(driver) = driver {
                         uring::uninstall();
@@ -260,7 +276,7 @@ async fn run_worker<H: ConnectionHandler>(
     handler: Rc<H>,
     drain: Drain,
     grace: Duration,
-    progress: Arc<Progress>,
+    gate: Gate,
 ) {
     let active = Rc::new(Cell::new(0usize));
     let mut accept_tasks = Vec::new();
@@ -271,7 +287,7 @@ async fn run_worker<H: ConnectionHandler>(
         handler: Rc::clone(&handler),
         active: Rc::clone(&active),
         drain: drain.clone(),
-        progress,
+        gate,
     };
     for (listener_index, std_listener) in listeners.into_iter().enumerate() {
         if let Some(task) = ctx.spawn(std_listener, listener_index, STATIC_TAG, None) {
@@ -368,6 +384,21 @@ struct AcceptCtx<H> {
     handler: Rc<H>,
     active: Rc<Cell<usize>>,
     drain: Drain,
+    gate: Gate,
+}
+
+/// Accept failures (EMFILE and the like) are logged at most this often per worker.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A worker's admission of new connections: its caps, where refusals are
+/// counted, the rate limit of accept-failure warnings, and where its
+/// heartbeat and panicked connection tasks are recorded.
+#[derive(Clone)]
+struct Gate {
+    admission: Rc<Admission>,
+    counters: Option<Arc<CounterSet>>,
+    accept_warn: Rc<RateLimitedWarn>,
+    /// Heartbeats and panic counts, shared with the control thread.
     progress: Arc<Progress>,
 }
 
@@ -433,8 +464,9 @@ impl<H: ConnectionHandler> AcceptCtx<H> {
         };
         let handler = Rc::clone(&self.handler);
         let active = Rc::clone(&self.active);
-        let progress = Arc::clone(&self.progress);
+        let progress = Arc::clone(&self.gate.progress);
         let mut drain = self.drain.clone();
+        let gate = self.gate.clone();
         Some(tokio::task::spawn_local(async move {
             let local = listener.local_addr().ok();
             let mut stop = stop;
@@ -453,13 +485,27 @@ impl<H: ConnectionHandler> AcceptCtx<H> {
                 let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(worker = index, error = %e, "accept failed");
+                        // EMFILE and friends: back off briefly instead of
+                        // spinning, and warn at most every few seconds.
+                        if let Some(held) = gate.accept_warn.check(std::time::Instant::now()) {
+                            tracing::warn!(worker = index, error = %e, suppressed = held, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay();
+                let ticket = match gate.admission.admit(peer.ip()) {
+                    Ok(t) => t,
+                    Err(refusal) => {
+                        // Dropping the stream closes it at once.
+                        if let Some(c) = &gate.counters {
+                            c.worker(index).connections_refused[refusal as usize].inc();
+                        }
+                        tracing::debug!(worker = index, %peer, reason = refusal.as_str(), "connection refused");
+                        continue;
+                    }
+                };
+                stream.prepare();
                 let conn = Accepted {
                     stream,
                     peer,
@@ -472,6 +518,7 @@ impl<H: ConnectionHandler> AcceptCtx<H> {
                 let drain = drain.clone();
                 let progress = Arc::clone(&progress);
                 tokio::task::spawn_local(async move {
+                    let _ticket = ticket;
                     let _open = open;
                     // A panic ends this connection only: its stream is
                     // dropped (closed) while unwinding, the worker and the

@@ -17,6 +17,25 @@ use tokio::net::TcpStream;
 
 use crate::uring::{self, UringStream};
 
+thread_local! {
+    /// This worker's send deadline (see [`set_send_timeout`]).
+    static SEND_TIMEOUT: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
+}
+
+/// This thread's send deadline, if one was set.
+pub fn send_timeout() -> Option<Duration> {
+    SEND_TIMEOUT.with(std::cell::Cell::get)
+}
+
+/// Sets the send deadline of the TCP sockets this thread accepts and
+/// connects from now on (TCP_USER_TIMEOUT): data the peer leaves
+/// unacknowledged, or cannot take because it advertises a zero window, for
+/// this long aborts the connection, and every pending read or write on it
+/// fails with `TimedOut`. `None` keeps the kernel's default.
+pub fn set_send_timeout(timeout: Option<Duration>) {
+    SEND_TIMEOUT.with(|t| t.set(timeout));
+}
+
 /// Which I/O engine a worker uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,16 +71,26 @@ impl Stream {
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
         if uring::is_installed() {
             let s = Stream::Uring(uring::connect(addr, timeout).await?);
-            let _ = s.set_nodelay();
+            s.prepare();
             return Ok(s);
         }
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
             Ok(r) => {
                 let s = Stream::Epoll(r?);
-                let _ = s.set_nodelay();
+                s.prepare();
                 Ok(s)
             }
+        }
+    }
+
+    /// Sets the options every proxied socket gets: no Nagle delay, and the
+    /// thread's send deadline ([`set_send_timeout`]).
+    pub fn prepare(&self) {
+        let sock = self.sock();
+        let _ = sock.set_tcp_nodelay(true);
+        if let Some(t) = SEND_TIMEOUT.with(std::cell::Cell::get) {
+            let _ = sock.set_tcp_user_timeout(Some(t));
         }
     }
 

@@ -67,6 +67,8 @@ fn start(grace: Duration) -> Running {
         pin: false,
         commands: Vec::new(),
         progress: Arc::clone(&progress),
+        limits: Default::default(),
+        counters: None,
     };
     let handles = runtime::start(plan, |_| Handler).expect("start workers");
     Running {

@@ -268,7 +268,13 @@ impl HttpProxy {
         drop(hello);
         counters.l4_connections.inc();
         // Once relaying, the connection runs to its end even when draining.
-        match relay(&mut client, &mut upstream, self.settings().idle_timeout).await {
+        match relay(
+            &mut client,
+            &mut upstream,
+            self.settings().tunnel_idle_timeout,
+        )
+        .await
+        {
             Ok(_) => {}
             Err(RelayEnd::Idle(_)) => {
                 tracing::debug!(%peer, %sni, "TLS passthrough: idle timeout");

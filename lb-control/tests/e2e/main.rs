@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod bodies;
+mod bounds;
 mod check;
 mod edge;
 mod endpoints;

@@ -329,6 +329,10 @@ impl UringStream {
     }
 }
 
+/// Longest a send left in flight by a dropped stream may wait on its peer
+/// when the worker has no send deadline of its own.
+const DETACHED_SEND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Drop for UringStream {
     fn drop(&mut self) {
         if let Some(id) = self.read.get_mut().op.take() {
@@ -336,8 +340,17 @@ impl Drop for UringStream {
         }
         // A send in flight is not cancelled: the data was accepted by a
         // write, so it is left to finish; its slot holds the descriptor,
-        // which closes through the ring when the last holder lets go.
+        // which closes through the ring when the last holder lets go. A
+        // peer with a zero window would keep it (and the descriptor and
+        // buffer) forever, so the socket gets a send deadline if it has
+        // none: the kernel then aborts it and the send completes. (A cancel
+        // queued later by slot id could hit another operation that reused
+        // the slot; the kernel's deadline needs no timer here.)
         if let Some(id) = self.write.get_mut().op.take() {
+            if crate::stream::send_timeout().is_none() {
+                let _ = socket2::SockRef::from(&*self.fd)
+                    .set_tcp_user_timeout(Some(DETACHED_SEND_DEADLINE));
+            }
             self.reactor.detach(id);
         }
     }

@@ -30,6 +30,56 @@ pub struct Source<'a, R> {
     pub side: Side,
     /// Bound on each read.
     pub timeout: Duration,
+    /// For a request body: the client's time budget for the whole body.
+    pub clock: Option<BodyClock>,
+}
+
+/// The time budget of a request body: `grace`, plus one second for every
+/// `rate` bytes received, spent only while waiting for the client's bytes
+/// (time spent writing to a slow upstream is not the client's). A client
+/// that drips its body slower than `rate` runs out of budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyClock {
+    grace: Duration,
+    rate: u64,
+    received: u64,
+    waited: Duration,
+}
+
+impl BodyClock {
+    /// A budget of `grace`, extended by `rate` bytes per second (0: never).
+    pub fn new(grace: Duration, rate: u64) -> Self {
+        Self {
+            grace,
+            rate,
+            received: 0,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// What is left of the budget.
+    pub fn remaining(&self) -> Duration {
+        let earned = match self.rate {
+            0 => Duration::ZERO,
+            r => Duration::from_secs(self.received / r)
+                .saturating_add(Duration::from_millis((self.received % r) * 1000 / r)),
+        };
+        self.grace
+            .saturating_add(earned)
+            .saturating_sub(self.waited)
+    }
+
+    /// The wait allowed for the next read: `per_read` or what is left of
+    /// the budget, whichever is shorter.
+    pub fn bound(&self, per_read: Duration) -> Duration {
+        per_read.min(self.remaining())
+    }
+
+    /// Records a wait of `waited` that brought `bytes`.
+    pub fn record(&mut self, waited: Duration, bytes: usize) {
+        self.waited = self.waited.saturating_add(waited);
+        self.received = self.received.saturating_add(bytes as u64);
+    }
 }
 
 /// The writing end of a body transfer.
@@ -52,7 +102,21 @@ impl<R: AsyncRead + Unpin> Source<'_, R> {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
             self.buf.reserve(READ_CHUNK);
         }
-        match tokio::time::timeout(self.timeout, self.io.read_buf(self.buf)).await {
+        let wait = self.clock.map_or(self.timeout, |c| c.bound(self.timeout));
+        let started = tokio::time::Instant::now();
+        let read = tokio::time::timeout(wait, self.io.read_buf(self.buf)).await;
+        if let Some(c) = self.clock.as_mut() {
+            c.record(
+                started.elapsed(),
+                *read.as_ref().map_or(&0, |r| r.as_ref().unwrap_or(&0)),
+            );
+        }
+        match read {
+            Err(_) if wait < self.timeout => Err(Error::new(
+                ErrorKind::Timeout,
+                self.side,
+                "request body too slow (http.body_timeout)",
+            )),
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 self.side,
@@ -250,6 +314,7 @@ mod tests {
             buf: &mut rbuf,
             side: Side::Downstream,
             timeout: Duration::from_secs(5),
+            clock: None,
         };
         let mut dst = Sink {
             io: &mut out,
@@ -309,6 +374,69 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
+    }
+
+    #[test]
+    fn body_clock_earns_time_by_rate_and_spends_it_waiting() {
+        let mut c = BodyClock::new(Duration::from_secs(10), 1000);
+        assert_eq!(c.remaining(), Duration::from_secs(10));
+        c.record(Duration::from_secs(4), 2500);
+        assert_eq!(c.remaining(), Duration::from_millis(8500));
+        assert_eq!(
+            c.bound(Duration::from_secs(60)),
+            Duration::from_millis(8500)
+        );
+        assert_eq!(c.bound(Duration::from_secs(1)), Duration::from_secs(1));
+        c.record(Duration::from_secs(100), 0);
+        assert_eq!(c.remaining(), Duration::ZERO);
+        // No rate: the grace bounds the whole body.
+        let mut fixed = BodyClock::new(Duration::from_secs(2), 0);
+        fixed.record(Duration::from_secs(1), 1 << 30);
+        assert_eq!(fixed.remaining(), Duration::from_secs(1));
+        // Huge counts saturate instead of overflowing.
+        let mut big = BodyClock::new(Duration::MAX, 1);
+        big.record(Duration::ZERO, usize::MAX);
+        assert_eq!(big.remaining(), Duration::MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dripping_body_runs_out_of_budget() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let drip = tokio::spawn(async move {
+            for _ in 0..100 {
+                if client.write_all(b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        let mut rbuf = BytesMut::new();
+        let mut out: Vec<u8> = Vec::new();
+        let mut scratch = BytesMut::new();
+        let mut src = Source {
+            io: &mut server,
+            buf: &mut rbuf,
+            side: Side::Downstream,
+            timeout: Duration::from_secs(60),
+            clock: Some(BodyClock::new(Duration::from_secs(20), 1024)),
+        };
+        let mut dst = Sink {
+            io: &mut out,
+            buf: &mut scratch,
+            side: Side::Upstream,
+            chunked: false,
+        };
+        let started = tokio::time::Instant::now();
+        let err = relay(BodyKind::Length(100), &mut src, &mut dst)
+            .await
+            .unwrap_err();
+        assert_eq!((err.kind(), err.status()), (ErrorKind::Timeout, 408));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(20) && took < Duration::from_secs(21),
+            "{took:?}"
+        );
+        drip.abort();
     }
 
     #[tokio::test]

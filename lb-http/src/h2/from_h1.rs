@@ -18,7 +18,7 @@ use super::server::sleep_opt;
 use super::translate::{self, Fwd, content_length};
 use crate::downstream::DownIo;
 use crate::error::{Error, ErrorKind, Side};
-use crate::h1::body::{Sink, Source, relay_limited};
+use crate::h1::body::{BodyClock, Sink, Source, relay_limited};
 use crate::h1::chunked::{LAST_CHUNK, encode_chunk};
 use crate::h1::head::{BodyKind, MessageInfo, RequestHead};
 use crate::h1::rewrite::{ConnectionField, Framing};
@@ -141,8 +141,12 @@ pub(crate) async fn forward_h1_to_h2c(
             buf: &mut *rbuf,
             side: Side::Downstream,
             timeout: settings.idle_timeout,
+            clock: Some(BodyClock::new(
+                settings.body_timeout,
+                settings.body_min_rate,
+            )),
         };
-        let mut writer = H2Writer(&cell);
+        let mut writer = H2Writer::new(&cell, settings.send_timeout);
         let mut sink = Sink {
             io: &mut writer,
             buf: &mut *wbuf,

@@ -5,7 +5,7 @@
 //! to another ([`copy_h2`]).
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::PREFACE;
 use super::translate::strip_connection_fields;
 use crate::error::{Error, ErrorKind, Side};
+use crate::h1::body::BodyClock;
 
 /// Reads the first bytes of a connection into `buf` until they either are
 /// the HTTP/2 preface (`true`) or cannot be (`false`). Bytes read stay in
@@ -117,11 +118,13 @@ pub(super) type SendError = Option<h2::Error>;
 
 /// Sends `data` on `dst` piece by piece as flow control grants capacity,
 /// so that no more than the window is ever buffered; `eos` ends the stream
-/// with the last piece.
+/// with the last piece. A window that stays shut for `send_timeout` fails
+/// the send (`Err(None)`).
 pub(super) async fn send_all(
     dst: &mut SendStream<Bytes>,
     mut data: Bytes,
     eos: bool,
+    send_timeout: Duration,
 ) -> Result<(), SendError> {
     if data.is_empty() {
         return dst.send_data(data, eos).map_err(Some);
@@ -130,10 +133,11 @@ pub(super) async fn send_all(
         dst.reserve_capacity(data.len());
         let cap = dst.capacity();
         if cap == 0 {
-            match poll_fn(|cx| dst.poll_capacity(cx)).await {
-                None => return Err(None),
-                Some(Err(e)) => return Err(Some(e)),
-                Some(Ok(_)) => continue,
+            let granted = tokio::time::timeout(send_timeout, poll_fn(|cx| dst.poll_capacity(cx)));
+            match granted.await {
+                Err(_) | Ok(None) => return Err(None),
+                Ok(Some(Err(e))) => return Err(Some(e)),
+                Ok(Some(Ok(_))) => continue,
             }
         }
         let piece = data.split_to(cap.min(data.len()));
@@ -143,9 +147,27 @@ pub(super) async fn send_all(
 }
 
 /// An `AsyncWrite` over an h2 stream that writes only what the stream's
-/// flow-control window allows. Flush and shutdown do nothing; the caller
-/// ends the stream.
-pub(super) struct H2Writer<'a>(pub &'a RefCell<SendStream<Bytes>>);
+/// flow-control window allows. A window that stays shut for the send
+/// timeout fails the write with `TimedOut` (a peer that never sends
+/// WINDOW_UPDATE cannot hold the stream). Flush and shutdown do nothing;
+/// the caller ends the stream.
+pub(super) struct H2Writer<'a> {
+    stream: &'a RefCell<SendStream<Bytes>>,
+    send_timeout: Duration,
+    /// Armed while waiting for capacity.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<'a> H2Writer<'a> {
+    /// Writes into `stream`, waiting at most `send_timeout` for capacity.
+    pub(super) fn new(stream: &'a RefCell<SendStream<Bytes>>, send_timeout: Duration) -> Self {
+        Self {
+            stream,
+            send_timeout,
+            stall: None,
+        }
+    }
+}
 
 impl AsyncWrite for H2Writer<'_> {
     fn poll_write(
@@ -156,7 +178,8 @@ impl AsyncWrite for H2Writer<'_> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let mut s = self.0.borrow_mut();
+        let this = self.get_mut();
+        let mut s = this.stream.borrow_mut();
         loop {
             s.reserve_capacity(data.len());
             let cap = s.capacity();
@@ -164,12 +187,24 @@ impl AsyncWrite for H2Writer<'_> {
                 let n = cap.min(data.len());
                 s.send_data(Bytes::copy_from_slice(&data[..n]), false)
                     .map_err(to_io)?;
+                this.stall = None;
                 return Poll::Ready(Ok(n));
             }
-            match ready!(s.poll_capacity(cx)) {
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
-                Some(Ok(_)) => {}
+            match s.poll_capacity(cx) {
+                Poll::Ready(None) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(to_io(e))),
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Pending => {
+                    let timeout = this.send_timeout;
+                    let stall = this
+                        .stall
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    ready!(stall.as_mut().poll(cx));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "HTTP/2 flow-control window stayed shut",
+                    )));
+                }
             }
         }
     }
@@ -225,14 +260,18 @@ impl PumpError {
 /// Copies a body and its trailers from `src` (on `src_side`) to `dst`,
 /// releasing `src`'s flow-control capacity only once the bytes went out on
 /// `dst`. Each read of `src` is bounded by `timeout`; more than `limit`
-/// body bytes fail with [`ErrorKind::BodyTooLarge`]. Returns the number of
-/// body bytes copied. Connection-specific trailer fields are dropped.
+/// body bytes fail with [`ErrorKind::BodyTooLarge`]; `dst`'s window shut
+/// for `send_timeout` fails the copy. With a `clock` (a request body), the
+/// time spent waiting for `src` is also bounded by it. Returns the number
+/// of body bytes copied. Connection-specific trailer fields are dropped.
 pub(super) async fn copy_h2(
     src: &mut RecvStream,
     dst: &mut SendStream<Bytes>,
     src_side: Side,
     timeout: Duration,
     limit: u64,
+    send_timeout: Duration,
+    mut clock: Option<BodyClock>,
 ) -> Result<u64, PumpError> {
     let dst_side = match src_side {
         Side::Downstream => Side::Upstream,
@@ -255,13 +294,22 @@ pub(super) async fn copy_h2(
     };
     let mut total = 0u64;
     loop {
+        let wait = clock.as_ref().map_or(timeout, |c| c.bound(timeout));
+        let started = Instant::now();
         let next = tokio::select! {
             biased;
             r = poll_fn(|cx| dst.poll_reset(cx)) => {
                 return Err(dst_failed(r.err()));
             }
-            r = tokio::time::timeout(timeout, src.data()) => r,
+            r = tokio::time::timeout(wait, src.data()) => r,
         };
+        if let Some(c) = clock.as_mut() {
+            let n = match &next {
+                Ok(Some(Ok(chunk))) => chunk.len(),
+                _ => 0,
+            };
+            c.record(started.elapsed(), n);
+        }
         let chunk = match next {
             Err(_) => return Err(timed_out()),
             Ok(None) => break,
@@ -278,7 +326,9 @@ pub(super) async fn copy_h2(
             )));
         }
         let eos = src.is_end_stream();
-        send_all(dst, chunk, eos).await.map_err(dst_failed)?;
+        send_all(dst, chunk, eos, send_timeout)
+            .await
+            .map_err(dst_failed)?;
         let _ = src.flow_control().release_capacity(n);
         if eos {
             return Ok(total);

@@ -20,6 +20,8 @@
 //! ENHANCE_YOUR_CALM). SETTINGS and PING floods are bounded inside h2, which
 //! answers them without queuing more than a fixed number of acknowledgements.
 
+use std::time::Duration;
+
 mod client;
 mod from_h1;
 mod io;
@@ -57,6 +59,10 @@ pub struct Http2Settings {
     pub stream_window: u32,
     /// Flow-control window of a whole connection, in bytes.
     pub connection_window: u32,
+    /// Once lb sent GOAWAY (idle or drain) and no stream is open, the
+    /// connection is closed hard after this long, whether or not the
+    /// client acknowledged the closing PING.
+    pub goaway_timeout: Duration,
 }
 
 impl Default for Http2Settings {
@@ -69,6 +75,7 @@ impl Default for Http2Settings {
             max_resets_per_second: 100,
             stream_window: 256 * 1024,
             connection_window: 1024 * 1024,
+            goaway_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -230,9 +230,26 @@ pub(crate) async fn serve_h2<IO>(
     let mut calmed = false;
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
+    // Once GOAWAY went out and no stream is open, h2 still waits for the
+    // client to acknowledge its closing PING; this deadline ends that wait.
+    let hard = tokio::time::sleep(h.goaway_timeout);
+    tokio::pin!(hard);
+    let mut hard_armed = false;
     loop {
+        if closing && streams.is_empty() {
+            if !hard_armed {
+                hard.as_mut().reset(Instant::now() + h.goaway_timeout);
+                hard_armed = true;
+            }
+        } else {
+            hard_armed = false;
+        }
         tokio::select! {
             biased;
+            () = &mut hard, if hard_armed => {
+                tracing::debug!(%peer, "HTTP/2 GOAWAY not completed in time, closing");
+                break;
+            }
             _ = drain.wait(), if !closing => {
                 closing = true;
                 conn.graceful_shutdown();
@@ -271,7 +288,9 @@ pub(crate) async fn serve_h2<IO>(
 /// discards what the client still sends for a short while, so that a
 /// closing GOAWAY is read by the client rather than lost to a reset.
 async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
-    let _ = io.shutdown().await;
+    // A client that takes no bytes cannot hold the close: shutting down
+    // (which flushes) gets the same short bound as the discarding.
+    let _ = tokio::time::timeout(LINGER, io.shutdown()).await;
     let mut scratch = [0u8; 4096];
     let deadline = Instant::now() + LINGER;
     let mut discarded = 0usize;

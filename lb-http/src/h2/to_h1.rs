@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -21,7 +20,7 @@ use super::io::{H2Writer, PumpError, h2_error, is_peer_reset};
 use super::server::{Ctx, Plan, StreamEnd, client_reset, sleep_opt};
 use super::translate::{self, ReqFraming};
 use crate::error::{Error, ErrorKind, Side};
-use crate::h1::body::{Sink, Source, relay};
+use crate::h1::body::{BodyClock, Sink, Source, relay};
 use crate::h1::chunked::{LAST_CHUNK, encode_chunk};
 use crate::h1::head::{BodyKind, parse_response, response_info};
 use crate::proxy::body_limit;
@@ -144,7 +143,7 @@ impl Exchange<'_> {
                 if end {
                     return Ok(());
                 }
-                pump_to_h1(body, &mut uw, chunked, settings.idle_timeout, limit).await
+                pump_to_h1(body, &mut uw, chunked, settings, limit).await
             };
             tokio::pin!(pump);
             let mut pump_done = end;
@@ -250,7 +249,7 @@ impl Exchange<'_> {
                 reusable = info.keep_alive && pump_done && pump_ok && up.buf.is_empty();
             } else {
                 let cell = RefCell::new(down_send);
-                let mut writer = H2Writer(&cell);
+                let mut writer = H2Writer::new(&cell, settings.send_timeout);
                 let mut scratch = BytesMut::new();
                 let relayed = {
                     let relay_body = async {
@@ -259,6 +258,7 @@ impl Exchange<'_> {
                             buf: &mut up.buf,
                             side: Side::Upstream,
                             timeout: settings.response_timeout,
+                            clock: None,
                         };
                         let mut sink = Sink {
                             io: &mut writer,
@@ -313,17 +313,32 @@ async fn pump_to_h1<W: AsyncWrite + Unpin>(
     src: &mut RecvStream,
     dst: &mut W,
     chunked: bool,
-    timeout: Duration,
+    settings: &crate::settings::ProxySettings,
     limit: u64,
 ) -> Result<(), PumpError> {
     let mut out = BytesMut::new();
     let mut total = 0u64;
     let write_failed =
         |e| PumpError::new(Error::io(Side::Upstream, "request body write failed", e));
+    let timeout = settings.idle_timeout;
+    let mut clock = BodyClock::new(settings.body_timeout, settings.body_min_rate);
     loop {
-        let chunk = match tokio::time::timeout(timeout, src.data()).await {
+        let wait = clock.bound(timeout);
+        let started = Instant::now();
+        let next = tokio::time::timeout(wait, src.data()).await;
+        let got = match &next {
+            Ok(Some(Ok(chunk))) => chunk.len(),
+            _ => 0,
+        };
+        clock.record(started.elapsed(), got);
+        let chunk = match next {
             Err(_) => {
-                let e = Error::new(ErrorKind::Timeout, Side::Downstream, "body read timed out");
+                let detail = if wait < timeout {
+                    "request body too slow (http.body_timeout)"
+                } else {
+                    "body read timed out"
+                };
+                let e = Error::new(ErrorKind::Timeout, Side::Downstream, detail);
                 return Err(PumpError::new(e));
             }
             Ok(None) => break,

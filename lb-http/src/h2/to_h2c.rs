@@ -15,6 +15,7 @@ use super::io::{PumpError, copy_h2, h2_error, is_peer_reset};
 use super::server::{Ctx, Plan, StreamEnd, client_reset, sleep_opt};
 use super::translate;
 use crate::error::{Error, ErrorKind, Side};
+use crate::h1::body::BodyClock;
 use crate::proxy::body_limit;
 
 /// What a failed request-body transfer means for the exchange: `None` when
@@ -83,6 +84,11 @@ pub(super) async fn exchange(
             Side::Downstream,
             settings.idle_timeout,
             limit,
+            settings.send_timeout,
+            Some(BodyClock::new(
+                settings.body_timeout,
+                settings.body_min_rate,
+            )),
         )
         .await
     };
@@ -154,6 +160,8 @@ pub(super) async fn exchange(
             Side::Upstream,
             settings.response_timeout,
             u64::MAX,
+            settings.send_timeout,
+            None,
         );
         tokio::pin!(copy);
         loop {

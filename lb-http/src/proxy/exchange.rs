@@ -14,7 +14,7 @@ use super::{
     Downstream, EARLY_RESPONSE_LIMIT, Exchanged, Failure, HttpProxy, INLINE_BODY, Next, body_limit,
 };
 use crate::error::{Error, Side};
-use crate::h1::body::{Sink, Source, relay};
+use crate::h1::body::{BodyClock, Sink, Source, relay};
 use crate::h1::head::{BodyKind, MessageInfo, RequestHead, ResponseHead, response_info};
 use crate::h1::rewrite::{ConnectionField, Framing, encode_response, encode_response_fields};
 use crate::upstream::UpstreamConn;
@@ -53,6 +53,10 @@ impl HttpProxy {
                 buf: &mut down.rbuf,
                 side: Side::Downstream,
                 timeout: self.settings.idle_timeout,
+                clock: Some(BodyClock::new(
+                    self.settings.body_timeout,
+                    self.settings.body_min_rate,
+                )),
             };
             let mut sink = Sink {
                 io: &mut uw,
@@ -187,6 +191,7 @@ impl HttpProxy {
             buf: &mut up.buf,
             side: Side::Upstream,
             timeout: self.settings.response_timeout,
+            clock: None,
         };
         let mut sink = Sink {
             io: &mut down.stream,

@@ -78,7 +78,9 @@ impl HttpProxy {
     /// Sends `request` (an HTTP/1.1 request head with any body) to one
     /// endpoint of each of `mirrors`, on tasks of their own: the response is
     /// read and discarded, failures are only logged, and nothing waits for
-    /// them. Backends without endpoints or speaking h2c are skipped.
+    /// them. Backends without endpoints or speaking h2c are skipped. With
+    /// `max_mirrors_in_flight` mirrors of this worker still running, a new
+    /// one is dropped and counted instead.
     pub(crate) fn mirror(
         &self,
         snap: &HttpSnapshot,
@@ -104,8 +106,17 @@ impl HttpProxy {
                 .get_or_insert_with(|| Bytes::copy_from_slice(request))
                 .clone();
             let s = self.settings();
+            let in_flight = Rc::clone(&self.mirrors_in_flight);
+            if in_flight.get() >= s.max_mirrors_in_flight {
+                self.counters().mirrors_dropped.inc();
+                continue;
+            }
+            in_flight.set(in_flight.get() + 1);
             let (connect, response) = (s.connect_timeout, s.response_timeout);
-            tokio::task::spawn_local(mirror_once(addr, bytes, connect, response));
+            tokio::task::spawn_local(async move {
+                mirror_once(addr, bytes, connect, response).await;
+                in_flight.set(in_flight.get() - 1);
+            });
         }
     }
 }

@@ -36,6 +36,7 @@ mod access;
 mod exchange;
 mod failover;
 mod gateway;
+mod idle;
 mod redirect;
 mod tunnel;
 mod wire;
@@ -84,8 +85,10 @@ const BUFFER: usize = 16 * 1024;
 const HEAD_BUFFER: usize = 4 * 1024;
 /// Bodies up to this size that are already buffered go out with their head.
 const INLINE_BODY: usize = 64 * 1024;
-/// Response bytes held while a request body is still being sent upstream.
-const EARLY_RESPONSE_LIMIT: usize = 16 * 1024 * 1024;
+/// Response bytes held while a request body is still being sent upstream;
+/// once full, lb stops reading the upstream (TCP holds the rest) until the
+/// body is sent.
+const EARLY_RESPONSE_LIMIT: usize = 64 * 1024;
 /// Longest time a closing connection keeps reading (and discarding) so that
 /// unread request bytes do not turn the close into a reset.
 const LINGER: Duration = Duration::from_millis(500);
@@ -106,6 +109,8 @@ pub struct HttpProxy {
     access_log: Option<AccessLog>,
     /// State of the worker's xorshift generator (Gateway backend weights).
     rng: Cell<u64>,
+    /// Mirrored requests of this worker still in flight.
+    mirrors_in_flight: Rc<Cell<usize>>,
 }
 
 /// What happens to the downstream connection after a request.
@@ -183,6 +188,7 @@ impl HttpProxy {
             balancer: Balancer::new(worker, settings.outlier),
             access_log: None,
             rng: Cell::new(rng_seed(worker)),
+            mirrors_in_flight: Rc::new(Cell::new(0)),
             settings,
         }
     }

@@ -3,6 +3,7 @@
 
 use tokio::io::AsyncWriteExt;
 
+use super::idle::{TunnelEnd, tunnel};
 use super::{Downstream, Failure, HttpProxy, Next};
 use crate::error::{Error, Side};
 use crate::h1::head::{BodyKind, MessageInfo, RequestHead, ResponseHead, listed_in_connection};
@@ -11,8 +12,9 @@ use crate::upstream::UpstreamConn;
 impl HttpProxy {
     /// Relays an upgraded connection (WebSocket): the upstream's 101 head
     /// goes to the client as received, then bytes flow both ways until both
-    /// sides are done. The connection keeps this endpoint for its life,
-    /// whatever reloads happen meanwhile.
+    /// sides are done, or until nothing moved either way for
+    /// `tunnel_idle_timeout`. The connection keeps this endpoint for its
+    /// life, whatever reloads happen meanwhile.
     pub(super) async fn tunnel(
         &self,
         down: &mut Downstream,
@@ -39,7 +41,12 @@ impl HttpProxy {
                 .map_err(|e| after_head(Error::io(Side::Upstream, "tunnel write failed", e)))?;
             down.rbuf.clear();
         }
-        let _ = tokio::io::copy_bidirectional(&mut down.stream, &mut up.stream).await;
+        let idle = self.settings().tunnel_idle_timeout;
+        match tunnel(&mut down.stream, &mut up.stream, idle).await {
+            TunnelEnd::Idle => tracing::debug!("upgraded connection idle, closing"),
+            TunnelEnd::Done(Err(e)) => tracing::debug!(error = %e, "upgraded connection failed"),
+            TunnelEnd::Done(Ok(_)) => {}
+        }
         Ok(Next::Close)
     }
 }

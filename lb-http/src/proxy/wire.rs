@@ -150,8 +150,13 @@ where
     }
 }
 
+/// Closes a downstream connection gently: shuts its sending side down,
+/// then reads and discards what the client still sends for [`LINGER`] (at
+/// most 256 KiB), so that unread request bytes do not turn the close into a
+/// reset. The shutdown itself (which flushes) is bounded by [`LINGER`] too:
+/// a client that takes no bytes cannot hold the connection.
 pub(super) async fn linger_close(stream: &mut DownIo) {
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
     let mut scratch = [0u8; 4096];
     let deadline = Instant::now() + LINGER;
     let mut discarded = 0usize;

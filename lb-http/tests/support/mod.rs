@@ -397,6 +397,8 @@ impl Proxy {
             pin: false,
             commands: Vec::new(),
             progress: Arc::new(lb_core::progress::Progress::new(1)),
+            limits: Default::default(),
+            counters: None,
         };
         let cell = Arc::new(SnapshotCell::new(snapshot(addr)));
         let counters = Arc::new(CounterSet::new(1));

@@ -54,7 +54,7 @@ impl Client {
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map(Self::from_stream)
     }
 
-    fn from_stream(stream: TcpStream) -> Client {
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");

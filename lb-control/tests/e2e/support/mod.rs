@@ -134,9 +134,37 @@ impl Lb {
         lb
     }
 
+    /// Like [`Lb::start`], with `runtime` TOML lines added to `[runtime]`
+    /// (a `workers` line there replaces the default of 2 workers).
+    pub fn start_runtime(tag: &str, manifests: &[(&str, &str)], runtime: &str, extra: &str) -> Lb {
+        for _ in 0..5 {
+            let mut lb = Self::prepare_full(tag, manifests, extra, "", runtime);
+            lb.spawn(&[]);
+            if lb.wait_ready_or_port_taken(Duration::from_secs(20)) {
+                return lb;
+            }
+        }
+        panic!("lb could not bind free ports after 5 tries");
+    }
+
+    /// The lb process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("lb running").id()
+    }
+
     /// Writes the manifests and `lb.toml` (free ports for HTTP, HTTPS and the
     /// admin API) into a fresh scratch directory, without starting lb.
     fn prepare(tag: &str, manifests: &[(&str, &str)], extra: &str, ingress: &str) -> Lb {
+        Self::prepare_full(tag, manifests, extra, ingress, "")
+    }
+
+    fn prepare_full(
+        tag: &str,
+        manifests: &[(&str, &str)],
+        extra: &str,
+        ingress: &str,
+        runtime: &str,
+    ) -> Lb {
         let dir = scratch_dir(tag);
         for (name, body) in manifests {
             std::fs::write(dir.join("manifests").join(name), body).expect("write manifest");
@@ -145,9 +173,14 @@ impl Lb {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
-            "[runtime]\nworkers = 2\nshutdown_grace = \"10s\"\nio = \"{io}\"\npin = false\n[admin]\nlisten = \"{admin}\"\n[ingress]\nclass = \"lb\"\nhttp = [\"{http}\"]\nhttps = [\"{https}\"]\n{ingress}\n[sources]\nfiles = [\"{}\"]\n{extra}",
+            "[runtime]\n{workers}shutdown_grace = \"10s\"\nio = \"{io}\"\npin = false\n{runtime}\n[admin]\nlisten = \"{admin}\"\n[ingress]\nclass = \"lb\"\nhttp = [\"{http}\"]\nhttps = [\"{https}\"]\n{ingress}\n[sources]\nfiles = [\"{}\"]\n{extra}",
             dir.join("manifests").display(),
             io = test_io(),
+            workers = if runtime.contains("workers") {
+                ""
+            } else {
+                "workers = 2\n"
+            },
         );
         std::fs::write(dir.join("lb.toml"), config).expect("write lb.toml");
         Lb {
