@@ -255,6 +255,14 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         }
     };
     let _ = state.progress.set(progress);
+    // Ready (and READY=1) once every worker runs: its first heartbeat.
+    let started = std::time::Instant::now();
+    while !state.stalled_workers().is_empty() && started.elapsed() < crate::admin::WORKER_STALL {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if let stalled @ [_, ..] = state.stalled_workers().as_slice() {
+        tracing::error!(?stalled, "worker(s) did not start within 5 s");
+    }
     state.set_ready(true);
     notify.ready(&serving_status(&state, workers));
     tracing::info!(workers, io = io.as_str(), http = ?cfg.ingress.http, admin = %cfg.admin.listen, "lb serving");

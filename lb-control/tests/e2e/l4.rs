@@ -260,7 +260,7 @@ fn half_close_passes_through_and_reload_keeps_established_connections() {
     };
     assert!(ask(&mut kept).starts_with("HTTP/1.1 200"));
     let generation = lb.generation();
-    std::fs::write(lb.manifest_path("svc.yaml"), "").unwrap();
+    std::fs::remove_file(lb.manifest_path("svc.yaml")).unwrap();
     lb.wait_generation_above(generation, Duration::from_secs(10));
     assert!(
         lb.wait_log("L4 listener closed", Duration::from_secs(5)),
