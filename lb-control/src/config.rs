@@ -364,6 +364,9 @@ pub struct LoadBalancer {
     pub udp_idle_timeout: Duration,
     /// UDP flows tracked per worker and Service address (LRU beyond).
     pub udp_flows: usize,
+    /// UDP flows (each a socket) one worker holds over all its Service
+    /// addresses: each address gets an equal share (at most `udp_flows`).
+    pub udp_flow_sockets: usize,
     /// How long a UDP flow keeps an endpoint that left its Service.
     #[serde(with = "duration_serde")]
     pub endpoint_grace: Duration,
@@ -389,6 +392,7 @@ impl Default for LoadBalancer {
             maglev_table_size: lb_core::maglev::DEFAULT_TABLE_SIZE,
             udp_idle_timeout: Duration::from_secs(60),
             udp_flows: 65_536,
+            udp_flow_sockets: 65_536,
             endpoint_grace: Duration::from_secs(10),
             interface: None,
             external_ips: Vec::new(),
@@ -584,6 +588,9 @@ impl Config {
         }
         if self.loadbalancer.udp_flows == 0 {
             return Err("loadbalancer.udp_flows: must be at least 1".into());
+        }
+        if self.loadbalancer.udp_flow_sockets == 0 {
+            return Err("loadbalancer.udp_flow_sockets: must be at least 1".into());
         }
         if let Some(name) = &self.loadbalancer.interface {
             validate_interface_name(name)?;

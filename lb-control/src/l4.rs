@@ -40,6 +40,9 @@ pub struct CompiledL4<'a> {
     pub claims: Vec<Claim>,
     pending: Vec<Pending<'a>>,
     lb_services: Vec<LbStatus>,
+    /// `loadbalancer.udp_flow_sockets`: the flow tables of one worker
+    /// together hold at most this many flows (each has a socket).
+    flow_sockets: usize,
 }
 
 /// What a claim in [`CompiledL4::claims`] serves if it wins.
@@ -88,6 +91,13 @@ impl CompiledL4<'_> {
                 &mut self.snapshot.services
             };
             map.insert(claim.addr, p.service);
+        }
+        // Each UDP flow holds a socket: split the worker's budget over the
+        // UDP addresses served, so a flood of spoofed sources evicts flows
+        // (least recently used first) instead of running out of descriptors.
+        if self.flow_sockets > 0 {
+            let share = (self.flow_sockets / self.snapshot.udp.len().max(1)).max(1);
+            self.snapshot.flows.capacity = self.snapshot.flows.capacity.min(share);
         }
         for s in self.lb_services.drain(..) {
             let ports: Vec<serde_json::Value> = s
@@ -186,6 +196,7 @@ pub fn compile_l4<'a>(
         capacity: cfg.loadbalancer.udp_flows,
         grace: cfg.loadbalancer.endpoint_grace,
     };
+    out.flow_sockets = cfg.loadbalancer.udp_flow_sockets;
     for (obj, svc) in services {
         let Some(spec) = svc.value.spec.as_ref() else {
             continue;

@@ -315,3 +315,41 @@ fn client_ip_affinity_and_an_ipv6_vip_for_ipv4_endpoints() {
     );
     drop(lb);
 }
+
+/// lb's open descriptors.
+fn open_fds(lb: &Lb) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", lb.pid())).map_or(0, |d| d.count())
+}
+
+#[test]
+fn many_sources_cannot_open_more_flow_sockets_than_the_budget() {
+    let (_udp, _tcp, eps) = backends(1);
+    let port = eps[0].port();
+    let svc = udp_service(
+        "flood",
+        "LoadBalancer",
+        port,
+        "  loadBalancerIP: 127.0.82.1\n",
+        &eps,
+    );
+    // 2 workers, 6 flow sockets each over the one UDP address.
+    let lb = Lb::start(
+        "udp-budget",
+        &[("flood.yaml", &svc)],
+        "[loadbalancer]\npools = [\"127.0.82.1/32\"]\nudp_flow_sockets = 6\n",
+    );
+    let vip = SocketAddr::from(([127, 0, 82, 1], port));
+    let before = open_fds(&lb);
+    // 120 sources (the spoofed-flood shape: every datagram a new flow), each
+    // still answered: the oldest flow makes room.
+    let clients: Vec<UdpSocket> = (0..120).map(|_| client(vip)).collect();
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(ask(c, vip, &format!("x {i}")), "b0");
+    }
+    let grown = open_fds(&lb).saturating_sub(before);
+    assert!(
+        grown <= 2 * 6 + 4,
+        "120 flows opened {grown} descriptors with a budget of 6 per worker"
+    );
+    assert!(lb.metric("lb_l4_udp_flows") <= 12);
+}
