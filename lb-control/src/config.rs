@@ -197,6 +197,9 @@ pub struct Http2 {
     pub max_local_error_reset_streams: usize,
     /// Client RST_STREAMs per connection and second before GOAWAY (rapid reset).
     pub max_resets_per_second: u32,
+    /// PING, SETTINGS, empty DATA and empty CONTINUATION frames per
+    /// connection and second before GOAWAY (control-frame floods).
+    pub max_overhead_frames_per_second: u32,
     /// Initial flow-control window of each stream, in bytes.
     pub stream_window: u32,
     /// Flow-control window of each connection, in bytes.
@@ -211,6 +214,7 @@ impl Default for Http2 {
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
             max_resets_per_second: 100,
+            max_overhead_frames_per_second: 500,
             stream_window: 256 * 1024,
             connection_window: 1024 * 1024,
         }
@@ -233,6 +237,10 @@ impl Http2 {
                 self.max_local_error_reset_streams,
             ),
             ("max_resets_per_second", self.max_resets_per_second as usize),
+            (
+                "max_overhead_frames_per_second",
+                self.max_overhead_frames_per_second as usize,
+            ),
         ] {
             if n == 0 {
                 return Err(format!("http2.{key}: must be at least 1"));

@@ -1,0 +1,282 @@
+//! Counting the frames a client sends that cost lb work but carry no
+//! request progress, which the h2 crate answers or ignores without a bound
+//! of its own: PING and SETTINGS (each one makes lb write an
+//! acknowledgement), DATA frames without data that do not end their stream
+//! (empty or padding only), and CONTINUATION frames with an empty header
+//! block fragment that do not end the headers. [`FrameMeter`] reads frame
+//! headers from the bytes as they arrive (sans-I/O); [`MeteredIo`] feeds it
+//! from the connection and wakes the connection task when the client goes
+//! over `max_per_second` such frames in a one-second window.
+
+use std::cell::Cell;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+const HEADER: usize = 9;
+const DATA: u8 = 0x0;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const CONTINUATION: u8 = 0x9;
+const ACK: u8 = 0x1;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Skipping the client connection preface (bytes left).
+    Preface(usize),
+    /// Collecting a frame header (bytes collected so far in `header`).
+    Header(usize),
+    /// Reading the pad length of a padded DATA frame of this length.
+    PadLength(usize),
+    /// Skipping payload bytes.
+    Payload(usize),
+}
+
+/// Counts overhead frames per one-second window from the raw bytes a
+/// client sends (after the 24-byte connection preface).
+#[derive(Debug)]
+pub(crate) struct FrameMeter {
+    state: State,
+    header: [u8; HEADER],
+    limit: u32,
+    window: Instant,
+    count: u32,
+    tripped: bool,
+}
+
+impl FrameMeter {
+    /// A meter for a connection whose bytes start with the preface.
+    pub(crate) fn new(limit: u32, now: Instant) -> Self {
+        Self {
+            state: State::Preface(super::PREFACE.len()),
+            header: [0; HEADER],
+            limit,
+            window: now,
+            count: 0,
+            tripped: false,
+        }
+    }
+
+    /// Whether the client went over the limit (stays set).
+    pub(crate) fn tripped(&self) -> bool {
+        self.tripped
+    }
+
+    fn count(&mut self, now: Instant) {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        if self.count > self.limit {
+            self.tripped = true;
+        }
+    }
+
+    /// Looks at the next bytes the client sent; returns whether the meter
+    /// tripped with them.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], now: Instant) -> bool {
+        let before = self.tripped;
+        while !bytes.is_empty() {
+            match self.state {
+                State::Preface(left) | State::Payload(left) => {
+                    let n = left.min(bytes.len());
+                    bytes = &bytes[n..];
+                    self.state = if left == n {
+                        State::Header(0)
+                    } else if matches!(self.state, State::Preface(_)) {
+                        State::Preface(left - n)
+                    } else {
+                        State::Payload(left - n)
+                    };
+                }
+                State::Header(have) => {
+                    let n = (HEADER - have).min(bytes.len());
+                    self.header[have..have + n].copy_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    self.state = if have + n == HEADER {
+                        self.frame(now)
+                    } else {
+                        State::Header(have + n)
+                    };
+                }
+                State::PadLength(len) => {
+                    // Padding only: the pad length byte plus `pad` bytes.
+                    if usize::from(bytes[0]) + 1 >= len {
+                        self.count(now);
+                    }
+                    bytes = &bytes[1..];
+                    self.state = Self::payload(len - 1);
+                }
+            }
+        }
+        self.tripped && !before
+    }
+
+    fn payload(len: usize) -> State {
+        if len == 0 {
+            State::Header(0)
+        } else {
+            State::Payload(len)
+        }
+    }
+
+    /// Judges the frame whose header was just read; the state for its payload.
+    fn frame(&mut self, now: Instant) -> State {
+        let h = &self.header;
+        let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+        let (kind, flags) = (h[3], h[4]);
+        match kind {
+            PING | SETTINGS if flags & ACK == 0 => self.count(now),
+            DATA if flags & END_STREAM == 0 => {
+                if flags & PADDED != 0 && len > 0 {
+                    return State::PadLength(len);
+                }
+                if len == 0 {
+                    self.count(now);
+                }
+            }
+            CONTINUATION if flags & END_HEADERS == 0 && len == 0 => self.count(now),
+            _ => {}
+        }
+        Self::payload(len)
+    }
+}
+
+/// A connection whose incoming bytes go through a [`FrameMeter`]; when it
+/// trips, `tripped` is notified (once).
+pub(crate) struct MeteredIo<IO> {
+    io: IO,
+    meter: FrameMeter,
+    tripped: Rc<Notify>,
+    seen: Rc<Cell<bool>>,
+}
+
+impl<IO> MeteredIo<IO> {
+    /// Wraps `io`; `tripped` is notified when the client floods.
+    pub(crate) fn new(io: IO, limit: u32, tripped: Rc<Notify>) -> Self {
+        Self {
+            io,
+            meter: FrameMeter::new(limit, Instant::now()),
+            tripped,
+            seen: Rc::new(Cell::new(false)),
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for MeteredIo<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let start = buf.filled().len();
+        let this = &mut *self;
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r
+            && this.meter.feed(&buf.filled()[start..], Instant::now())
+            && !this.seen.replace(true)
+        {
+            this.tripped.notify_one();
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for MeteredIo<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&1u32.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn meter(limit: u32) -> (FrameMeter, Instant) {
+        let now = Instant::now();
+        let mut m = FrameMeter::new(limit, now);
+        assert!(!m.feed(super::super::PREFACE, now));
+        (m, now)
+    }
+
+    #[test]
+    fn counts_pings_settings_and_empty_frames_not_acks_or_data() {
+        let (mut m, now) = meter(4);
+        let mut bytes = Vec::new();
+        bytes.extend(frame(PING, ACK, &[0; 8]));
+        bytes.extend(frame(SETTINGS, ACK, &[]));
+        bytes.extend(frame(DATA, 0, b"hello"));
+        bytes.extend(frame(DATA, END_STREAM, &[]));
+        bytes.extend(frame(CONTINUATION, 0, b"x"));
+        bytes.extend(frame(PING, 0, &[0; 8]));
+        bytes.extend(frame(SETTINGS, 0, &[0, 3, 0, 0, 0, 100]));
+        bytes.extend(frame(DATA, 0, &[]));
+        bytes.extend(frame(CONTINUATION, 0, &[]));
+        assert!(!m.feed(&bytes, now), "four counted frames are within 4");
+        assert!(m.feed(&frame(DATA, PADDED, &[3, 0, 0, 0]), now), "padding only");
+        assert!(m.tripped());
+        assert!(!m.feed(&frame(PING, 0, &[0; 8]), now), "trips once");
+    }
+
+    #[test]
+    fn padded_data_with_data_is_not_counted() {
+        let (mut m, now) = meter(0);
+        assert!(!m.feed(&frame(DATA, PADDED, &[2, b'a', 0, 0]), now));
+        assert!(m.feed(&frame(DATA, PADDED, &[0]), now));
+    }
+
+    #[test]
+    fn frames_split_across_reads_and_windows() {
+        let (mut m, now) = meter(2);
+        let bytes: Vec<u8> = (0..3).flat_map(|_| frame(PING, 0, &[7; 8])).collect();
+        let split = 2 * (HEADER + 8) + HEADER - 1;
+        for b in &bytes[..split] {
+            assert!(!m.feed(std::slice::from_ref(b), now));
+        }
+        let later = now + Duration::from_secs(1);
+        assert!(!m.feed(&bytes[split..], later), "a new window");
+        assert!(!m.feed(&frame(PING, 0, &[0; 8]), later));
+        assert!(m.feed(&frame(PING, 0, &[0; 8]), later));
+    }
+}
