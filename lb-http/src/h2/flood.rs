@@ -1,12 +1,11 @@
-//! Counting the frames a client sends that cost lb work but carry no
-//! request progress, which the h2 crate answers or ignores without a bound
-//! of its own: PING and SETTINGS (each one makes lb write an
-//! acknowledgement), DATA frames without data that do not end their stream
-//! (empty or padding only), and CONTINUATION frames with an empty header
-//! block fragment that do not end the headers. [`FrameMeter`] reads frame
-//! headers from the bytes as they arrive (sans-I/O); [`MeteredIo`] feeds it
-//! from the connection and wakes the connection task when the client goes
-//! over `max_per_second` such frames in a one-second window.
+//! Counting the control frames a client sends that make lb write an
+//! acknowledgement and that the h2 crate answers without a bound of its
+//! own: PING and SETTINGS (without the ACK flag). (h2 itself bounds DATA
+//! frames without data, at 100 per connection, and CONTINUATION frames per
+//! header block.) [`FrameMeter`] reads frame headers from the bytes as they
+//! arrive (sans-I/O); [`MeteredIo`] feeds it from the connection and wakes
+//! the connection task when the client sends more than the limit in a
+//! one-second window.
 
 use std::cell::Cell;
 use std::io::IoSlice;
@@ -19,14 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 const HEADER: usize = 9;
-const DATA: u8 = 0x0;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
-const CONTINUATION: u8 = 0x9;
 const ACK: u8 = 0x1;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const PADDED: u8 = 0x8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -34,13 +28,11 @@ enum State {
     Preface(usize),
     /// Collecting a frame header (bytes collected so far in `header`).
     Header(usize),
-    /// Reading the pad length of a padded DATA frame of this length.
-    PadLength(usize),
     /// Skipping payload bytes.
     Payload(usize),
 }
 
-/// Counts overhead frames per one-second window from the raw bytes a
+/// Counts PING and SETTINGS frames per one-second window from the raw bytes a
 /// client sends (after the 24-byte connection preface).
 #[derive(Debug)]
 pub(crate) struct FrameMeter {
@@ -63,11 +55,6 @@ impl FrameMeter {
             count: 0,
             tripped: false,
         }
-    }
-
-    /// Whether the client went over the limit (stays set).
-    pub(crate) fn tripped(&self) -> bool {
-        self.tripped
     }
 
     fn count(&mut self, now: Instant) {
@@ -108,25 +95,9 @@ impl FrameMeter {
                         State::Header(have + n)
                     };
                 }
-                State::PadLength(len) => {
-                    // Padding only: the pad length byte plus `pad` bytes.
-                    if usize::from(bytes[0]) + 1 >= len {
-                        self.count(now);
-                    }
-                    bytes = &bytes[1..];
-                    self.state = Self::payload(len - 1);
-                }
             }
         }
         self.tripped && !before
-    }
-
-    fn payload(len: usize) -> State {
-        if len == 0 {
-            State::Header(0)
-        } else {
-            State::Payload(len)
-        }
     }
 
     /// Judges the frame whose header was just read; the state for its payload.
@@ -134,20 +105,14 @@ impl FrameMeter {
         let h = &self.header;
         let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
         let (kind, flags) = (h[3], h[4]);
-        match kind {
-            PING | SETTINGS if flags & ACK == 0 => self.count(now),
-            DATA if flags & END_STREAM == 0 => {
-                if flags & PADDED != 0 && len > 0 {
-                    return State::PadLength(len);
-                }
-                if len == 0 {
-                    self.count(now);
-                }
-            }
-            CONTINUATION if flags & END_HEADERS == 0 && len == 0 => self.count(now),
-            _ => {}
+        if matches!(kind, PING | SETTINGS) && flags & ACK == 0 {
+            self.count(now);
         }
-        Self::payload(len)
+        if len == 0 {
+            State::Header(0)
+        } else {
+            State::Payload(len)
+        }
     }
 }
 
@@ -241,29 +206,20 @@ mod tests {
     }
 
     #[test]
-    fn counts_pings_settings_and_empty_frames_not_acks_or_data() {
-        let (mut m, now) = meter(4);
+    fn counts_pings_and_settings_not_acks_or_other_frames() {
+        let (mut m, now) = meter(2);
         let mut bytes = Vec::new();
         bytes.extend(frame(PING, ACK, &[0; 8]));
         bytes.extend(frame(SETTINGS, ACK, &[]));
-        bytes.extend(frame(DATA, 0, b"hello"));
-        bytes.extend(frame(DATA, END_STREAM, &[]));
-        bytes.extend(frame(CONTINUATION, 0, b"x"));
+        bytes.extend(frame(0x0, 0, b"hello"));
+        bytes.extend(frame(0x0, 0, &[]));
+        bytes.extend(frame(0x9, 0, &[]));
         bytes.extend(frame(PING, 0, &[0; 8]));
         bytes.extend(frame(SETTINGS, 0, &[0, 3, 0, 0, 0, 100]));
-        bytes.extend(frame(DATA, 0, &[]));
-        bytes.extend(frame(CONTINUATION, 0, &[]));
-        assert!(!m.feed(&bytes, now), "four counted frames are within 4");
-        assert!(m.feed(&frame(DATA, PADDED, &[3, 0, 0, 0]), now), "padding only");
-        assert!(m.tripped());
+        assert!(!m.feed(&bytes, now), "two counted frames are within 2");
+        assert!(m.feed(&frame(PING, 0, &[1; 8]), now));
+        assert!(m.tripped);
         assert!(!m.feed(&frame(PING, 0, &[0; 8]), now), "trips once");
-    }
-
-    #[test]
-    fn padded_data_with_data_is_not_counted() {
-        let (mut m, now) = meter(0);
-        assert!(!m.feed(&frame(DATA, PADDED, &[2, b'a', 0, 0]), now));
-        assert!(m.feed(&frame(DATA, PADDED, &[0]), now));
     }
 
     #[test]

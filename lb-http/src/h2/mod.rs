@@ -17,11 +17,13 @@
 //! must send for client protocol errors (both enforced by h2 with GOAWAY
 //! ENHANCE_YOUR_CALM), and on client RST_STREAMs per second counted here
 //! (rapid reset, CVE-2023-44487: the connection gets GOAWAY
-//! ENHANCE_YOUR_CALM). h2 answers PING and SETTINGS one at a time (it stops
-//! reading while an acknowledgement waits to be written) and ignores DATA
-//! and CONTINUATION frames that carry nothing; [`flood`] counts those frames
-//! per second on the bytes read and ends a flooding connection with GOAWAY
-//! ENHANCE_YOUR_CALM (`max_overhead_frames_per_second`).
+//! ENHANCE_YOUR_CALM). h2 bounds DATA frames without data (100 per
+//! connection) and CONTINUATION frames per header block itself, both with
+//! GOAWAY ENHANCE_YOUR_CALM. It answers every PING and SETTINGS, one at a
+//! time (it stops reading while an acknowledgement waits to be written),
+//! without a bound on their rate: [`flood`] counts them per second on the
+//! bytes read and ends a flooding connection with GOAWAY ENHANCE_YOUR_CALM
+//! (`max_control_frames_per_second`).
 
 mod client;
 mod flood;
@@ -58,11 +60,9 @@ pub struct Http2Settings {
     /// Client RST_STREAM frames tolerated per connection and second; more
     /// ends the connection with GOAWAY (rapid reset).
     pub max_resets_per_second: u32,
-    /// PING and SETTINGS frames, DATA frames without data that do not end
-    /// their stream and empty CONTINUATION frames that do not end the
-    /// headers, tolerated per connection and second; more ends the
-    /// connection with GOAWAY ENHANCE_YOUR_CALM.
-    pub max_overhead_frames_per_second: u32,
+    /// PING and SETTINGS frames (without ACK) tolerated per connection and
+    /// second; more ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+    pub max_control_frames_per_second: u32,
     /// Initial flow-control window of each stream, in bytes.
     pub stream_window: u32,
     /// Flow-control window of a whole connection, in bytes.
@@ -77,7 +77,7 @@ impl Default for Http2Settings {
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
             max_resets_per_second: 100,
-            max_overhead_frames_per_second: 500,
+            max_control_frames_per_second: 100,
             stream_window: 256 * 1024,
             connection_window: 1024 * 1024,
         }

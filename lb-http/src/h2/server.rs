@@ -204,7 +204,7 @@ pub(crate) async fn serve_h2<IO>(
         .initial_connection_window_size(h.connection_window)
         .max_send_buffer_size(SEND_BUFFER);
     let flood = Rc::new(Notify::new());
-    let mut io = MeteredIo::new(io, h.max_overhead_frames_per_second, Rc::clone(&flood));
+    let mut io = MeteredIo::new(io, h.max_control_frames_per_second, Rc::clone(&flood));
     let handshake = builder.handshake::<_, Bytes>(&mut io);
     let mut conn = match tokio::time::timeout(settings.header_read_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
@@ -259,7 +259,7 @@ pub(crate) async fn serve_h2<IO>(
             () = flood.notified(), if !calmed => {
                 calmed = true;
                 closing = true;
-                tracing::info!(%peer, "HTTP/2 client flooded PING, SETTINGS or empty frames, sending GOAWAY");
+                tracing::info!(%peer, "HTTP/2 client sent too many PING or SETTINGS frames, sending GOAWAY");
                 conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
             }
             () = &mut idle, if streams.is_empty() && !closing => {
