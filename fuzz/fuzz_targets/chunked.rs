@@ -29,7 +29,10 @@ fn decode(input: &[u8], step: usize) -> (Vec<u8>, bool, bool) {
                 assert!(body.len() as u64 <= dec.declared());
             }
             Ok(None) => {
-                assert!(buf.is_empty(), "need more input only once the buffer is used up");
+                assert!(
+                    buf.is_empty(),
+                    "need more input only once the buffer is used up"
+                );
                 if fed == input.len() {
                     return (body, false, false);
                 }
@@ -47,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let whole = decode(input, input.len().max(1));
     let split = decode(input, usize::from(step % 16) + 1);
-    assert_eq!(whole, split, "the result depends on how reads split the input");
+    assert_eq!(
+        whole, split,
+        "the result depends on how reads split the input"
+    );
     let (body, done, failed) = whole;
     assert_eq!(ChunkedDecoder::check_prefix(input).is_err(), failed);
     if done {

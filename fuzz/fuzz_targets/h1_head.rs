@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
         for cut in [len - 1, len / 2] {
             let mut part = BytesMut::from(&data[..cut]);
             let r = parse_request(&mut part, MAX_BYTES, MAX_HEADERS, &mut Vec::new());
-            assert!(!matches!(r, Ok(Some(_))), "complete after {cut} of {len} bytes");
+            assert!(
+                !matches!(r, Ok(Some(_))),
+                "complete after {cut} of {len} bytes"
+            );
         }
         if let Ok(info) = request_info(&head) {
             if let Some(host) = info.host {

@@ -42,7 +42,11 @@ fuzz_target!(|data: &[u8]| {
     let lines: Vec<&[u8]> = text[..text.len() - 4].split(|&b| b == b'\n').collect();
     for line in &lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        assert!(clean(line), "CR, LF or NUL inside a line: {:?}", String::from_utf8_lossy(text));
+        assert!(
+            clean(line),
+            "CR, LF or NUL inside a line: {:?}",
+            String::from_utf8_lossy(text)
+        );
     }
     let mut again = out.clone();
     let up = match parse_request(&mut again, 64 * 1024, 256, &mut Vec::new()) {
@@ -57,19 +61,33 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(up.headers().count() + 1, lines.len());
     let up_info = match request_info(&up) {
         Ok(i) => i,
-        Err(e) => panic!("upstream head refused ({e}): {:?}", String::from_utf8_lossy(text)),
+        Err(e) => panic!(
+            "upstream head refused ({e}): {:?}",
+            String::from_utf8_lossy(text)
+        ),
     };
     let expected = match info.body {
         BodyKind::Length(0) if !matches!(up_info.body, BodyKind::Length(_)) => BodyKind::Empty,
         b => b,
     };
-    assert_eq!(up_info.body, expected, "{:?}", String::from_utf8_lossy(text));
+    assert_eq!(
+        up_info.body,
+        expected,
+        "{:?}",
+        String::from_utf8_lossy(text)
+    );
     for (name, _) in up.headers() {
         let framing = name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding");
-        assert!(framing || !is_hop_by_hop(name), "{:?}", String::from_utf8_lossy(name));
+        assert!(
+            framing || !is_hop_by_hop(name),
+            "{:?}",
+            String::from_utf8_lossy(name)
+        );
     }
-    let xff = up.headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"x-forwarded-for"));
+    let xff = up
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-forwarded-for"));
     let last = xff.last().expect("X-Forwarded-For").1;
     assert!(last.ends_with(b"192.0.2.7"));
 });

@@ -7,9 +7,9 @@
 
 use arbitrary::Arbitrary;
 use bytes::BytesMut;
+use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
-use http::Method;
 use lb_http::fuzz_api::{Framing, encode_h1_request};
 use lb_http::h1::BodyKind;
 use lb_http::h1::head::{parse_request, request_info, valid_authority};
@@ -78,12 +78,19 @@ fuzz_target!(|input: Input| {
     assert!(text.ends_with(b"\r\n\r\n"));
     for line in text[..text.len() - 4].split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        assert!(clean(line), "CR, LF or NUL inside a line: {:?}", String::from_utf8_lossy(text));
+        assert!(
+            clean(line),
+            "CR, LF or NUL inside a line: {:?}",
+            String::from_utf8_lossy(text)
+        );
     }
     let mut again = out.clone();
     let head = match parse_request(&mut again, 1 << 20, 256, &mut Vec::new()) {
         Ok(Some(head)) => head,
-        other => panic!("head does not parse ({other:?}): {:?}", String::from_utf8_lossy(text)),
+        other => panic!(
+            "head does not parse ({other:?}): {:?}",
+            String::from_utf8_lossy(text)
+        ),
     };
     assert!(again.is_empty());
     assert_eq!(head.method(), method.as_str().as_bytes());

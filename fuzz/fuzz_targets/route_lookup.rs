@@ -79,7 +79,11 @@ impl<'a> Arbitrary<'a> for Input {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         let mut rules = Vec::new();
         for i in 0..u.int_in_range(0..=12)? {
-            let kind = if u.arbitrary()? { PathKind::Exact } else { PathKind::Prefix };
+            let kind = if u.arbitrary()? {
+                PathKind::Exact
+            } else {
+                PathKind::Prefix
+            };
             rules.push(Rule {
                 host: HostMatch::parse(&host(u)?),
                 path: path(u)?,
@@ -92,7 +96,11 @@ impl<'a> Arbitrary<'a> for Input {
         for _ in 0..u.int_in_range(1..=8)? {
             requests.push((host(u)?, path(u)?));
         }
-        Ok(Input { rules, default, requests })
+        Ok(Input {
+            rules,
+            default,
+            requests,
+        })
     }
 }
 

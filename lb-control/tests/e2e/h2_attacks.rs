@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bench::echo::EchoServer;
 
 use crate::support::h2raw::{
-    self, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, End, HEADERS, PING,
-    Raw, SETTINGS, WINDOW_UPDATE, frame, request_block, rss_kib,
+    self, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, End, HEADERS, PING, Raw,
+    SETTINGS, WINDOW_UPDATE, frame, request_block, rss_kib,
 };
 use crate::support::{Lb, service_yaml};
 
@@ -34,7 +34,11 @@ fn start(tag: &str, echo: &EchoServer, extra: &str) -> Lb {
     let svc = service_yaml("default", "web", 80, None, &[echo.local_addr()]);
     Lb::start(
         tag,
-        &[("class.yaml", CLASS), ("svc.yaml", &svc), ("ing.yaml", INGRESS)],
+        &[
+            ("class.yaml", CLASS),
+            ("svc.yaml", &svc),
+            ("ing.yaml", INGRESS),
+        ],
         extra,
     )
 }
@@ -46,13 +50,23 @@ fn pid(lb: &Lb) -> u32 {
 /// One request with curl over HTTP/2 prior knowledge: the status.
 fn curl_h2(addr: SocketAddr) -> u16 {
     let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "--http2-prior-knowledge", "-o", "/dev/null"])
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+        ])
         .args(["-w", "%{http_code}"])
         .arg(format!("http://{addr}/fixed"))
         .stdin(Stdio::null())
         .output()
         .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// curl requests in a loop until `stop` (at most 200): how many were
@@ -96,7 +110,9 @@ fn run_attack(lb: &Lb, raw: &Raw, max: u32, mut attack: impl FnMut(&Raw, u32) ->
             peak = peak.max(rss_kib(pid));
         }
     }
-    let end = raw.end(Duration::from_secs(5)).map(|(e, at)| (e, at - started));
+    let end = raw
+        .end(Duration::from_secs(5))
+        .map(|(e, at)| (e, at - started));
     peak = peak.max(rss_kib(pid));
     stop.store(true, Ordering::Relaxed);
     let served = during.join().unwrap();
@@ -112,7 +128,12 @@ fn run_attack(lb: &Lb, raw: &Raw, max: u32, mut attack: impl FnMut(&Raw, u32) ->
 
 fn assert_calmed(lb: &Lb, o: &Outcome, within: Duration) {
     let (end, after) = o.end.expect("the attacking connection was ended");
-    assert_eq!(end, End::GoAway(ENHANCE_YOUR_CALM), "log:\n{}", lb.log_text());
+    assert_eq!(
+        end,
+        End::GoAway(ENHANCE_YOUR_CALM),
+        "log:\n{}",
+        lb.log_text()
+    );
     assert!(after < within, "ended after {after:?}");
     assert_served(lb, o);
 }
@@ -133,7 +154,9 @@ fn ping_flood_gets_goaway() {
     let echo = EchoServer::start("127.0.0.1:0".parse().unwrap(), "web").unwrap();
     let lb = start("h2a-ping", &echo, "");
     let raw = Raw::connect(lb.http, &[]);
-    let burst: Vec<u8> = (0..64u64).flat_map(|i| frame(PING, 0, 0, &i.to_be_bytes())).collect();
+    let burst: Vec<u8> = (0..64u64)
+        .flat_map(|i| frame(PING, 0, 0, &i.to_be_bytes()))
+        .collect();
     let o = run_attack(&lb, &raw, 2_000, |raw, _| raw.send(&burst));
     assert_calmed(&lb, &o, Duration::from_secs(2));
 }
@@ -193,7 +216,12 @@ fn made_you_reset_window_overflow_gets_goaway() {
     let o = run_attack(&lb, &raw, 5_000, |raw, i| {
         let stream = 2 * i + 1;
         let mut bytes = frame(HEADERS, END_HEADERS | END_STREAM, stream, &block);
-        bytes.extend(frame(WINDOW_UPDATE, 0, stream, &0x7fff_ffffu32.to_be_bytes()));
+        bytes.extend(frame(
+            WINDOW_UPDATE,
+            0,
+            stream,
+            &0x7fff_ffffu32.to_be_bytes(),
+        ));
         raw.send(&bytes)
     });
     assert_calmed(&lb, &o, Duration::from_secs(5));
@@ -240,7 +268,11 @@ fn zero_window_stall_with_hpack_amplification_stays_bounded() {
     first.push(0x40);
     first.push(5);
     first.extend_from_slice(b"x-big");
-    first.extend_from_slice(&[0x7f, (4000 - 127) as u8 & 0x7f | 0x80, ((4000 - 127) >> 7) as u8]);
+    first.extend_from_slice(&[
+        0x7f,
+        (4000 - 127) as u8 & 0x7f | 0x80,
+        ((4000 - 127) >> 7) as u8,
+    ]);
     first.extend_from_slice(big.as_bytes());
     assert!(raw.send(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &first)));
     let mut block = request_block("GET", "/bytes/1000000", "web.test", &[]);
