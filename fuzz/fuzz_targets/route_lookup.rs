@@ -62,6 +62,7 @@ fn path(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
     Ok(p)
 }
 
+#[derive(Debug)]
 struct Rule {
     host: HostMatch,
     path: String,
@@ -69,6 +70,7 @@ struct Rule {
     backend: u32,
 }
 
+#[derive(Debug)]
 struct Input {
     rules: Vec<Rule>,
     default: Option<u32>,
