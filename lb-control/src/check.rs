@@ -43,6 +43,28 @@ pub fn load_and_compile_with(
     compiled
 }
 
+/// Compiles manifests given as YAML text (each string one file's worth of
+/// documents) through the same parse, store and compile steps as
+/// [`load_and_compile`], without reading files: for the fuzz targets in
+/// `fuzz/` and tests. Diagnostics name the files `<manifest N>`.
+#[doc(hidden)]
+pub fn compile_yaml(cfg: &Config, texts: &[&str]) -> Compiled {
+    let mut objects = Vec::new();
+    let mut all = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let file = std::path::PathBuf::from(format!("<manifest {i}>"));
+        let (objs, diags) = crate::source::files::objects_from_str(text, &file);
+        objects.extend(objs);
+        all.extend(diags);
+    }
+    let (store, store_diags) = Store::build(&objects);
+    let mut compiled = compile_with(&store, cfg, &Vips::default());
+    all.extend(store_diags);
+    all.append(&mut compiled.diagnostics);
+    compiled.diagnostics = all;
+    compiled
+}
+
 /// Kinds without a namespace: for them a missing namespace is no namespace,
 /// for every other kind it is `default`.
 const CLUSTER_SCOPED: &[&str] = &["Namespace", "IngressClass", "GatewayClass"];
@@ -170,6 +192,26 @@ mod tests {
 
     const GOOD: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: good}\nspec:\n  ingressClassName: lb\n  rules:\n  - host: a.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 80}}}}\n";
     const BAD: &str = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: ok, namespace: team}\nspec:\n  ingressClassName: lb\n  rules:\n  - host: b.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 80}}}}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: broken, namespace: team}\nspec:\n  ingressClassName: lb\n  rules:\n  - http:\n      paths:\n      - {path: /x, pathType: Foo, backend: {service: {name: s, port: {number: 80}}}}\n";
+
+    #[test]
+    fn compile_yaml_agrees_with_the_file_path() {
+        let dir = scratch("yaml");
+        std::fs::write(dir.join("manifests/good.yaml"), GOOD).unwrap();
+        std::fs::write(dir.join("manifests/bad.yaml"), BAD).unwrap();
+        let cfg = Config::load(&write_config(&dir)).unwrap();
+        let mut source = FileSource::new(cfg.sources.files.clone());
+        let from_files = load_and_compile(&cfg, &mut source);
+        let from_text = compile_yaml(&cfg, &[BAD, GOOD]);
+        assert_eq!(from_text.summary, from_files.summary);
+        assert_eq!(
+            from_text.diagnostics.len(),
+            from_files.diagnostics.len(),
+            "{:?}",
+            from_text.diagnostics
+        );
+        assert!(from_text.summary.invalid > 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn clean_config_exits_zero() {

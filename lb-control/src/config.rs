@@ -227,6 +227,9 @@ pub struct Http2 {
     pub max_local_error_reset_streams: usize,
     /// Client RST_STREAMs per connection and second before GOAWAY (rapid reset).
     pub max_resets_per_second: u32,
+    /// Client PING and SETTINGS frames per connection and second before
+    /// GOAWAY (control-frame floods).
+    pub max_control_frames_per_second: u32,
     /// Initial flow-control window of each stream, in bytes.
     pub stream_window: u32,
     /// Flow-control window of each connection, in bytes.
@@ -247,6 +250,7 @@ impl Default for Http2 {
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
             max_resets_per_second: 100,
+            max_control_frames_per_second: 100,
             stream_window: 256 * 1024,
             connection_window: 1024 * 1024,
         }
@@ -269,6 +273,10 @@ impl Http2 {
                 self.max_local_error_reset_streams,
             ),
             ("max_resets_per_second", self.max_resets_per_second as usize),
+            (
+                "max_control_frames_per_second",
+                self.max_control_frames_per_second as usize,
+            ),
         ] {
             if n == 0 {
                 return Err(format!("http2.{key}: must be at least 1"));
@@ -972,9 +980,11 @@ files = ["config/manifests"]
     #[test]
     fn http2_keys_parse_and_are_checked() {
         let cfg = parse(
-            "[http2]\nmax_concurrent_streams = 10\nmax_header_list_size = 4096\nmax_resets_per_second = 5\nstream_window = 65535\n",
+            "[http2]\nmax_concurrent_streams = 10\nmax_header_list_size = 4096\nmax_resets_per_second = 5\nmax_control_frames_per_second = 7\nstream_window = 65535\n",
         )
         .unwrap();
+        assert_eq!(cfg.http2.max_control_frames_per_second, 7);
+        assert_eq!(Http2::default().max_control_frames_per_second, 100);
         assert_eq!(cfg.http2.max_concurrent_streams, 10);
         assert_eq!(cfg.http2.max_header_list_size, Some(4096));
         assert_eq!(cfg.http2.max_resets_per_second, 5);
@@ -984,6 +994,7 @@ files = ["config/manifests"]
             "max_concurrent_streams = 0",
             "max_header_list_size = 100",
             "max_resets_per_second = 0",
+            "max_control_frames_per_second = 0",
             "stream_window = 100",
             "connection_window = 2147483648",
         ] {

@@ -82,6 +82,7 @@ fn proxy_settings(cfg: &Config) -> ProxySettings {
             max_pending_accept_reset_streams: cfg.http2.max_pending_accept_reset_streams,
             max_local_error_reset_streams: cfg.http2.max_local_error_reset_streams,
             max_resets_per_second: cfg.http2.max_resets_per_second,
+            max_control_frames_per_second: cfg.http2.max_control_frames_per_second,
             stream_window: cfg.http2.stream_window,
             connection_window: cfg.http2.connection_window,
             goaway_timeout: cfg.http2.goaway_timeout,

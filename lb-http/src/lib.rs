@@ -7,6 +7,8 @@ pub mod access_log;
 pub mod balance;
 pub mod downstream;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod gateway;
 pub mod h1;
 pub mod h2;

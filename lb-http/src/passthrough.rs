@@ -201,11 +201,16 @@ fn server_name(data: &[u8]) -> Result<String, &'static str> {
             continue;
         }
         let name = name.strip_suffix(b".").unwrap_or(name);
+        // Labels of letters, digits, `-` and `_`, none empty (so no leading
+        // dot, no `..`, and at most the one trailing dot stripped above).
         let ok = !name.is_empty()
             && name.len() <= 253
-            && name
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            && name.split(|&b| b == b'.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+            });
         if !ok {
             return Err("bad server name");
         }
@@ -473,6 +478,33 @@ mod tests {
                 "prefix {end}"
             );
         }
+    }
+
+    /// Found by the `client_hello` fuzz target: a name with empty labels
+    /// came out with a trailing dot (`api.ex......` gave `api.ex.....`).
+    #[test]
+    fn names_with_empty_labels_are_invalid() {
+        let hello = client_hello("abc.example.com");
+        let at = hello
+            .windows(15)
+            .position(|w| w == b"abc.example.com")
+            .unwrap();
+        let with = |name: &[u8; 15]| {
+            let mut h = hello.clone();
+            h[at..at + 15].copy_from_slice(name);
+            parse_client_hello(&h)
+        };
+        for bad in [b"abc.example....", b".bc.example.com", b"abc..xample.com"] {
+            assert!(
+                matches!(with(bad), Hello::Invalid(_)),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            with(b"abc.example.co."),
+            Hello::Complete(Some("abc.example.co".into()))
+        );
     }
 
     #[test]

@@ -300,9 +300,8 @@ impl RouteTable {
         if let Some(t) = self.exact.get(host).and_then(|p| p.lookup(path)) {
             return Some(t);
         }
-        if let Some(t) = host
-            .split_once('.')
-            .and_then(|(_, suffix)| self.wildcard.get(suffix))
+        if let Some(t) = wildcard_suffix(host)
+            .and_then(|suffix| self.wildcard.get(suffix))
             .and_then(|p| p.lookup(path))
         {
             return Some(t);
@@ -546,7 +545,7 @@ impl RouteTable {
     /// tools, not the data plane: it allocates and scans every rule.
     pub fn explain(&self, host: &str, path: &str) -> Explanation<'_> {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let suffix = host.split_once('.').map(|(_, s)| s);
+        let suffix = wildcard_suffix(host);
         let req: Vec<&str> = segments(path).collect();
         let judged: Vec<(HostGroup, Option<usize>)> = self
             .rules
@@ -684,6 +683,14 @@ impl RouteTable {
     }
 }
 
+/// The part of `host` a `*.suffix` rule compares with its suffix: what
+/// follows the first label, when that label is not empty.
+pub(crate) fn wildcard_suffix(host: &str) -> Option<&str> {
+    host.split_once('.')
+        .filter(|(label, _)| !label.is_empty())
+        .map(|(_, suffix)| suffix)
+}
+
 /// Normalises a `Host` header value into `out`: port removed, trailing dot
 /// removed, ASCII lowercase. IPv6 literals keep their brackets.
 pub fn normalize_host(raw: &str, out: &mut String) {
@@ -756,6 +763,18 @@ mod tests {
                 "{kind:?} {rule} vs {req}"
             );
         }
+    }
+
+    /// `*.a.com` matched the host `.a.com`, whose first label is empty, not
+    /// one more label (the `route_lookup` fuzz target's reference matcher
+    /// holds lookups to the same rule).
+    #[test]
+    fn wildcards_need_a_non_empty_label() {
+        let tb = table(&[("*.a.com", "/", Prefix, 1)]);
+        assert_eq!(hit(&tb, "x.a.com", "/"), Some(1));
+        assert_eq!(hit(&tb, ".a.com", "/"), None);
+        assert_eq!(hit(&tb, "a.com", "/"), None);
+        assert_eq!(tb.explain(".a.com", "/").target(), None);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl HttpSnapshot {
         if self.https_redirect.contains(host) {
             return true;
         }
-        host.split_once('.')
-            .is_some_and(|(_, parent)| self.https_redirect.contains(&format!("*.{parent}")))
+        crate::route::wildcard_suffix(host)
+            .is_some_and(|parent| self.https_redirect.contains(&format!("*.{parent}")))
     }
 }

@@ -357,8 +357,8 @@ fn raw_object(
     })
 }
 
-/// Parses multi-document YAML text as if read from `file` (for tests).
-#[cfg(test)]
+/// Parses multi-document YAML text as if read from `file` (for tests and
+/// [`crate::check::compile_yaml`]).
 pub(crate) fn objects_from_str(text: &str, file: &Path) -> (Vec<RawObject>, Vec<Diagnostic>) {
     match parse_documents(text, file) {
         FileRead::Parsed(objs, diags) => (objs, diags),

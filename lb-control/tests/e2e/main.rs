@@ -12,6 +12,7 @@ mod endpoints;
 mod explain;
 mod gateway;
 mod h2;
+mod h2_attacks;
 mod io;
 mod kube;
 mod kube_api_selftest;

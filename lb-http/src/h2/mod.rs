@@ -17,12 +17,18 @@
 //! must send for client protocol errors (both enforced by h2 with GOAWAY
 //! ENHANCE_YOUR_CALM), and on client RST_STREAMs per second counted here
 //! (rapid reset, CVE-2023-44487: the connection gets GOAWAY
-//! ENHANCE_YOUR_CALM). SETTINGS and PING floods are bounded inside h2, which
-//! answers them without queuing more than a fixed number of acknowledgements.
+//! ENHANCE_YOUR_CALM). h2 bounds DATA frames without data (100 per
+//! connection) and CONTINUATION frames per header block itself, both with
+//! GOAWAY ENHANCE_YOUR_CALM. It answers every PING and SETTINGS, one at a
+//! time (it stops reading while an acknowledgement waits to be written),
+//! without a bound on their rate: [`flood`] counts them per second on the
+//! bytes read and ends a flooding connection with GOAWAY ENHANCE_YOUR_CALM
+//! (`max_control_frames_per_second`).
 
 use std::time::Duration;
 
 mod client;
+mod flood;
 mod from_h1;
 mod io;
 mod server;
@@ -33,6 +39,7 @@ mod translate;
 pub(crate) use from_h1::{H1Exchange, forward_h1_to_h2c};
 pub(crate) use io::{PrefixedIo, sniff_preface};
 pub(crate) use server::serve_h2;
+pub(crate) use translate::{Fwd, ReqFraming, encode_h1_request};
 
 /// The HTTP/2 client connection preface (RFC 9113 section 3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -55,6 +62,9 @@ pub struct Http2Settings {
     /// Client RST_STREAM frames tolerated per connection and second; more
     /// ends the connection with GOAWAY (rapid reset).
     pub max_resets_per_second: u32,
+    /// PING and SETTINGS frames (without ACK) tolerated per connection and
+    /// second; more ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+    pub max_control_frames_per_second: u32,
     /// Initial flow-control window of each stream, in bytes.
     pub stream_window: u32,
     /// Flow-control window of a whole connection, in bytes.
@@ -73,6 +83,7 @@ impl Default for Http2Settings {
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
             max_resets_per_second: 100,
+            max_control_frames_per_second: 100,
             stream_window: 256 * 1024,
             connection_window: 1024 * 1024,
             goaway_timeout: Duration::from_secs(5),

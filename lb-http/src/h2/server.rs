@@ -18,8 +18,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use lb_core::runtime::Drain;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::flood::MeteredIo;
 use super::translate::{self, Fwd, ReqFraming, content_length};
 use super::{to_h1, to_h2c};
 use crate::balance::Policy;
@@ -203,7 +205,8 @@ pub(crate) async fn serve_h2<IO>(
         .initial_window_size(h.stream_window)
         .initial_connection_window_size(h.connection_window)
         .max_send_buffer_size(SEND_BUFFER);
-    let mut io = io;
+    let flood = Rc::new(Notify::new());
+    let mut io = MeteredIo::new(io, h.max_control_frames_per_second, Rc::clone(&flood));
     let handshake = builder.handshake::<_, Bytes>(&mut io);
     let mut conn = match tokio::time::timeout(settings.header_read_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
@@ -273,6 +276,12 @@ pub(crate) async fn serve_h2<IO>(
                 }
                 None => break,
             },
+            () = flood.notified(), if !calmed => {
+                calmed = true;
+                closing = true;
+                tracing::info!(%peer, "HTTP/2 client sent too many PING or SETTINGS frames, sending GOAWAY");
+                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+            }
             () = &mut idle, if streams.is_empty() && !closing => {
                 closing = true;
                 conn.graceful_shutdown();

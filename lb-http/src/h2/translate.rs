@@ -17,7 +17,7 @@ use crate::h1::rewrite::{ConnectionField, Framing, put_field, put_target, put_u6
 
 /// What lb adds to a forwarded request.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Fwd<'a> {
+pub(crate) struct Fwd<'a> {
     /// The client's IP address, as text.
     pub client_ip: &'a str,
     /// `http` or `https`.
@@ -28,7 +28,7 @@ pub(super) struct Fwd<'a> {
 
 /// How an HTTP/1.1 request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ReqFraming {
+pub(crate) enum ReqFraming {
     /// No body and no framing field.
     None,
     /// `Content-Length`.
@@ -167,7 +167,7 @@ pub(super) fn h2_request_from_h1(
 /// `Host` from `authority`, fields in order minus hop-by-hop ones, `cookie`
 /// fields joined with `"; "` (RFC 9113 section 8.2.3), framing per
 /// `framing`, `X-Forwarded-*` last.
-pub(super) fn encode_h1_request(
+pub(crate) fn encode_h1_request(
     method: &Method,
     headers: &HeaderMap,
     authority: &str,

@@ -47,7 +47,8 @@ use failover::{Pick, Tried, is_idempotent};
 pub(crate) use gateway::{GwRequest, GwRoute, GwStep, H1Headers, route_gateway};
 use gateway::{encode_redirect_response, rng_seed, until};
 use tunnel::upgrade_token;
-use wire::{check_body_start, linger_close, split_target};
+pub(crate) use wire::split_target;
+use wire::{check_body_start, linger_close};
 
 use std::cell::Cell;
 use std::net::SocketAddr;

@@ -36,7 +36,7 @@ pub(super) fn body_outcome<T>(r: Result<T, Error>) -> Result<(), Error> {
 /// has no authority; absolute-form `http://host/path?q` yields `host` and
 /// `/path?q` (`?q` or empty when the path is empty; the rewrite adds the
 /// `/`); `*` stays `*`. Anything else is refused.
-pub(super) fn split_target(target: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
+pub(crate) fn split_target(target: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
     if target.first() == Some(&b'/') || target == b"*" {
         return Some((None, target));
     }

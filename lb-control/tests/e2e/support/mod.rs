@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client;
 pub mod h2c;
+pub mod h2raw;
 pub mod k8s;
 
 use std::io::Read;
