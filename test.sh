@@ -4,7 +4,9 @@
 # the Kubernetes control plane, built from its Go modules by bench/cluster.sh),
 # starts the local cluster the Kubernetes tests share, runs every test with the
 # I/O engine `auto` picks, then the proxy and end-to-end suites again on epoll,
-# and fails if the API server refused lb anything (RBAC) during the run.
+# fails if the API server refused lb anything (RBAC) during the run, and then
+# runs every fuzz target for 30 s (fuzz/run.sh; LB_FUZZ_SECONDS changes it, 0
+# skips fuzzing, which a filtered run does too).
 #
 #   ./test.sh [CARGO TEST ARGS...]     e.g. ./test.sh kube::  (a filter)
 #
@@ -65,3 +67,13 @@ if refused:
     sys.exit(f"test.sh: the API server refused lb {len(refused)} time(s) during the run")
 print("test.sh: no 403 for lb in the audit log")
 PY
+
+# Bounded fuzzing of the parsers and the compile (fuzz/run.sh installs the
+# pinned cargo-fuzz and builds the targets with the nightly toolchain). Only
+# on a whole run: a filtered run (test names given) is about those tests.
+fuzz_seconds="${LB_FUZZ_SECONDS:-30}"
+if [ $# -eq 0 ] && [ "$fuzz_seconds" != 0 ]; then
+  fuzz/run.sh "$fuzz_seconds"
+else
+  echo "test.sh: fuzzing skipped (filtered run or LB_FUZZ_SECONDS=0)"
+fi

@@ -16,6 +16,9 @@ TOOLCHAIN="${FUZZ_TOOLCHAIN:-nightly}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 
+if ! rustup run "$TOOLCHAIN" rustc --version >/dev/null 2>&1; then
+    rustup toolchain install "$TOOLCHAIN" --profile minimal
+fi
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
