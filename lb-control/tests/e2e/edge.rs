@@ -238,3 +238,30 @@ fn dot_segments_and_escapes_cannot_cross_a_route_boundary() {
         }
     }
 }
+
+/// HTTP/2 `:path *` belongs to a server-wide OPTIONS only (RFC 9113 8.3.1):
+/// with another method it is refused with 400 instead of being forwarded as
+/// an asterisk-form request no HTTP/1.1 server accepts (found by the
+/// h2_to_h1 fuzz target).
+#[test]
+fn h2_asterisk_path_is_only_for_options() {
+    let a = EchoServer::start("127.0.0.1:0".parse().unwrap(), "a").unwrap();
+    let b = EchoServer::start("127.0.0.1:0".parse().unwrap(), "b").unwrap();
+    let lb = start("edge-asterisk", &a, &b);
+    let url = format!("http://{}/", lb.http);
+    let (_, verbose) = curl(&[
+        "--http2-prior-knowledge",
+        "-X",
+        "GET",
+        "--request-target",
+        "*",
+        "-H",
+        "Host: a.test",
+        &url,
+    ]);
+    assert!(
+        verbose.contains(":path: *") || verbose.contains("GET * "),
+        "curl did not send :path *: {verbose}"
+    );
+    assert!(verbose.contains("< HTTP/2 400"), "{verbose}");
+}

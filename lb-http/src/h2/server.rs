@@ -384,6 +384,13 @@ impl Ctx<'_> {
             },
         };
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        // RFC 9113 8.3.1: `*` is the `:path` of a server-wide OPTIONS only.
+        if path == "*" && req.method() != Method::OPTIONS {
+            return Err(early(
+                ErrorKind::InvalidHead,
+                ":path * with a method other than OPTIONS",
+            ));
+        }
         if path.len() > s.max_uri_bytes {
             return Err(early(ErrorKind::UriTooLong, ":path exceeds max_uri_bytes"));
         }
