@@ -180,6 +180,7 @@ pub fn encode_request_fields<'f, I>(
         put_field(out, b"Host", host);
     }
     let mut xff = false;
+    let mut host_sent = false;
     for (name, value) in fields() {
         if fwd.host_override.is_some() && name.eq_ignore_ascii_case(b"host") {
             continue;
@@ -197,7 +198,14 @@ pub fn encode_request_fields<'f, I>(
         if is_hop_by_hop(name) {
             continue;
         }
+        host_sent |= name.eq_ignore_ascii_case(b"host");
         put_field(out, name, value);
+    }
+    // An HTTP/1.0 request may come without Host; the upstream request is
+    // HTTP/1.1, which needs one: empty when the target has no authority
+    // (RFC 9112 3.2).
+    if !host_sent && fwd.host_override.is_none() {
+        out.extend_from_slice(b"Host: \r\n");
     }
     match info.body {
         BodyKind::Length(n) => put_length(out, n),
@@ -370,7 +378,7 @@ X-Forwarded-Host: a.example\r\n\r\n"
         let out = rewrite_request(b"GET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(
             out,
-            "GET / HTTP/1.1\r\nContent-Length: 0\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+            "GET / HTTP/1.1\r\nHost: \r\nContent-Length: 0\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
         );
     }
 
@@ -403,6 +411,20 @@ X-Forwarded-Host: a.example\r\n\r\n"
             &out[..],
             &b"GET /b?q HTTP/1.1\r\nHost: b\r\nX-Hop: filter\r\nX-New: 2\r\nX-Forwarded-For: 10.0.0.9\r\n\
 X-Forwarded-Proto: https\r\nX-Forwarded-Host: a\r\n\r\n"[..]
+        );
+    }
+
+    #[test]
+    fn an_http10_request_without_host_goes_upstream_with_an_empty_host() {
+        let out = rewrite_request(b"GET / HTTP/1.0\r\nAccept: */*\r\n\r\n");
+        assert!(out.starts_with("GET / HTTP/1.1\r\n"), "{out}");
+        assert!(out.contains("\r\nHost: \r\n"), "{out}");
+        // The result is a request lb's own parser (like any HTTP/1.1 server) takes.
+        let mut buf = BytesMut::from(out.as_bytes());
+        assert!(
+            parse_request(&mut buf, 4096, 32, &mut Vec::new())
+                .unwrap()
+                .is_some()
         );
     }
 
