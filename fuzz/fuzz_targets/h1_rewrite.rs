@@ -33,6 +33,8 @@ fuzz_target!(|data: &[u8]| {
         client_ip: b"192.0.2.7",
         host,
         proto: b"http",
+        // As the proxy does: an absolute-form target's authority is the Host.
+        host_override: authority,
     };
     let mut out = BytesMut::new();
     encode_request(&head, &info, &fwd, &mut out);

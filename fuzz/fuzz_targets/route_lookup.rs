@@ -158,6 +158,7 @@ fuzz_target!(|input: Input| {
         let target = RouteTarget {
             backend: BackendId(rule.backend),
             source: String::new(),
+            source_ranges: None,
         };
         let added = builder.add(rule.host.clone(), &rule.path, rule.kind, target);
         let duplicate = accepted.iter().any(|a| same_rule(a, rule));
@@ -171,6 +172,7 @@ fuzz_target!(|input: Input| {
             .set_default(RouteTarget {
                 backend: BackendId(d),
                 source: String::new(),
+                source_ranges: None,
             })
             .unwrap();
     }
