@@ -43,8 +43,8 @@ fuzz_target!(|input: Input| {
     let Ok(path) = PathAndQuery::try_from(&input.path[..]) else {
         return;
     };
-    // Open question, not settled here: `:path *` with a method other than
-    // OPTIONS is forwarded as an asterisk-form request lb's own parser refuses.
+    // lb's HTTP/2 server answers `:path *` with another method than OPTIONS
+    // with 400 before any translation.
     if path.as_str() == "*" && method != Method::OPTIONS {
         return;
     }
@@ -61,7 +61,9 @@ fuzz_target!(|input: Input| {
     let framing = match input.framing {
         None => Framing::None,
         Some(None) => Framing::Chunked,
-        Some(Some(n)) => Framing::Length(n),
+        // lb's HTTP/2 server takes at most 18 digits, as its HTTP/1.1 parser.
+        Some(Some(n)) if n < 1_000_000_000_000_000_000 => Framing::Length(n),
+        Some(Some(_)) => return,
     };
     // The forwarded host is the client's authority when a rewrite changed it.
     let forwarded_host = input

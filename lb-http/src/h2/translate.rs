@@ -319,7 +319,9 @@ pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     };
     let parse = |v: &HeaderValue| {
         let b = v.as_bytes();
-        if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
+        // At most 18 digits, as the HTTP/1.1 parser allows: the value goes
+        // upstream in an HTTP/1.1 head.
+        if b.is_empty() || b.len() > 18 || !b.iter().all(u8::is_ascii_digit) {
             return Err(());
         }
         std::str::from_utf8(b)
@@ -555,6 +557,10 @@ Expect: 100-continue\r\nContent-Length: 5\r\nAccept: */*\r\n\r\n"[..],
     #[test]
     fn content_lengths() {
         assert_eq!(content_length(&HeaderMap::new()), Ok(None));
+        assert_eq!(
+            content_length(&map(&[("content-length", "1000000000000000000")])),
+            Err(())
+        );
         assert_eq!(
             content_length(&map(&[("content-length", "12")])),
             Ok(Some(12))
