@@ -72,8 +72,17 @@ PY
 # pinned cargo-fuzz and builds the targets with the nightly toolchain). Only
 # on a whole run: a filtered run (test names given) is about those tests.
 fuzz_seconds="${LB_FUZZ_SECONDS:-30}"
+# A new finding (an input no earlier run had) is printed with its target's
+# log and saved under fuzz/artifacts/, and reported as such at the end, but
+# it does not fail the run: exploration is random, and a finding becomes a
+# fix plus a regression test (unit test and corpus entry), which the suites
+# above then hold. LB_FUZZ_STRICT=1 makes a finding fail the run.
 if [ $# -eq 0 ] && [ "$fuzz_seconds" != 0 ]; then
-  fuzz/run.sh "$fuzz_seconds"
+  if ! fuzz/run.sh "$fuzz_seconds"; then
+    echo "test.sh: FUZZING FOUND FAILING INPUTS (above; inputs in fuzz/artifacts/)"
+    if [ "${LB_FUZZ_STRICT:-0}" = 1 ]; then exit 1; fi
+  fi
 else
   echo "test.sh: fuzzing skipped (filtered run or LB_FUZZ_SECONDS=0)"
 fi
+exit 0

@@ -49,7 +49,6 @@ for target in $(cargo "+$TOOLCHAIN" fuzz list); do
         echo "fuzz: $target: FAILED (log: fuzz/$log, input in fuzz/artifacts/$target/)"
         tail -n 40 "$log"
         status=1
-        break
     fi
 done
 exit $status

@@ -384,6 +384,14 @@ impl Ctx<'_> {
             },
         };
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        // The HTTP/1.1 request line takes visible ASCII only (the http crate
+        // lets other bytes through in a query): 400, as the h1 parser does.
+        if !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(early(
+                ErrorKind::InvalidHead,
+                ":path with a byte outside visible ASCII",
+            ));
+        }
         // RFC 9113 8.3.1: `*` is the `:path` of a server-wide OPTIONS only.
         if path == "*" && req.method() != Method::OPTIONS {
             return Err(early(
