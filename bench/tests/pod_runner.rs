@@ -355,9 +355,19 @@ async fn run(dir: &Path, kubeconfig: &Path) {
         },
     )
     .await;
-    let reply = http_get(victim_addr, "/draining").expect("terminating pod answers");
-    assert_eq!(reply.code, 200);
-    assert_eq!(reply.header("connection"), Some("close"));
+    // The EndpointSlice controller and the pod runner both watch the deletion; the
+    // endpoint may turn terminating a moment before the runner's SIGTERM reaches the
+    // process, so wait for the drain to show (within the grace period).
+    let reply = eventually(
+        "the terminating pod to answer with Connection: close",
+        Duration::from_millis(1500),
+        || async {
+            let reply = http_get(victim_addr, "/draining").expect("terminating pod answers");
+            assert_eq!(reply.code, 200);
+            (reply.header("connection") == Some("close")).then_some(reply)
+        },
+    )
+    .await;
     assert_eq!(reply.json()["backend"], victim_name.as_str());
     assert!(
         deleted_at.elapsed() < Duration::from_millis(2500),
