@@ -9,7 +9,7 @@ use crate::admin::{AdminState, ControlView, ReloadResult};
 use crate::check::load_and_compile;
 use crate::compile::Compiled;
 use crate::config::Config;
-use crate::diag::Severity;
+use crate::diag::{Diagnostic, Severity};
 use crate::source::files::FileSource;
 
 /// Loads every source, compiles and publishes; records how long the load
@@ -35,7 +35,7 @@ pub fn publish(state: &AdminState, cfg: &Config, compiled: Compiled) -> u64 {
     }
     let view = ControlView {
         config: serde_json::to_value(cfg).unwrap_or_default(),
-        status: compiled.status,
+        status: status_view(compiled.status, &compiled.diagnostics),
         diagnostics: compiled
             .diagnostics
             .iter()
@@ -61,4 +61,98 @@ pub fn publish(state: &AdminState, cfg: &Config, compiled: Compiled) -> u64 {
         compiled.summary.one_line()
     );
     generation
+}
+
+/// The admin `/status` list: the compile's status entries, each with the
+/// diagnostics about its object under `diagnostics`; an object that has
+/// diagnostics but no status entry (an Ingress refused for an invalid
+/// value, say) gets an entry of its own with `kind`, `metadata` and
+/// `diagnostics` only. The entries written back to the API server are the
+/// compile's own, without these.
+fn status_view(mut status: Vec<serde_json::Value>, diags: &[Diagnostic]) -> Vec<serde_json::Value> {
+    use std::collections::BTreeMap;
+    type Key = (String, String, String);
+    let mut by_object: BTreeMap<Key, Vec<serde_json::Value>> = BTreeMap::new();
+    for d in diags {
+        let (Some(kind), Some(name)) = (&d.kind, &d.name) else {
+            continue;
+        };
+        let key = (
+            kind.clone(),
+            d.namespace.clone().unwrap_or_default(),
+            name.clone(),
+        );
+        by_object.entry(key).or_default().push(serde_json::json!({
+            "severity": d.severity,
+            "field": d.field,
+            "message": d.to_string(),
+        }));
+    }
+    let key_of = |e: &serde_json::Value| -> Key {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        (
+            text(&e["kind"]),
+            text(&e["metadata"]["namespace"]),
+            text(&e["metadata"]["name"]),
+        )
+    };
+    for entry in &mut status {
+        if let Some(list) = by_object.remove(&key_of(entry)) {
+            entry["diagnostics"] = serde_json::Value::Array(list);
+        }
+    }
+    for ((kind, namespace, name), list) in by_object {
+        let mut metadata = serde_json::json!({ "name": name });
+        if !namespace.is_empty() {
+            metadata["namespace"] = serde_json::Value::String(namespace);
+        }
+        status.push(serde_json::json!({
+            "kind": kind,
+            "metadata": metadata,
+            "diagnostics": list,
+        }));
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_join_their_objects_status_or_get_an_entry() {
+        let status = vec![serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"namespace": "a", "name": "served"},
+            "status": {"loadBalancer": {}},
+        })];
+        let diags = [
+            Diagnostic::warning("one rule ignored")
+                .object("Ingress", Some("a"), "served")
+                .field("spec.rules[1]"),
+            Diagnostic::error("bad host")
+                .object("Ingress", Some("a"), "refused")
+                .field("spec.rules[0].host"),
+            Diagnostic::error("no object named"),
+        ];
+        let view = status_view(status, &diags);
+        assert_eq!(view.len(), 2);
+        assert_eq!(view[0]["status"], serde_json::json!({"loadBalancer": {}}));
+        assert_eq!(view[0]["diagnostics"][0]["severity"], "warning");
+        assert_eq!(view[0]["diagnostics"][0]["field"], "spec.rules[1]");
+        assert_eq!(view[1]["kind"], "Ingress");
+        assert_eq!(
+            view[1]["metadata"],
+            serde_json::json!({"namespace": "a", "name": "refused"})
+        );
+        assert!(view[1].get("status").is_none());
+        assert_eq!(view[1]["diagnostics"][0]["severity"], "error");
+        assert!(
+            view[1]["diagnostics"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("bad host")
+        );
+    }
 }

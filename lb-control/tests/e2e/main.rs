@@ -13,6 +13,7 @@ mod explain;
 mod gateway;
 mod h2;
 mod h2_attacks;
+mod ingress_values;
 mod io;
 mod kube;
 mod kube_api_selftest;
