@@ -62,9 +62,25 @@ struct LbStatus {
     ns: String,
     name: String,
     vips: Vec<IpAddr>,
-    /// (port, protocol, whether a VIP bind of it was kept).
-    ports: Vec<(i32, String, bool)>,
+    /// (port, protocol, what became of its VIP binds).
+    ports: Vec<(i32, String, PortFate)>,
 }
+
+/// What became of the VIP binds of one LoadBalancer Service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortFate {
+    /// No bind settled yet (or none asked for).
+    Unbound,
+    /// Every bind lost its address, protocol and port to another owner.
+    Lost,
+    /// At least one bind serves.
+    Kept,
+}
+
+/// `status.loadBalancer.ingress[].ports[].error` of a port whose every VIP
+/// bind belongs to another owner (a provider-specific value, in the
+/// `domain/CamelCase` form the Service API asks for).
+pub const PORT_CONFLICT_ERROR: &str = "lb.example.com/PortConflict";
 
 impl CompiledL4<'_> {
     /// Puts the claims that won into the snapshot and reports the others;
@@ -72,6 +88,12 @@ impl CompiledL4<'_> {
     pub fn finish(&mut self, lost: &[Option<String>]) {
         for (i, (p, claim)) in self.pending.drain(..).zip(&self.claims).enumerate() {
             if let Some(winner) = lost.get(i).and_then(Option::as_ref) {
+                if let Some((s, port)) = p.status_port {
+                    let fate = &mut self.lb_services[s].ports[port].2;
+                    if *fate == PortFate::Unbound {
+                        *fate = PortFate::Lost;
+                    }
+                }
                 let protocol = if p.udp { "UDP" } else { "TCP" };
                 self.diagnostics.push(p.obj.diagnostic(
                     Diagnostic::warning(format!(
@@ -83,7 +105,7 @@ impl CompiledL4<'_> {
                 continue;
             }
             if let Some((s, port)) = p.status_port {
-                self.lb_services[s].ports[port].2 = true;
+                self.lb_services[s].ports[port].2 = PortFate::Kept;
             }
             let map = if p.udp {
                 &mut self.snapshot.udp
@@ -100,11 +122,21 @@ impl CompiledL4<'_> {
             self.snapshot.flows.capacity = self.snapshot.flows.capacity.min(share);
         }
         for s in self.lb_services.drain(..) {
+            // Served ports, and the ports that lost every bind with the
+            // error saying so; a Service whose every port lost still shows
+            // its addresses, each port with the error.
             let ports: Vec<serde_json::Value> = s
                 .ports
                 .iter()
-                .filter(|(_, _, kept)| *kept)
-                .map(|(port, protocol, _)| serde_json::json!({"port": port, "protocol": protocol}))
+                .filter_map(|(port, protocol, fate)| match fate {
+                    PortFate::Kept => Some(serde_json::json!({"port": port, "protocol": protocol})),
+                    PortFate::Lost => Some(serde_json::json!({
+                        "port": port,
+                        "protocol": protocol,
+                        "error": PORT_CONFLICT_ERROR,
+                    })),
+                    PortFate::Unbound => None,
+                })
                 .collect();
             if s.vips.is_empty() || ports.is_empty() {
                 continue;
@@ -344,7 +376,7 @@ pub fn compile_l4<'a>(
             );
             let status_port = status_index.map(|si| {
                 let ports = &mut out.lb_services[si].ports;
-                ports.push((port.port, protocol.to_owned(), false));
+                ports.push((port.port, protocol.to_owned(), PortFate::Unbound));
                 (si, ports.len() - 1)
             });
             for b in binds {

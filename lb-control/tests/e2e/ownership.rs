@@ -225,6 +225,14 @@ fn a_gateway_listener_and_an_older_service_on_one_port_the_older_serves() {
         404,
         "the Gateway's free listener serves"
     );
+    // The Service's status lists the port it serves, without an error.
+    let svc_ports = |lb: &Lb| {
+        object_status(lb, "Service", "default", "db")["loadBalancer"]["ingress"][0]["ports"].clone()
+    };
+    assert_eq!(
+        svc_ports(&lb),
+        serde_json::json!([{"port": contested, "protocol": "TCP"}])
+    );
     let first_conflicts = (
         lb.metric("lb_listener_conflicts{kind=\"gateway\"}"),
         lb.metric("lb_listener_conflicts{kind=\"service\"}"),
@@ -258,7 +266,19 @@ fn a_gateway_listener_and_an_older_service_on_one_port_the_older_serves() {
         "(gateway, service) before the swap"
     );
     assert_eq!(lb.metric("lb_listener_conflicts{kind=\"service\"}"), 1);
+    // The losing Service's status says so on the port (the Service API's
+    // ports[].error).
+    assert_eq!(
+        svc_ports(&lb),
+        serde_json::json!([{"port": contested, "protocol": "TCP", "error": "lb.example.com/PortConflict"}])
+    );
     assert_eq!(lb.metric("lb_listener_conflicts{kind=\"gateway\"}"), 0);
+    // The losing Service's status says so on the port (the Service API's
+    // ports[].error).
+    assert_eq!(
+        svc_ports(&lb),
+        serde_json::json!([{"port": contested, "protocol": "TCP", "error": "lb.example.com/PortConflict"}])
+    );
 }
 
 #[test]
@@ -289,9 +309,18 @@ fn a_requested_vip_outside_every_pool_gets_no_address() {
         "{:?}",
         diagnostics(&lb)
     );
+    // No status grants it (the entry's diagnostics name it, its status does not).
     let status = admin_get(lb.admin, "/status").expect("/status").json();
+    let granted: Vec<&serde_json::Value> = status
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|e| e.get("status"))
+        .collect();
     assert!(
-        !status.to_string().contains(&outside.to_string()),
+        !serde_json::to_string(&granted)
+            .unwrap()
+            .contains(&outside.to_string()),
         "no status names the refused address: {status:#}"
     );
     // lb check reports it as an error.

@@ -33,7 +33,7 @@ fn vips(lb: &Lb) -> BTreeMap<String, Vec<IpAddr>> {
         .as_array()
         .expect("a list")
         .iter()
-        .filter(|s| s["kind"] == "Service")
+        .filter(|s| s["kind"] == "Service" && s.get("status").is_some())
         .map(|s| {
             let ips = s["status"]["loadBalancer"]["ingress"]
                 .as_array()
