@@ -9,9 +9,7 @@ use serde_json::Value;
 use super::Ctx;
 use super::filters::{RuleKind, compile_action};
 use super::listeners::GatewayPlan;
-use super::routes::{
-    CompiledRule, Placement, Route, compile_matches, compile_route, hostnames, rejected_reason,
-};
+use super::routes::{CompiledRule, Route, compile_matches, compile_table_route, hostnames};
 use super::status::Reason;
 use crate::model::Object;
 use crate::model::gateway::{HttpHeaderMatch, HttpRouteMatch, HttpRouteRule};
@@ -130,36 +128,14 @@ pub(crate) fn compile(ctx: &mut Ctx<'_, '_>, plans: &mut [GatewayPlan<'_>]) -> V
             parents: &r.value.spec.parent_refs,
             hostnames: hostnames(ctx, obj, &r.value.spec.hostnames),
         };
-        let key = obj.key();
-        let invalid = rejected
-            .iter()
-            .find(|(o, _)| std::ptr::eq(*o, obj))
-            .map(|(_, errors)| rejected_reason(store, &key, errors));
-        let is_rejected_version = invalid.is_some();
-        let out = match invalid {
-            // The version that failed validation: not accepted, no entries.
-            Some(reason) => compile_route(
-                ctx,
-                plans,
-                &route,
-                &r.value.spec.rules[..],
-                Placement::Table,
-                |_, _, _, _, _| Err(reason.clone()),
-            ),
-            None => compile_route(
-                ctx,
-                plans,
-                &route,
-                &r.value.spec.rules[..],
-                Placement::Table,
-                compile_rules,
-            ),
-        };
-        // A previous valid version keeps serving, but the status is the
-        // rejected version's (already reported above).
-        if !store.is_rejected(&key) || is_rejected_version {
-            status.extend(out);
-        }
+        status.extend(compile_table_route(
+            ctx,
+            plans,
+            &route,
+            &r.value.spec.rules[..],
+            &rejected,
+            compile_rules,
+        ));
     }
     status
 }

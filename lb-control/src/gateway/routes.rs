@@ -138,6 +138,47 @@ pub(crate) fn compile_matches<M>(
         .collect()
 }
 
+/// Compiles one HTTPRoute or GRPCRoute into the route table. `rejected`
+/// holds the kind's versions that failed validation: such a version is not
+/// accepted and gets no entries; while a previous valid version keeps
+/// serving, that version's status is left out, the rejected one's is
+/// reported. Returns the status to report, if any.
+pub(crate) fn compile_table_route<R: ?Sized>(
+    ctx: &mut Ctx<'_, '_>,
+    plans: &mut [GatewayPlan<'_>],
+    route: &Route<'_>,
+    rules: &R,
+    rejected: &[(&Object, &str)],
+    compile_rules: impl Fn(&mut Ctx<'_, '_>, &R, &str, &str, bool) -> Result<Vec<CompiledRule>, Reason>,
+) -> Option<Value> {
+    let store = ctx.store;
+    let key = route.obj.key();
+    let invalid = rejected
+        .iter()
+        .find(|(o, _)| std::ptr::eq(*o, route.obj))
+        .map(|(_, errors)| rejected_reason(store, &key, errors));
+    let is_rejected_version = invalid.is_some();
+    let out = match invalid {
+        // The version that failed validation: not accepted, no entries.
+        Some(reason) => compile_route(
+            ctx,
+            plans,
+            route,
+            rules,
+            Placement::Table,
+            |_, _, _, _, _| Err(reason.clone()),
+        ),
+        None => compile_route(ctx, plans, route, rules, Placement::Table, compile_rules),
+    };
+    // A previous valid version keeps serving, but the status is the
+    // rejected version's (reported on its own turn).
+    if !store.is_rejected(&key) || is_rejected_version {
+        out
+    } else {
+        None
+    }
+}
+
 /// Compiles one route: resolves its parents, compiles its rules with
 /// `compile` (a dry run first, so that a route no parent attaches adds no
 /// backends; for real when some parent does) and places them with
