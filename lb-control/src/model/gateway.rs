@@ -708,15 +708,12 @@ pub fn validate_gateway(gw: &Gateway, out: &mut Issues) {
 /// value that reaches a head (see [`validate_filters`]).
 pub fn validate_http_route(route: &HttpRoute, out: &mut Issues) {
     for (r, rule) in route.spec.rules.iter().enumerate() {
-        let field = format!("spec.rules[{r}]");
-        route_values::validate_filters(&rule.filters, &field, out);
-        for (b, backend) in rule.backend_refs.iter().enumerate() {
-            route_values::validate_filters(
-                &backend.filters,
-                &format!("{field}.backendRefs[{b}]"),
-                out,
-            );
-        }
+        route_values::validate_rule_filters(
+            r,
+            &rule.filters,
+            rule.backend_refs.iter().map(|b| &b.filters[..]),
+            out,
+        );
     }
     for (r, rule) in route.spec.rules.iter().enumerate() {
         for (m, mat) in rule.matches.iter().enumerate() {
@@ -745,15 +742,12 @@ pub fn validate_http_route(route: &HttpRoute, out: &mut Issues) {
 /// [`validate_filters`]).
 pub fn validate_grpc_route(route: &GrpcRoute, out: &mut Issues) {
     for (r, rule) in route.spec.rules.iter().enumerate() {
-        let field = format!("spec.rules[{r}]");
-        route_values::validate_filters(&rule.filters, &field, out);
-        for (b, backend) in rule.backend_refs.iter().enumerate() {
-            route_values::validate_filters(
-                &backend.filters,
-                &format!("{field}.backendRefs[{b}]"),
-                out,
-            );
-        }
+        route_values::validate_rule_filters(
+            r,
+            &rule.filters,
+            rule.backend_refs.iter().map(|b| &b.filters[..]),
+            out,
+        );
     }
 }
 

@@ -8,6 +8,21 @@ use super::Issues;
 use super::gateway::{HeaderFilter, PathModifierSpec, RouteFilter};
 use super::validate;
 
+/// Checks the filters of rule `r` (`spec.rules[r].filters`) and those of
+/// each of its backendRefs (`spec.rules[r].backendRefs[b].filters`).
+pub(super) fn validate_rule_filters<'a>(
+    r: usize,
+    filters: &[Value],
+    backend_filters: impl Iterator<Item = &'a [Value]>,
+    out: &mut Issues,
+) {
+    let field = format!("spec.rules[{r}]");
+    validate_filters(filters, &field, out);
+    for (b, filters) in backend_filters.enumerate() {
+        validate_filters(filters, &format!("{field}.backendRefs[{b}]"), out);
+    }
+}
+
 /// Checks the values of `filters` (under `field`) that lb writes into
 /// request or response heads: header modifier names and values, URLRewrite
 /// and RequestRedirect host names and paths. A filter that does not parse or
