@@ -275,7 +275,11 @@ pub fn explain(config_path: &Path, req: &Request) -> Report {
         req,
     );
     Report {
-        exit_code: if explained.matched.is_some() { 0 } else { 1 },
+        exit_code: if explained.matched.is_some() && explained.result.status != Some(400) {
+            0
+        } else {
+            1
+        },
         config_error: None,
         explained: Some(explained),
         gateway: None,
@@ -362,6 +366,19 @@ pub fn explain_compiled(
         None => (req.host.as_str(), req.path.as_str()),
     };
     let target = if target.starts_with('/') { target } else { "/" };
+    // Routing sees the normalised path; one the data plane cannot normalise
+    // gets 400 (after the HTTPS redirect, as in the data plane).
+    let (target, bad_path) = match lb_http::path::normalize_target(target) {
+        Ok(t) => (t.into_owned(), None),
+        Err(e) => (
+            target.to_owned(),
+            Some(Outcome {
+                status: Some(400),
+                text: format!("the request is refused: {}", e.as_str()),
+            }),
+        ),
+    };
+    let target = target.as_str();
     let mut host = String::new();
     normalize_host(raw_host, &mut host);
     let query = target.split_once('?').map(|(_, q)| q.to_owned());
@@ -446,7 +463,7 @@ pub fn explain_compiled(
         }
     };
 
-    let result = early.unwrap_or(routed);
+    let result = early.or(bad_path).unwrap_or(routed);
 
     let mut rules = Vec::new();
     let mut other_host_rules = 0;
@@ -864,8 +881,13 @@ impl fmt::Display for Report {
                 x.config_errors, x.config_warnings
             )?;
         }
+        let refused = self
+            .explained
+            .as_ref()
+            .is_some_and(|x| x.result.status == Some(400));
         let verdict = match self.exit_code {
             0 => "routed",
+            _ if refused => "refused (400)",
             _ => "no route (404)",
         };
         writeln!(f, "lb explain: {verdict}")

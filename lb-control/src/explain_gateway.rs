@@ -92,7 +92,11 @@ fn listener_label(name: &str, hostname: Option<String>) -> String {
 pub fn explain_gateway(snap: &HttpSnapshot, addr: SocketAddr, req: &Request) -> GatewayExplained {
     let mut host = String::new();
     normalize_host(&req.host, &mut host);
-    let (path, query) = split_target(&req.path);
+    // Routing sees the normalised path (query kept as sent); a path the
+    // data plane cannot normalise gets 400 before any Listener is chosen.
+    let normalized = lb_http::path::normalize_target(&req.path);
+    let target = normalized.as_deref().unwrap_or(&req.path);
+    let (path, query) = split_target(target);
     let mut out = GatewayExplained {
         request: req.clone(),
         port: addr,
@@ -118,6 +122,10 @@ pub fn explain_gateway(snap: &HttpSnapshot, addr: SocketAddr, req: &Request) -> 
         .collect();
     if port.protocol == PortProtocol::TlsPassthrough {
         out.result = passthrough_result(port, &host);
+        return out;
+    }
+    if let Err(e) = normalized {
+        out.result = format!("400: {}", e.as_str());
         return out;
     }
     let Some(listener) = port.listener(&host) else {

@@ -151,10 +151,10 @@ fn echo_name(backend: &str) -> &str {
 /// Sends every probe to the running lb and to `lb explain`, and checks they
 /// agree; returns each probe's explanation.
 fn agree(lb: &Lb, probes: &[(&str, &str)]) -> Vec<Value> {
-    let mut client = lb.client();
     let mut out = Vec::new();
     for (host, path) in probes {
-        let resp = client.get(host, path);
+        // A connection per probe: lb closes one after a 400.
+        let resp = lb.client().get(host, path);
         let (code, json, stderr) = explain(&lb.config_path(), host, path);
         let what = format!("{host} {path}: {json:#}\n{stderr}");
         match resp.status {
@@ -173,6 +173,10 @@ fn agree(lb: &Lb, probes: &[(&str, &str)]) -> Vec<Value> {
                 assert!(json["result"]["status"].is_null(), "{what}");
                 let named = json["backend"]["name"].as_str().expect("backend name");
                 assert_eq!(echo_name(named), resp.backend(), "{what}");
+            }
+            400 => {
+                assert_eq!(code, 1, "{what}");
+                assert_eq!(json["result"]["status"], 400, "{what}");
             }
             other => panic!("{host} {path}: unexpected status {other}: {}", resp.text()),
         }
@@ -196,6 +200,11 @@ const PROBES: &[(&str, &str)] = &[
     ("foo.example.com", "/empty/x"),
     ("foo.example.com", "/mixed"),
     ("foo.example.com", "/only-x"),
+    // Routing sees the normalised path, in lb and in lb explain alike.
+    ("foo.example.com", "/x/../api/v1/items"),
+    ("foo.example.com", "//api/./v1"),
+    ("foo.example.com", "/%61pi/v1"),
+    ("foo.example.com", "/api%2Fv1"),
     ("FOO.Example.COM:8080", "/api"),
     ("foo.example.com.", "/api/v1"),
     ("bar.example.com", "/"),
@@ -249,6 +258,17 @@ fn explain_names_the_backend_that_answers() {
     assert_eq!(
         fallback["matched"]["origin"]["field"],
         "spec.defaultBackend"
+    );
+    let dotted = by_probe("foo.example.com", "/x/../api/v1/items");
+    assert_eq!(dotted["path"], "/api/v1/items", "{dotted:#}");
+    assert_eq!(by_probe("foo.example.com", "/%61pi/v1")["path"], "/api/v1");
+    let hidden = by_probe("foo.example.com", "/api%2Fv1");
+    assert!(
+        hidden["result"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("encoded / or \\"),
+        "{hidden:#}"
     );
     let port = by_probe("FOO.Example.COM:8080", "/api");
     assert_eq!(port["host"], "foo.example.com");
