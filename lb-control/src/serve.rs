@@ -177,6 +177,15 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     if let Some(leader) = state.leader.get().cloned() {
         crate::status_writer::set_leader_check(Arc::new(move || leader.is_leader()));
     }
+    // A new leader allocates the VIPs its predecessor had not and takes
+    // the interface's VIPs; a former leader gives them up. Subscribed before
+    // the first apply: an election won between that apply and the loop
+    // below is then still a change the loop sees (a later subscription
+    // would count it as seen, and the VIPs would wait for the next event).
+    let (_no_election, mut leading) = tokio::sync::watch::channel(false);
+    if let Some(l) = state.leader.get() {
+        leading = l.subscribe();
+    }
     let (l4, commands) = L4Listeners::new(workers);
     let mut reloader = Reloader {
         source: FileSource::new(cfg.sources.files.clone()),
@@ -278,12 +287,6 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let mut changes = watch_sources(&cfg);
-    // A new leader allocates the VIPs its predecessor had not and takes
-    // the interface's VIPs; a former leader gives them up.
-    let (_no_election, mut leading) = tokio::sync::watch::channel(false);
-    if let Some(l) = state.leader.get() {
-        leading = l.subscribe();
-    }
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }

@@ -157,8 +157,10 @@ fn has_our_parents(current: Option<&Value>, controller: &str) -> bool {
 
 /// The shortest wait before retrying failed writes.
 const RETRY_MIN: Duration = Duration::from_millis(500);
-/// The longest wait before retrying failed writes.
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The longest wait before retrying failed writes: an API server that has
+/// just started refuses requests until its caches are filled, and a status
+/// write should not then wait half a minute.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How often a follower checks whether it became the leader.
 const LEADER_POLL: Duration = Duration::from_secs(1);
 
