@@ -103,9 +103,10 @@ impl<R: AsyncRead + Unpin> Source<'_, R> {
             self.buf.reserve(READ_CHUNK);
         }
         let wait = self.clock.map_or(self.timeout, |c| c.bound(self.timeout));
-        let started = tokio::time::Instant::now();
+        // The clock is read only for a request body (responses have no budget).
+        let started = self.clock.map(|_| tokio::time::Instant::now());
         let read = tokio::time::timeout(wait, self.io.read_buf(self.buf)).await;
-        if let Some(c) = self.clock.as_mut() {
+        if let (Some(c), Some(started)) = (self.clock.as_mut(), started) {
             c.record(
                 started.elapsed(),
                 *read.as_ref().map_or(&0, |r| r.as_ref().unwrap_or(&0)),

@@ -46,7 +46,11 @@ fn count_unsafe() {
 /// Whether `bytes` can be written as a field value without ending the field
 /// or the head: no CR, LF or NUL.
 pub fn head_safe(bytes: &[u8]) -> bool {
-    !bytes.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+    // A fold without an early exit, which the compiler vectorises: every
+    // field of every forwarded head passes here.
+    bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (b != b'\r') & (b != b'\n') & (b != 0))
 }
 
 /// Appends one header field, unless its name is empty or its name or value
