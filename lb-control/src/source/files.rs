@@ -370,6 +370,16 @@ pub(crate) fn objects_from_str(text: &str, file: &Path) -> (Vec<RawObject>, Vec<
 /// event stream.
 pub struct WatchGuard {
     _watcher: Arc<Mutex<RecommendedWatcher>>,
+    /// Events the watcher delivered, wanted or not.
+    raw_events: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl WatchGuard {
+    /// How many events the watcher has delivered so far, wanted or not
+    /// (each one wakes the watcher's threads).
+    pub fn raw_events(&self) -> u64 {
+        self.raw_events.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for WatchGuard {
@@ -436,16 +446,54 @@ fn relevant(kind: &EventKind) -> bool {
     }
 }
 
+/// How often the listed directories are checked for being removed,
+/// replaced or (re)created. A directory's own watch cannot see it come
+/// back, and watching its parent instead would wake lb's watcher threads
+/// for every write to every file beside it (a log file next to the
+/// manifests cost a busy lb a quarter of its CPU).
+pub const ROOT_POLL: Duration = Duration::from_secs(1);
+
 /// Watches `paths` and signals one [`Change`] per burst of changes: after
 /// [`DEBOUNCE`] of quiet, and never later than [`MAX_DELAY`] after the
-/// burst's first event. Directories are watched recursively; a listed file is watched
-/// through its parent directory, so editors that replace files by rename are
-/// seen. The caller reloads with [`FileSource::load`] on each signal.
+/// burst's first event. Directories are watched recursively, and checked
+/// every [`ROOT_POLL`] for being removed, replaced or (re)created (then
+/// watched again); a listed file is watched through its parent directory,
+/// so editors that replace files by rename are seen. The caller reloads
+/// with [`FileSource::load`] on each signal.
 pub fn watch(paths: &[PathBuf]) -> Result<(WatchGuard, mpsc::Receiver<Change>), Error> {
     let (raw_tx, raw_rx) = mpsc::channel::<(Instant, notify::Event)>();
+    let poll_tx = raw_tx.clone();
+    let raw_events = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Arc::clone(&raw_events);
+    // The listed directories (and paths that may become ones), each with a
+    // flag the watcher sets when the directory itself went away.
+    let roots: Arc<Vec<Root>> = Arc::new(
+        paths
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .filter(|abs| !abs.is_file())
+            .map(|abs| Root {
+                identity: std::sync::Mutex::new(dir_identity(&abs)),
+                path: abs,
+                lost: std::sync::atomic::AtomicBool::new(false),
+            })
+            .collect(),
+    );
+    let seen_roots = Arc::clone(&roots);
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(ev) => {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // A listed directory deleted or moved away takes its watch
+                // with it (a new one at its path needs a new watch).
+                if matches!(
+                    ev.kind,
+                    EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                ) {
+                    for root in seen_roots.iter().filter(|r| ev.paths.contains(&r.path)) {
+                        root.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 // Stamped on arrival, so a busy debounce thread does not
                 // shorten the measured event-to-traffic time.
                 let _ = raw_tx.send((Instant::now(), ev));
@@ -460,27 +508,25 @@ pub fn watch(paths: &[PathBuf]) -> Result<(WatchGuard, mpsc::Receiver<Change>), 
     let mut interests = Vec::new();
     for path in paths {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-        let parent = abs
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        // The parent, not recursively: the path itself appearing, going
-        // away or being replaced by a rename.
-        let parent_watch = watcher.watch(&parent, RecursiveMode::NonRecursive);
         if abs.is_file() {
-            parent_watch.map_err(|source| Error::Watch {
-                path: path.clone(),
-                source,
-            })?;
+            // The parent, not recursively: the file itself changing, going
+            // away or being replaced by a rename.
+            let parent = abs
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            watcher
+                .watch(&parent, RecursiveMode::NonRecursive)
+                .map_err(|source| Error::Watch {
+                    path: path.clone(),
+                    source,
+                })?;
             interests.push(Interest::Exact(abs));
             continue;
         }
         // A directory, or a path that does not exist yet (it may appear as
         // one): watched recursively now if it is a directory, and again
-        // whenever it (re)appears (see `debounce`).
-        if let Err(e) = parent_watch {
-            tracing::warn!(path = %parent.display(), "cannot watch: {e}; a re-created {} will not be seen", abs.display());
-        }
+        // whenever it is replaced or (re)appears (see `poll_roots`).
         if abs.is_dir() {
             watcher
                 .watch(&abs, RecursiveMode::Recursive)
@@ -492,49 +538,112 @@ pub fn watch(paths: &[PathBuf]) -> Result<(WatchGuard, mpsc::Receiver<Change>), 
         interests.push(Interest::Tree(abs));
     }
     let watcher = Arc::new(Mutex::new(watcher));
+    if !roots.is_empty() {
+        let weak = Arc::downgrade(&watcher);
+        std::thread::Builder::new()
+            .name("lb-watch-roots".into())
+            .spawn(move || poll_roots(&roots, &weak, &poll_tx))
+            .map_err(|e| Error::Watch {
+                path: PathBuf::new(),
+                source: notify::Error::io(e),
+            })?;
+    }
 
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("lb-watch-debounce".into())
-        .spawn({
-            let watcher = Arc::clone(&watcher);
-            move || debounce(raw_rx, tx, interests, &watcher)
-        })
+        .spawn(move || debounce(raw_rx, tx, interests))
         .map_err(|e| Error::Watch {
             path: PathBuf::new(),
             source: notify::Error::io(e),
         })?;
-    Ok((WatchGuard { _watcher: watcher }, rx))
+    Ok((
+        WatchGuard {
+            _watcher: watcher,
+            raw_events,
+        },
+        rx,
+    ))
 }
 
 fn debounce(
     raw: mpsc::Receiver<(Instant, notify::Event)>,
     tx: mpsc::Sender<Change>,
     interests: Vec<Interest>,
-    watcher: &Mutex<RecommendedWatcher>,
 ) {
     let wanted = |ev: &notify::Event| {
-        if !relevant(&ev.kind) {
-            return false;
-        }
-        // A watched directory that (re)appeared, created or renamed into
-        // place: its recursive watch went with the old one.
-        for p in &ev.paths {
-            if let Some(Interest::Tree(root)) = interests
+        relevant(&ev.kind)
+            && ev
+                .paths
                 .iter()
-                .find(|i| matches!(i, Interest::Tree(r) if r == p))
-                && root.is_dir()
-                && let Ok(mut w) = watcher.lock()
-                && let Err(e) = w.watch(root, RecursiveMode::Recursive)
-            {
-                tracing::warn!(path = %root.display(), "cannot watch again: {e}");
-            }
-        }
-        ev.paths
-            .iter()
-            .any(|p| interests.iter().any(|i| i.matches(p)))
+                .any(|p| interests.iter().any(|i| i.matches(p)))
     };
     coalesce(&raw, wanted, |c| tx.send(c).is_ok(), DEBOUNCE, MAX_DELAY);
+}
+
+/// A directory's identity (device and inode), `None` when `path` is not a
+/// directory: a directory replaced by another (deleted and created again,
+/// or another renamed into place) has a new one.
+fn dir_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// A listed directory, as [`poll_roots`] follows it.
+struct Root {
+    path: PathBuf,
+    /// Its identity when last checked.
+    identity: std::sync::Mutex<Option<(u64, u64)>>,
+    /// Set by the watcher when the directory itself was removed or moved
+    /// away: a directory created again in its place may reuse its inode.
+    lost: std::sync::atomic::AtomicBool,
+}
+
+/// Every [`ROOT_POLL`], checks each listed directory; when it went away,
+/// or its identity changed, watches the new directory (if there is one)
+/// and reports the change as an event on the directory's path. Ends when
+/// the watcher is dropped or the debounce thread has gone.
+fn poll_roots(
+    roots: &[Root],
+    watcher: &std::sync::Weak<Mutex<RecommendedWatcher>>,
+    tx: &mpsc::Sender<(Instant, notify::Event)>,
+) {
+    loop {
+        std::thread::sleep(ROOT_POLL);
+        let Some(watcher) = watcher.upgrade() else {
+            return;
+        };
+        for r in roots {
+            let root = &r.path;
+            let now = dir_identity(root);
+            let lost = r.lost.swap(false, std::sync::atomic::Ordering::Relaxed);
+            let Ok(mut known) = r.identity.lock() else {
+                continue;
+            };
+            if now == *known && !lost {
+                continue;
+            }
+            *known = now;
+            let kind = if now.is_some() {
+                // Its recursive watch went with the old directory.
+                if let Ok(mut w) = watcher.lock()
+                    && let Err(e) = w.watch(root, RecursiveMode::Recursive)
+                {
+                    tracing::warn!(path = %root.display(), "cannot watch again: {e}");
+                }
+                EventKind::Create(notify::event::CreateKind::Folder)
+            } else {
+                EventKind::Remove(notify::event::RemoveKind::Folder)
+            };
+            let event = notify::Event::new(kind).add_path(root.clone());
+            if tx.send((Instant::now(), event)).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Turns timestamped events into bursts: a burst starts at a wanted event
@@ -747,6 +856,39 @@ mod tests {
         std::fs::write(&tmp, TWO).unwrap();
         std::fs::rename(&tmp, &listed).unwrap();
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_busy_file_beside_a_watched_directory_wakes_nothing() {
+        let dir = scratch("sibling");
+        let tree = dir.join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        let (guard, rx) = watch(std::slice::from_ref(&tree)).expect("watch");
+        // A log file next to the directory, written to often.
+        let mut log = std::fs::File::create(dir.join("lb.log")).unwrap();
+        for i in 0..200 {
+            use std::io::Write;
+            writeln!(log, "line {i}").unwrap();
+        }
+        drop(log);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(guard.raw_events(), 0, "no event from beside the directory");
+        assert!(rx.try_recv().is_err());
+
+        // The directory deleted and created again: seen (within ROOT_POLL),
+        // and its new contents are watched.
+        std::fs::remove_dir_all(&tree).unwrap();
+        assert!(rx.recv_timeout(ROOT_POLL * 3).is_ok(), "removal seen");
+        std::fs::create_dir(&tree).unwrap();
+        assert!(rx.recv_timeout(ROOT_POLL * 3).is_ok(), "re-creation seen");
+        while rx.recv_timeout(Duration::from_millis(300)).is_ok() {}
+        std::fs::write(tree.join("a.yaml"), TWO).unwrap();
+        assert!(
+            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "a file in the new directory is seen"
+        );
         drop(guard);
         let _ = std::fs::remove_dir_all(&dir);
     }
