@@ -22,10 +22,20 @@ pub fn lb_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lb")
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 (bound and released), never one this
+/// process handed out before: the kernel may give a released port to the
+/// next `bind(0)`, and two lb processes would then both bind it (lb's
+/// listeners set SO_REUSEPORT) and share its connections between tests.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = l.local_addr().expect("local addr").port();
+        if GIVEN.lock().map(|mut g| g.insert(port)).unwrap_or(true) {
+            return port;
+        }
+    }
 }
 
 /// A fresh scratch directory under the system temp dir.
