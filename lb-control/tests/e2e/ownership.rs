@@ -70,6 +70,21 @@ fn has_diagnostic(lb: &Lb, needle: &str) -> bool {
     diagnostics(lb).iter().any(|d| d.contains(needle))
 }
 
+/// Adds the tenant's Service `steal(port)` on lb's Ingress listener port,
+/// waits for the reload, and checks that all 200 connections still reach
+/// the Ingress backend.
+fn steal_and_count(lb: &Lb, steal: &dyn Fn(u16) -> String) {
+    let gen_before = lb.generation();
+    replace(&lb.manifest_path("steal.yaml"), &steal(lb.http.port()));
+    lb.wait_generation_above(gen_before, Duration::from_secs(10));
+    let seen = tally(lb.http, "app.test", 200);
+    assert_eq!(
+        seen,
+        BTreeMap::from([("200 ingress".to_owned(), 200)]),
+        "every connection reaches the Ingress backend"
+    );
+}
+
 #[test]
 fn external_ips_cannot_take_the_ingress_listeners_connections() {
     let web = EchoServer::start("127.0.0.1:0".parse().unwrap(), "ingress").expect("echo");
@@ -92,16 +107,8 @@ fn external_ips_cannot_take_the_ingress_listeners_connections() {
         )
         .replace("namespace: default", "namespace: tenant")
     };
-    let gen_before = lb.generation();
-    replace(&lb.manifest_path("steal.yaml"), &steal(lb.http.port()));
-    lb.wait_generation_above(gen_before, Duration::from_secs(10));
     // Without [loadbalancer] external_ips the address is not honoured.
-    let seen = tally(lb.http, "app.test", 200);
-    assert_eq!(
-        seen,
-        BTreeMap::from([("200 ingress".to_owned(), 200)]),
-        "every connection reaches the Ingress backend"
-    );
+    steal_and_count(&lb, &steal);
     assert!(
         has_diagnostic(
             &lb,
@@ -118,15 +125,7 @@ fn external_ips_cannot_take_the_ingress_listeners_connections() {
         &[("base.yaml", &base)],
         "[loadbalancer]\nexternal_ips = [\"127.0.0.0/8\"]\n",
     );
-    let gen_before = lb.generation();
-    replace(&lb.manifest_path("steal.yaml"), &steal(lb.http.port()));
-    lb.wait_generation_above(gen_before, Duration::from_secs(10));
-    let seen = tally(lb.http, "app.test", 200);
-    assert_eq!(
-        seen,
-        BTreeMap::from([("200 ingress".to_owned(), 200)]),
-        "every connection reaches the Ingress backend"
-    );
+    steal_and_count(&lb, &steal);
     assert!(
         has_diagnostic(&lb, "belongs to the [ingress] http listener of lb.toml"),
         "{:?}",
