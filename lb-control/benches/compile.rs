@@ -31,7 +31,7 @@ fn raw(doc: &str, document: usize) -> RawObject {
             file: PathBuf::from("bench.yaml"),
             document,
         },
-        value: value.into(),
+        doc: lb_control::source::Document::from_value(value),
     }
 }
 

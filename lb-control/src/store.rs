@@ -3,7 +3,6 @@
 //! objects; invalid objects are left out and reported.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use crate::diag::Diagnostic;
 use crate::model::{self, Object, ObjectKey};
@@ -13,10 +12,10 @@ use crate::source::RawObject;
 #[derive(Debug, Clone, Default)]
 pub struct Store {
     objects: BTreeMap<ObjectKey, Object>,
-    /// The document each object was typed from, for objects typed without
-    /// any diagnostic: the same document (the same `Arc`: sources hand out
-    /// the one they hold while an object is unchanged) is not typed again.
-    typed_from: HashMap<ObjectKey, Arc<serde_json::Value>>,
+    /// The id of the document each object was typed from, for objects
+    /// typed without any diagnostic: the same document (sources hand out
+    /// the same id while an object is unchanged) is not typed again.
+    typed_from: HashMap<ObjectKey, u64>,
     invalid: usize,
     /// Objects that parsed but failed validation, with their errors: never
     /// served (a previous valid version may be), kept so that route status
@@ -36,6 +35,59 @@ fn key_of(raw: &RawObject) -> Option<ObjectKey> {
         }),
         name: raw.name.clone(),
     })
+}
+
+/// Below this many objects to type, typing runs on the calling thread.
+const PARALLEL_OBJECTS: usize = 2_000;
+
+/// Types (in parallel, on up to as many threads as there are CPUs) every
+/// raw object that `previous` does not hold typed from the same document:
+/// entry `i` is `raws[i]` typed, or `None` where it may be reused.
+fn type_in_parallel(raws: &[RawObject], previous: &Store) -> Vec<Option<model::Parsed>> {
+    let reusable = |raw: &RawObject| {
+        key_of(raw).is_some_and(|key| {
+            previous.typed_from.get(&key) == Some(&raw.doc.id())
+                && previous
+                    .objects
+                    .get(&key)
+                    .is_some_and(|o| *o.origin() == raw.origin)
+        })
+    };
+    let todo: Vec<usize> = (0..raws.len()).filter(|&i| !reusable(&raws[i])).collect();
+    let mut out: Vec<Option<model::Parsed>> = (0..raws.len()).map(|_| None).collect();
+    let threads = if todo.len() < PARALLEL_OBJECTS {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    };
+    if threads <= 1 {
+        for i in todo {
+            out[i] = Some(model::parse(&raws[i]));
+        }
+        return out;
+    }
+    let per = todo.len().div_ceil(threads);
+    let results: Vec<Vec<(usize, model::Parsed)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = todo
+            .chunks(per)
+            .map(|group| {
+                scope.spawn(move || {
+                    group
+                        .iter()
+                        .map(|&i| (i, model::parse(&raws[i])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("typing thread panicked"))
+            .collect()
+    });
+    for (i, parsed) in results.into_iter().flatten() {
+        out[i] = Some(parsed);
+    }
+    out
 }
 
 impl Store {
@@ -60,22 +112,23 @@ impl Store {
     pub fn rebuild(raws: &[RawObject], mut previous: Store) -> (Store, Vec<Diagnostic>) {
         let mut store = Store::default();
         let mut diags = Vec::new();
-        for raw in raws {
+        let mut typed = type_in_parallel(raws, &previous);
+        for (i, raw) in raws.iter().enumerate() {
             let key = key_of(raw);
             if let Some(key) = &key
                 && !store.objects.contains_key(key)
                 && previous
                     .typed_from
                     .get(key)
-                    .is_some_and(|from| Arc::ptr_eq(from, &raw.value))
+                    .is_some_and(|from| *from == raw.doc.id())
                 && let Some(obj) = previous.objects.remove(key)
                 && *obj.origin() == raw.origin
             {
-                store.typed_from.insert(key.clone(), Arc::clone(&raw.value));
+                store.typed_from.insert(key.clone(), raw.doc.id());
                 store.objects.insert(key.clone(), obj);
                 continue;
             }
-            let mut parsed = model::parse(raw);
+            let mut parsed = typed[i].take().unwrap_or_else(|| model::parse(raw));
             let clean = parsed.diagnostics.is_empty() && !parsed.invalid;
             let mut fallback = None;
             if parsed.invalid {
@@ -112,7 +165,7 @@ impl Store {
                 )))),
                 None => {
                     if clean {
-                        store.typed_from.insert(key.clone(), Arc::clone(&raw.value));
+                        store.typed_from.insert(key.clone(), raw.doc.id());
                     }
                     store.objects.insert(key, obj);
                 }
@@ -257,14 +310,16 @@ mod tests {
         let (a, b) = (svc(80), svc(81));
         let (first, _) = Store::build(std::slice::from_ref(&a));
         let before = typed_at(&first);
-        // The same document (the same Arc, as sources hand it out): moved over.
+        // The same document: moved over.
         let (second, diags) = Store::rebuild(std::slice::from_ref(&a), first);
         assert!(diags.is_empty());
         assert_eq!(typed_at(&second), before);
-        // An equal document read again is typed again; a changed one too.
+        // An equal document read again has the same content id: moved over.
         let (third, _) = Store::rebuild(&[svc(80)], second);
-        assert_ne!(typed_at(&third), before);
+        assert_eq!(typed_at(&third), before);
+        // A changed one is typed again.
         let (fourth, _) = Store::rebuild(std::slice::from_ref(&b), third);
+        assert_ne!(typed_at(&fourth), before);
         let Some(Object::Service(s)) = fourth.iter().next() else {
             panic!()
         };

@@ -359,7 +359,14 @@ pub fn parse(raw: &RawObject) -> Parsed {
         );
         return fail(issues);
     }
-    let mut value = (*raw.value).clone();
+    let mut value = match raw.doc.to_value() {
+        Ok(v) => v,
+        Err(e) => {
+            let mut issues = Issues::default();
+            issues.error("", e);
+            return fail(issues);
+        }
+    };
     // Default the namespace in the document itself, so typed metadata agrees with the key.
     if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         if info.namespaced {
@@ -506,7 +513,7 @@ pub(crate) fn raw_from_yaml(yaml: &str) -> RawObject {
             file: "test.yaml".into(),
             document: 0,
         },
-        value: std::sync::Arc::new(value),
+        doc: crate::source::Document::from_value(value),
     }
 }
 
@@ -570,15 +577,15 @@ mod tests {
             raw.api_version = api.into();
             raw.kind = kind.into();
             raw.name = "x".into();
-            let obj = std::sync::Arc::make_mut(&mut raw.value)
-                .as_object_mut()
-                .unwrap();
+            let mut value = raw.doc.to_value().unwrap();
+            let obj = value.as_object_mut().unwrap();
             obj.insert("apiVersion".into(), api.into());
             obj.insert("kind".into(), kind.into());
             obj.insert(
                 "metadata".into(),
                 serde_json::json!({"name": "x", "namespace": "ns"}),
             );
+            raw.doc = crate::source::Document::from_value(value);
             raw.namespace = Some("ns".into());
             let parsed = parse(&raw);
             assert!(

@@ -2,7 +2,7 @@
 //! per-file memory of the last good parse (a file that stops being YAML keeps
 //! serving its previous objects) and a debounced file watcher.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde::Deserialize;
 
 use super::file_list::{self, is_yaml};
-use super::{Loaded, Origin, RawObject};
+use super::{Document, Loaded, Origin, RawObject, content_id};
 use crate::diag::{Diagnostic, Error};
 
 /// Reads objects from the configured files and directories.
@@ -33,10 +33,13 @@ pub struct FileSource {
     kept: usize,
 }
 
-/// A file's text and what parsing it gave.
+/// A file's text (by hash and length) and what parsing it gave.
 #[derive(Debug)]
 struct Parsed {
-    text: String,
+    text: (u64, usize),
+    /// The file's chunks, for the next parse of a changed text.
+    chunks: ChunkCache,
+    /// The objects, single-document chunks held as YAML text.
     objects: Vec<RawObject>,
     diagnostics: Vec<Diagnostic>,
 }
@@ -135,26 +138,36 @@ impl FileSource {
                 Diagnostic::error("file is empty (truncated, or written in place?)"),
             );
         }
-        let parsed = match last {
-            Some(p) if p.text == text => p,
+        let text_id = (content_id(text.as_bytes()), text.len());
+        let (parsed, read) = match last {
+            Some(p) if p.text == text_id => {
+                let read = FileRead::Parsed(p.objects.clone(), p.diagnostics.clone());
+                (p, read)
+            }
             last => {
                 self.parses += 1;
-                match parse_documents(&text, file) {
-                    FileRead::Parsed(objects, diagnostics) => Parsed {
-                        text,
-                        objects,
-                        diagnostics,
-                    },
-                    failed => {
+                let empty = ChunkCache::new();
+                let before = last.as_ref().map_or(&empty, |p| &p.chunks);
+                match parse_chunked(&text, file, before) {
+                    Ok(p) => {
+                        let read = FileRead::Parsed(p.objects, p.diagnostics.clone());
+                        let parsed = Parsed {
+                            text: text_id,
+                            chunks: p.chunks,
+                            objects: p.kept,
+                            diagnostics: p.diagnostics,
+                        };
+                        (parsed, read)
+                    }
+                    Err(d) => {
                         if let Some(last) = last {
                             cache.insert(file.to_owned(), last);
                         }
-                        return failed;
+                        return FileRead::Failed(*d);
                     }
                 }
             }
         };
-        let read = FileRead::Parsed(parsed.objects.clone(), parsed.diagnostics.clone());
         cache.insert(file.to_owned(), parsed);
         read
     }
@@ -264,9 +277,220 @@ fn read_settled(file: &Path) -> Result<String, String> {
 
 /// Splits multi-document YAML into raw objects. Any syntax error fails the whole file.
 fn parse_documents(text: &str, file: &Path) -> FileRead {
+    match parse_chunked(text, file, &HashMap::new()) {
+        Ok(p) => FileRead::Parsed(p.objects, p.diagnostics),
+        Err(d) => FileRead::Failed(*d),
+    }
+}
+
+/// What one document chunk (see [`split_documents`]) parsed to: its
+/// documents, each an object or a diagnostic (`None`: an empty document).
+/// Document indexes are filled in when the chunk is placed in its file.
+#[derive(Debug, Clone)]
+struct Chunk {
+    /// The chunk's YAML text, kept (instead of the parsed documents, which
+    /// take many times the memory) for a document the store has to type
+    /// again.
+    text: Arc<str>,
+    docs: Vec<Option<Result<RawObject, Box<Diagnostic>>>>,
+}
+
+/// Parsed chunks of a file by the hash of their text: a chunk whose text
+/// did not change is not parsed again.
+type ChunkCache = HashMap<u64, Arc<Chunk>>;
+
+/// Below this many bytes to parse, a file is parsed on one thread.
+const PARALLEL_BYTES: usize = 1 << 20;
+
+/// Parses `text` chunk by chunk, reusing the chunks of `cache` whose text
+/// is unchanged and parsing the others on up to as many threads as there
+/// are CPUs. Returns the objects (their documents parsed only where the
+/// chunk was parsed now), the per-document diagnostics and the chunks for
+/// the next parse. A syntax error anywhere fails the whole file, with the
+/// error a parse of the whole text gives.
+fn parse_chunked(
+    text: &str,
+    file: &Path,
+    cache: &ChunkCache,
+) -> Result<ChunkedParse, Box<Diagnostic>> {
+    let Some(pieces) = split_documents(text) else {
+        return parse_whole(text, file).map(|(objects, diagnostics)| ChunkedParse {
+            kept: objects.clone(),
+            objects,
+            diagnostics,
+            chunks: ChunkCache::new(),
+        });
+    };
+    let ids: Vec<u64> = pieces.iter().map(|p| content_id(p.as_bytes())).collect();
+    let missing: Vec<usize> = (0..pieces.len())
+        .filter(|&i| !cache.contains_key(&ids[i]))
+        .collect();
+    let bytes: usize = missing.iter().map(|&i| pieces[i].len()).sum();
+    let threads = if bytes < PARALLEL_BYTES {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    };
+    let parse_group = |group: &[usize]| -> Option<Vec<(usize, Chunk)>> {
+        group
+            .iter()
+            .map(|&i| parse_chunk(pieces[i], file).map(|c| (i, c)))
+            .collect()
+    };
+    let parsed: Option<Vec<(usize, Chunk)>> = if threads <= 1 {
+        parse_group(&missing)
+    } else {
+        // Contiguous groups of about equal bytes, one per thread.
+        let per = bytes.div_ceil(threads);
+        let mut groups: Vec<&[usize]> = Vec::new();
+        let (mut from, mut acc) = (0, 0);
+        for (n, &i) in missing.iter().enumerate() {
+            acc += pieces[i].len();
+            if acc >= per {
+                groups.push(&missing[from..=n]);
+                (from, acc) = (n + 1, 0);
+            }
+        }
+        if from < missing.len() {
+            groups.push(&missing[from..]);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .iter()
+                .map(|g| scope.spawn(|| parse_group(g)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(None))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.into_iter().flatten().collect())
+        })
+    };
+    let Some(parsed) = parsed else {
+        // Report the error as a parse of the whole file words it.
+        return match parse_whole(text, file) {
+            Err(d) => Err(d),
+            Ok(_) => Err(Box::new(Diagnostic::error("not valid YAML").at(file, None))),
+        };
+    };
+    let mut fresh: HashMap<usize, Arc<Chunk>> =
+        parsed.into_iter().map(|(i, c)| (i, Arc::new(c))).collect();
+    let mut next = ChunkCache::new();
+    let (mut objects, mut kept_objects, mut diags) = (Vec::new(), Vec::new(), Vec::new());
+    let mut index = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let (chunk, now) = match fresh.remove(&i) {
+            Some(c) => (c, true),
+            None => match next.get(id).or_else(|| cache.get(id)) {
+                Some(c) => (Arc::clone(c), false),
+                None => continue,
+            },
+        };
+        let single = chunk.docs.len() == 1;
+        for doc in &chunk.docs {
+            match doc {
+                None => {}
+                Some(Ok(raw)) => {
+                    let mut raw = raw.clone();
+                    raw.origin.document = index;
+                    if single {
+                        // The store has (or can type) it from the text.
+                        let text = raw.doc.as_yaml(Arc::clone(&chunk.text));
+                        kept_objects.push(RawObject {
+                            doc: text,
+                            ..raw.clone()
+                        });
+                    } else {
+                        kept_objects.push(raw.clone());
+                    }
+                    objects.push(raw);
+                }
+                Some(Err(d)) => {
+                    let mut d = (**d).clone();
+                    d.document = Some(index);
+                    diags.push(d);
+                }
+            }
+            index += 1;
+        }
+        // Keep only the text of a single-document chunk: its parsed
+        // document is dropped once handed out.
+        let kept = if now && single {
+            Arc::new(Chunk {
+                text: Arc::clone(&chunk.text),
+                docs: chunk
+                    .docs
+                    .iter()
+                    .map(|d| {
+                        d.as_ref().map(|r| {
+                            r.as_ref()
+                                .map(|raw| RawObject {
+                                    doc: raw.doc.as_yaml(Arc::clone(&chunk.text)),
+                                    ..raw.clone()
+                                })
+                                .map_err(Clone::clone)
+                        })
+                    })
+                    .collect(),
+            })
+        } else {
+            chunk
+        };
+        next.insert(*id, kept);
+    }
+    Ok(ChunkedParse {
+        objects,
+        kept: kept_objects,
+        diagnostics: diags,
+        chunks: next,
+    })
+}
+
+/// The outcome of [`parse_chunked`].
+#[derive(Debug)]
+struct ChunkedParse {
+    /// The objects, documents parsed where the chunk was parsed now.
+    objects: Vec<RawObject>,
+    /// The same objects with single-document chunks held as text, to keep.
+    kept: Vec<RawObject>,
+    diagnostics: Vec<Diagnostic>,
+    chunks: ChunkCache,
+}
+
+/// Parses one chunk's documents; `None` on a syntax error.
+fn parse_chunk(piece: &str, file: &Path) -> Option<Chunk> {
+    let id = content_id(piece.as_bytes());
+    let mut docs = Vec::new();
+    for (local, doc) in serde_yaml_ng::Deserializer::from_str(piece).enumerate() {
+        let value = serde_json::Value::deserialize(doc).ok()?;
+        if value.is_null() {
+            docs.push(None);
+            continue;
+        }
+        // Several documents in one chunk (after a `...` end marker): each
+        // gets an id of its own.
+        let doc_id = if local == 0 {
+            id
+        } else {
+            content_id(&[id.to_le_bytes(), (local as u64).to_le_bytes()].concat())
+        };
+        docs.push(Some(raw_object(value, doc_id, file, 0)));
+    }
+    Some(Chunk {
+        text: Arc::from(piece),
+        docs,
+    })
+}
+
+/// Parses the whole text as one stream (used when it cannot be split, and
+/// to word a syntax error).
+fn parse_whole(
+    text: &str,
+    file: &Path,
+) -> Result<(Vec<RawObject>, Vec<Diagnostic>), Box<Diagnostic>> {
     let mut docs = Vec::new();
     for (index, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        match serde_yaml_ng::Value::deserialize(doc) {
+        match serde_json::Value::deserialize(doc) {
             Ok(v) => docs.push((index, v)),
             Err(e) => {
                 let mut msg = format!("not valid YAML: {e}");
@@ -275,34 +499,73 @@ fn parse_documents(text: &str, file: &Path) -> FileRead {
                 {
                     msg.push_str(&format!(" (line {}, column {})", loc.line(), loc.column()));
                 }
-                return FileRead::Failed(Diagnostic::error(msg).at(file, Some(index)));
+                return Err(Box::new(Diagnostic::error(msg).at(file, Some(index))));
             }
         }
     }
     let mut objects = Vec::new();
     let mut diags = Vec::new();
-    for (index, doc) in docs {
-        if doc.is_null() {
+    for (index, value) in docs {
+        if value.is_null() {
             continue;
         }
-        match raw_object(doc, file, index) {
+        let id = content_id(&serde_json::to_vec(&value).unwrap_or_default());
+        match raw_object(value, id, file, index) {
             Ok(obj) => objects.push(obj),
             Err(d) => diags.push(*d),
         }
     }
-    FileRead::Parsed(objects, diags)
+    Ok((objects, diags))
+}
+
+/// Splits YAML text into chunks at document start markers: a line that
+/// begins with `---` followed by a space, a tab or the end of the line.
+/// YAML forbids such a line inside a document's content (even in a block
+/// or quoted scalar), so each chunk parses on its own to the same
+/// documents. Each chunk but the first begins with its marker. `None` when
+/// the text has directives (`%` lines), which bind to the next document
+/// start and are left to a parse of the whole text.
+fn split_documents(text: &str) -> Option<Vec<&str>> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with('%') {
+            return None;
+        }
+        if at > 0 && is_document_start(line) {
+            pieces.push(&text[start..at]);
+            start = at;
+        }
+        at += line.len();
+    }
+    pieces.push(&text[start..]);
+    // Comments and blank lines before the first marker are no document
+    // (alone, a stream of them parses to one empty document).
+    if pieces.len() > 1
+        && pieces[0]
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        pieces.remove(0);
+    }
+    Some(pieces)
+}
+
+fn is_document_start(line: &str) -> bool {
+    line.strip_prefix("---")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\n', '\r']))
 }
 
 fn raw_object(
-    doc: serde_yaml_ng::Value,
+    value: serde_json::Value,
+    id: u64,
     file: &Path,
     index: usize,
 ) -> Result<RawObject, Box<Diagnostic>> {
     let err = |msg: String, field: &str| {
         Box::new(Diagnostic::error(msg).at(file, Some(index)).field(field))
     };
-    let value: serde_json::Value = serde_json::to_value(&doc)
-        .map_err(|e| err(format!("document cannot be represented as JSON: {e}"), ""))?;
     let serde_json::Value::Object(map) = &value else {
         return Err(err(
             "document is not a mapping (a Kubernetes object)".into(),
@@ -349,7 +612,7 @@ fn raw_object(
         api_version,
         namespace,
         name: name_s,
-        value: std::sync::Arc::new(value),
+        doc: Document::parsed_yaml(value, id),
         origin: Origin {
             file: file.to_owned(),
             document: index,
@@ -761,6 +1024,108 @@ mod tests {
         std::fs::remove_file(dir.join("b.yaml")).unwrap();
         assert_eq!(src.load().objects.len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What a parse gave, comparable: each object's identity, origin and
+    /// parsed document, and each diagnostic.
+    fn outcome(objs: &[RawObject], diags: &[Diagnostic]) -> Vec<String> {
+        let mut out: Vec<String> = objs
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {} {:?} {} {} {}",
+                    o.kind,
+                    o.api_version,
+                    o.namespace,
+                    o.name,
+                    o.origin,
+                    o.doc.to_value().unwrap()
+                )
+            })
+            .collect();
+        out.extend(diags.iter().map(ToString::to_string));
+        out
+    }
+
+    #[test]
+    fn chunked_parse_matches_a_parse_of_the_whole_text() {
+        let file = Path::new("m.yaml");
+        let svc = |n: &str| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {n}\n");
+        let texts = [
+            String::new(),
+            "# only a comment\n".to_owned(),
+            svc("a"),
+            format!("# lead\n---\n{}---\n{}", svc("a"), svc("b")),
+            format!("{}---\n---\n{}", svc("a"), svc("b")),
+            format!(
+                "--- {{apiVersion: v1, kind: Service, metadata: {{name: f}}}}\n---\n{}",
+                svc("b")
+            ),
+            format!("{}...\n---\n{}", svc("a"), svc("b")),
+            format!("{}...\n{}", svc("a"), svc("b")),
+            format!(
+                "{}  annotations:\n    x: |\n      ---\n      ---x\n---\t\n{}",
+                svc("a"),
+                svc("b")
+            ),
+            format!("---x: 1\n---\n{}", svc("b")),
+            format!("%YAML 1.2\n---\n{}---\n{}", svc("a"), svc("b")),
+            format!("---\n- 1\n---\n{}---\nkind: Service\n", svc("b")),
+            "---\r\napiVersion: v1\r\nkind: Service\r\nmetadata: {name: c}\r\n---\r\n".to_owned(),
+            // Errors: the whole file fails, worded as a whole parse words it.
+            format!("{}---\nkind: [\n---\n{}", svc("a"), svc("b")),
+            format!("{}---\n  bad: indent\n bad\n", svc("a")),
+        ];
+        for text in &texts {
+            let whole = parse_whole(text, file).map(|(o, d)| outcome(&o, &d));
+            let chunked = parse_chunked(text, file, &ChunkCache::new())
+                .map(|p| outcome(&p.objects, &p.diagnostics));
+            assert_eq!(chunked, whole, "{text:?}");
+        }
+        // Large enough to parse on several threads.
+        let big: String = (0..20_000)
+            .map(|i| format!("---\n{}", svc(&format!("s{i}"))))
+            .collect();
+        assert!(big.len() > PARALLEL_BYTES);
+        let whole = parse_whole(&big, file).map(|(o, d)| outcome(&o, &d));
+        let chunked = parse_chunked(&big, file, &ChunkCache::new())
+            .map(|p| outcome(&p.objects, &p.diagnostics));
+        assert_eq!(chunked, whole);
+    }
+
+    #[test]
+    fn only_changed_chunks_are_parsed_again_and_kept_as_text() {
+        let file = Path::new("m.yaml");
+        let svc = |n: &str, port: u16| {
+            format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {n}\nspec:\n  ports: [{{port: {port}}}]\n"
+            )
+        };
+        let first = format!("{}{}{}", svc("a", 80), svc("b", 80), svc("c", 80));
+        let p = parse_chunked(&first, file, &ChunkCache::new()).unwrap();
+        // Handed out parsed; kept as text.
+        assert!(p.objects.iter().all(|o| o.doc.value().is_some()));
+        assert!(p.kept.iter().all(|o| o.doc.value().is_none()));
+        assert_eq!(outcome(&p.kept, &[]), outcome(&p.objects, &[]));
+        let second = format!("{}{}{}", svc("a", 80), svc("b", 81), svc("c", 80));
+        let q = parse_chunked(&second, file, &p.chunks).unwrap();
+        let parsed_now: Vec<&str> = q
+            .objects
+            .iter()
+            .filter(|o| o.doc.value().is_some())
+            .map(|o| o.name.as_str())
+            .collect();
+        assert_eq!(parsed_now, ["b"]);
+        assert_eq!(q.objects[0].doc, p.objects[0].doc);
+        assert_ne!(q.objects[1].doc, p.objects[1].doc);
+        let whole = parse_whole(&second, file).unwrap();
+        assert_eq!(outcome(&q.objects, &[]), outcome(&whole.0, &[]));
+        // A chunk moved to another document index keeps its content id.
+        let third = format!("{}{}", svc("c", 80), svc("a", 80));
+        let r = parse_chunked(&third, file, &q.chunks).unwrap();
+        assert_eq!(r.objects[0].origin.document, 0);
+        assert_eq!(r.objects[0].doc, p.objects[2].doc);
+        assert!(r.objects.iter().all(|o| o.doc.value().is_none()));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod files;
 pub mod kube;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -70,12 +71,107 @@ pub struct RawObject {
     pub namespace: Option<String>,
     /// `metadata.name`.
     pub name: String,
-    /// The whole document, shared: a source hands out the same document for
-    /// an object that did not change, so the store can tell without
-    /// comparing it ([`std::sync::Arc::ptr_eq`]) and keep its typed version.
-    pub value: std::sync::Arc<serde_json::Value>,
+    /// The whole document. A source hands out a document with the same
+    /// [`Document::id`] for an object that did not change, so the store can
+    /// tell without comparing it and keep its typed version.
+    pub doc: Document,
     /// Where it came from.
     pub origin: Origin,
+}
+
+/// An object's document: parsed JSON, or (for a file document the store
+/// has already typed) its YAML text, parsed again only if needed. Two
+/// documents are equal when their ids are: the id is a hash of the content.
+#[derive(Debug, Clone)]
+pub struct Document {
+    id: u64,
+    body: Body,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Value(Arc<serde_json::Value>),
+    Yaml(Arc<str>),
+}
+
+impl PartialEq for Document {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+/// A stable 64-bit hash of `bytes` (SipHash with fixed keys: the same in
+/// every process and run).
+pub fn content_id(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
+}
+
+impl Document {
+    /// A parsed document; its id hashes its JSON text.
+    pub fn from_value(value: serde_json::Value) -> Self {
+        let id = content_id(&serde_json::to_vec(&value).unwrap_or_default());
+        Self {
+            id,
+            body: Body::Value(Arc::new(value)),
+        }
+    }
+
+    /// A document parsed from the YAML text `yaml`, whose id is `id` (the
+    /// hash of that text and where it sits in its file).
+    pub fn parsed_yaml(value: serde_json::Value, id: u64) -> Self {
+        Self {
+            id,
+            body: Body::Value(Arc::new(value)),
+        }
+    }
+
+    /// The same document held as its YAML text (one document) instead of
+    /// its parsed form, which takes many times the memory.
+    pub fn as_yaml(&self, yaml: Arc<str>) -> Self {
+        Self {
+            id: self.id,
+            body: Body::Yaml(yaml),
+        }
+    }
+
+    /// The content's identity.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The parsed document, when held parsed.
+    pub fn value(&self) -> Option<&serde_json::Value> {
+        match &self.body {
+            Body::Value(v) => Some(v),
+            Body::Yaml(_) => None,
+        }
+    }
+
+    /// The document as JSON (parsing its YAML text when held as text).
+    pub fn to_value(&self) -> Result<serde_json::Value, String> {
+        match &self.body {
+            Body::Value(v) => Ok((**v).clone()),
+            Body::Yaml(text) => {
+                use serde::Deserialize;
+                let doc = serde_yaml_ng::Deserializer::from_str(text)
+                    .next()
+                    .ok_or("document is empty")?;
+                serde_json::Value::deserialize(doc).map_err(|e| format!("not valid YAML: {e}"))
+            }
+        }
+    }
+
+    /// The parsed document, taken without a copy when this is its only
+    /// holder.
+    pub fn into_value(self) -> Result<serde_json::Value, String> {
+        match self.body {
+            Body::Value(v) => Ok(Arc::try_unwrap(v).unwrap_or_else(|v| (*v).clone())),
+            Body::Yaml(_) => self.to_value(),
+        }
+    }
 }
 
 impl RawObject {
@@ -118,7 +214,7 @@ mod tests {
             api_version: "v1".into(),
             namespace: Some("default".into()),
             name: "web".into(),
-            value: serde_json::Value::Null.into(),
+            doc: Document::from_value(serde_json::Value::Null),
             origin: api,
         };
         let d = raw.diagnostic(Diagnostic::error("no ports"));

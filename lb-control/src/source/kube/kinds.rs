@@ -4,7 +4,7 @@
 
 use kube::api::{ApiResource, DynamicObject};
 
-use crate::source::{Origin, RawObject};
+use crate::source::{Document, Origin, RawObject};
 
 /// The Gateway API's group: its kinds are CRDs, served only where installed.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -138,7 +138,7 @@ pub fn raw_object(spec: &KindSpec, version: &str, obj: DynamicObject) -> Option<
         api_version,
         namespace,
         name,
-        value: std::sync::Arc::new(value),
+        doc: Document::from_value(value),
         origin: Origin::kubernetes(),
     })
 }
@@ -153,7 +153,7 @@ pub fn same_for_compile(a: &RawObject, b: &RawObject) -> bool {
         return true;
     }
     let strip = |raw: &RawObject| {
-        let mut v = (*raw.value).clone();
+        let mut v = raw.doc.value().cloned().unwrap_or_default();
         if let Some(map) = v.as_object_mut() {
             if raw.kind != "Service" && raw.kind != "Gateway" {
                 map.remove("status");
@@ -194,12 +194,16 @@ mod tests {
         assert_eq!(raw.api_version, "gateway.networking.k8s.io/v1alpha2");
         assert_eq!(raw.namespace.as_deref(), Some("team"));
         assert_eq!(raw.name, "r");
-        assert_eq!(raw.value["kind"], "TLSRoute");
+        assert_eq!(raw.doc.value().unwrap()["kind"], "TLSRoute");
         assert_eq!(
-            raw.value["apiVersion"],
+            raw.doc.value().unwrap()["apiVersion"],
             "gateway.networking.k8s.io/v1alpha2"
         );
-        assert!(raw.value["metadata"].get("managedFields").is_none());
+        assert!(
+            raw.doc.value().unwrap()["metadata"]
+                .get("managedFields")
+                .is_none()
+        );
         assert!(raw.origin.is_kubernetes());
     }
 

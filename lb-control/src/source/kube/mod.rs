@@ -215,7 +215,7 @@ impl KubeSource {
                 k.kind == kind && (k.namespace.is_none() || k.namespace.as_deref() == namespace)
             })
             .find_map(|(_, objs)| objs.get(&id))
-            .map(|o| (*o.value).clone())
+            .and_then(|o| o.doc.value().cloned())
     }
 
     /// The `.status` of an object as last seen by the watcher: `None` when
@@ -254,7 +254,8 @@ impl KubeSource {
         let (changed, status_changed) = match objs.get(&id) {
             Some(old) => (
                 !kinds::same_for_compile(old, &raw),
-                old.value.get("status") != raw.value.get("status"),
+                old.doc.value().and_then(|v| v.get("status"))
+                    != raw.doc.value().and_then(|v| v.get("status")),
             ),
             None => (true, false),
         };
