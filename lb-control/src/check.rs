@@ -33,7 +33,8 @@ pub fn load_and_compile_with(
 ) -> Compiled {
     let mut loaded = source.load();
     combine(&mut loaded, api_objects);
-    let (store, store_diags) = Store::rebuild(&loaded.objects, source.take_last_store());
+    let (store, store_diags) =
+        Store::rebuild_with(&loaded.objects, &mut loaded.typed, source.take_last_store());
     let mut compiled = compile_with(&store, cfg, prior);
     source.remember(store);
     let mut all = loaded.diagnostics;

@@ -764,7 +764,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::source::Origin;
+    use crate::raw::Origin;
 
     fn node(name: &str, zone: Option<&str>) -> Node {
         Node {

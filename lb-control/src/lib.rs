@@ -23,6 +23,7 @@ pub mod logging;
 pub mod model;
 pub mod ownership;
 pub mod publish;
+pub mod raw;
 pub mod sd_notify;
 pub mod serve;
 pub mod source;

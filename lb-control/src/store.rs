@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::diag::Diagnostic;
+use crate::model::Pretyped;
 use crate::model::{self, Object, ObjectKey};
-use crate::source::RawObject;
+use crate::raw::RawObject;
 
 /// The current valid objects.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +44,11 @@ const PARALLEL_OBJECTS: usize = 2_000;
 /// Types (in parallel, on up to as many threads as there are CPUs) every
 /// raw object that `previous` does not hold typed from the same document:
 /// entry `i` is `raws[i]` typed, or `None` where it may be reused.
-fn type_in_parallel(raws: &[RawObject], previous: &Store) -> Vec<Option<model::Parsed>> {
+fn type_in_parallel(
+    raws: &[RawObject],
+    pretyped: &mut Pretyped,
+    previous: &Store,
+) -> Vec<Option<model::Parsed>> {
     let reusable = |raw: &RawObject| {
         key_of(raw).is_some_and(|key| {
             previous.typed_from.get(&key) == Some(&raw.doc.id())
@@ -53,8 +58,17 @@ fn type_in_parallel(raws: &[RawObject], previous: &Store) -> Vec<Option<model::P
                     .is_some_and(|o| *o.origin() == raw.origin)
         })
     };
-    let todo: Vec<usize> = (0..raws.len()).filter(|&i| !reusable(&raws[i])).collect();
     let mut out: Vec<Option<model::Parsed>> = (0..raws.len()).map(|_| None).collect();
+    let mut todo = Vec::new();
+    for (i, raw) in raws.iter().enumerate() {
+        if reusable(raw) {
+            continue;
+        }
+        match pretyped.remove(&(raw.doc.id(), raw.origin.clone())) {
+            Some(parsed) => out[i] = Some(parsed),
+            None => todo.push(i),
+        }
+    }
     let threads = if todo.len() < PARALLEL_OBJECTS {
         1
     } else {
@@ -109,10 +123,20 @@ impl Store {
     /// whose document is the one they were typed from last time move over
     /// as they are, without being typed and validated again (a reload with
     /// one changed object types one object).
-    pub fn rebuild(raws: &[RawObject], mut previous: Store) -> (Store, Vec<Diagnostic>) {
+    pub fn rebuild(raws: &[RawObject], previous: Store) -> (Store, Vec<Diagnostic>) {
+        Self::rebuild_with(raws, &mut Pretyped::new(), previous)
+    }
+
+    /// [`Store::rebuild`] that takes the objects a source typed already
+    /// from `typed` instead of typing them again.
+    pub fn rebuild_with(
+        raws: &[RawObject],
+        typed: &mut Pretyped,
+        mut previous: Store,
+    ) -> (Store, Vec<Diagnostic>) {
         let mut store = Store::default();
         let mut diags = Vec::new();
-        let mut typed = type_in_parallel(raws, &previous);
+        let mut typed = type_in_parallel(raws, typed, &previous);
         for (i, raw) in raws.iter().enumerate() {
             let key = key_of(raw);
             if let Some(key) = &key

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::de::DeserializeOwned;
 
 use crate::diag::{Diagnostic, Severity};
-use crate::source::{Origin, RawObject};
+use crate::raw::{Origin, RawObject};
 
 /// The namespace of namespaced objects that do not name one.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -230,6 +230,12 @@ impl Object {
         each_object!(self, t => &t.origin)
     }
 
+    /// Moves the object to document `index` of its file (a document typed
+    /// before its place in the file was known).
+    pub fn set_document(&mut self, index: usize) {
+        each_object!(self, t => t.origin.document = index)
+    }
+
     /// The store key.
     pub fn key(&self) -> ObjectKey {
         let meta = self.meta();
@@ -316,6 +322,24 @@ pub struct Parsed {
     /// The typed object when it parsed but failed validation (for status
     /// reporting only: it is never served).
     pub rejected: Option<Object>,
+}
+
+/// Objects a source typed as it read them, by document id and origin.
+pub type Pretyped = std::collections::HashMap<(u64, Origin), Parsed>;
+
+impl Parsed {
+    /// Moves everything located at document 0 of `file` to document
+    /// `index` (see [`Object::set_document`]).
+    pub fn set_document(&mut self, file: &std::path::Path, index: usize) {
+        for o in self.object.iter_mut().chain(self.rejected.iter_mut()) {
+            o.set_document(index);
+        }
+        for d in &mut self.diagnostics {
+            if d.file.as_deref() == Some(file) {
+                d.document = Some(index);
+            }
+        }
+    }
 }
 
 /// Deserializes `raw` into its Kubernetes schema and validates it.
@@ -513,7 +537,7 @@ pub(crate) fn raw_from_yaml(yaml: &str) -> RawObject {
             file: "test.yaml".into(),
             document: 0,
         },
-        doc: crate::source::Document::from_value(value),
+        doc: crate::raw::Document::from_value(value),
     }
 }
 
@@ -585,7 +609,7 @@ mod tests {
                 "metadata".into(),
                 serde_json::json!({"name": "x", "namespace": "ns"}),
             );
-            raw.doc = crate::source::Document::from_value(value);
+            raw.doc = crate::raw::Document::from_value(value);
             raw.namespace = Some("ns".into());
             let parsed = parse(&raw);
             assert!(

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::file_list::{self, is_yaml};
 use super::{Document, Loaded, Origin, RawObject, content_id};
 use crate::diag::{Diagnostic, Error};
+use crate::model::{Parsed as Typed, Pretyped};
 
 /// Reads objects from the configured files and directories.
 #[derive(Debug, Default)]
@@ -46,8 +47,9 @@ struct Parsed {
 
 /// The outcome of reading one file.
 enum FileRead {
-    /// Parsed: its objects and per-document diagnostics.
-    Parsed(Vec<RawObject>, Vec<Diagnostic>),
+    /// Parsed: its objects, per-document diagnostics and the objects
+    /// typed as they were parsed.
+    Parsed(Vec<RawObject>, Vec<Diagnostic>, Pretyped),
     /// Unreadable or not YAML: one diagnostic, previous objects stay.
     Failed(Diagnostic),
 }
@@ -141,7 +143,8 @@ impl FileSource {
         let text_id = (content_id(text.as_bytes()), text.len());
         let (parsed, read) = match last {
             Some(p) if p.text == text_id => {
-                let read = FileRead::Parsed(p.objects.clone(), p.diagnostics.clone());
+                let read =
+                    FileRead::Parsed(p.objects.clone(), p.diagnostics.clone(), Pretyped::new());
                 (p, read)
             }
             last => {
@@ -150,11 +153,12 @@ impl FileSource {
                 let before = last.as_ref().map_or(&empty, |p| &p.chunks);
                 match parse_chunked(&text, file, before) {
                     Ok(p) => {
-                        let read = FileRead::Parsed(p.objects, p.diagnostics.clone());
+                        let read =
+                            FileRead::Parsed(p.objects.clone(), p.diagnostics.clone(), p.typed);
                         let parsed = Parsed {
                             text: text_id,
                             chunks: p.chunks,
-                            objects: p.kept,
+                            objects: p.objects,
                             diagnostics: p.diagnostics,
                         };
                         (parsed, read)
@@ -216,6 +220,7 @@ impl FileSource {
 
         let mut parsed = BTreeMap::new();
         let mut objects = Vec::new();
+        let mut typed = Pretyped::new();
         let mut kept = 0;
         for file in unlisted {
             if let Some(p) = self.parsed.remove(&file) {
@@ -227,9 +232,10 @@ impl FileSource {
         }
         for file in files {
             match self.read_cached(&file, &mut parsed) {
-                FileRead::Parsed(objs, diags) => {
+                FileRead::Parsed(objs, diags, pretyped) => {
                     diagnostics.extend(diags);
                     objects.extend(objs);
+                    typed.extend(pretyped);
                 }
                 FileRead::Failed(d) => {
                     let previous: &[RawObject] =
@@ -257,6 +263,7 @@ impl FileSource {
         Loaded {
             objects,
             diagnostics,
+            typed,
         }
     }
 }
@@ -278,7 +285,7 @@ fn read_settled(file: &Path) -> Result<String, String> {
 /// Splits multi-document YAML into raw objects. Any syntax error fails the whole file.
 fn parse_documents(text: &str, file: &Path) -> FileRead {
     match parse_chunked(text, file, &HashMap::new()) {
-        Ok(p) => FileRead::Parsed(p.objects, p.diagnostics),
+        Ok(p) => FileRead::Parsed(p.objects, p.diagnostics, p.typed),
         Err(d) => FileRead::Failed(*d),
     }
 }
@@ -288,10 +295,9 @@ fn parse_documents(text: &str, file: &Path) -> FileRead {
 /// Document indexes are filled in when the chunk is placed in its file.
 #[derive(Debug, Clone)]
 struct Chunk {
-    /// The chunk's YAML text, kept (instead of the parsed documents, which
-    /// take many times the memory) for a document the store has to type
-    /// again.
-    text: Arc<str>,
+    /// A single-document chunk holds its document as its YAML text (not
+    /// parsed, which takes many times the memory), for the store to type
+    /// again if it has to.
     docs: Vec<Option<Result<RawObject, Box<Diagnostic>>>>,
 }
 
@@ -315,9 +321,9 @@ fn parse_chunked(
 ) -> Result<ChunkedParse, Box<Diagnostic>> {
     let Some(pieces) = split_documents(text) else {
         return parse_whole(text, file).map(|(objects, diagnostics)| ChunkedParse {
-            kept: objects.clone(),
             objects,
             diagnostics,
+            typed: Pretyped::new(),
             chunks: ChunkCache::new(),
         });
     };
@@ -331,13 +337,13 @@ fn parse_chunked(
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
     };
-    let parse_group = |group: &[usize]| -> Option<Vec<(usize, Chunk)>> {
+    let parse_group = |group: &[usize]| -> Option<Vec<(usize, Fresh)>> {
         group
             .iter()
             .map(|&i| parse_chunk(pieces[i], file).map(|c| (i, c)))
             .collect()
     };
-    let parsed: Option<Vec<(usize, Chunk)>> = if threads <= 1 {
+    let parsed: Option<Vec<(usize, Fresh)>> = if threads <= 1 {
         parse_group(&missing)
     } else {
         // Contiguous groups of about equal bytes, one per thread.
@@ -373,35 +379,27 @@ fn parse_chunked(
             Ok(_) => Err(Box::new(Diagnostic::error("not valid YAML").at(file, None))),
         };
     };
-    let mut fresh: HashMap<usize, Arc<Chunk>> =
-        parsed.into_iter().map(|(i, c)| (i, Arc::new(c))).collect();
+    let mut fresh: HashMap<usize, Fresh> = parsed.into_iter().collect();
     let mut next = ChunkCache::new();
-    let (mut objects, mut kept_objects, mut diags) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut objects, mut diags, mut typed) = (Vec::new(), Vec::new(), Pretyped::new());
     let mut index = 0;
     for (i, id) in ids.iter().enumerate() {
-        let (chunk, now) = match fresh.remove(&i) {
-            Some(c) => (c, true),
+        let (chunk, mut now) = match fresh.remove(&i) {
+            Some(f) => (Arc::new(f.chunk), f.typed),
             None => match next.get(id).or_else(|| cache.get(id)) {
-                Some(c) => (Arc::clone(c), false),
+                Some(c) => (Arc::clone(c), Vec::new()),
                 None => continue,
             },
         };
-        let single = chunk.docs.len() == 1;
-        for doc in &chunk.docs {
+        for (local, doc) in chunk.docs.iter().enumerate() {
             match doc {
                 None => {}
                 Some(Ok(raw)) => {
                     let mut raw = raw.clone();
                     raw.origin.document = index;
-                    if single {
-                        // The store has (or can type) it from the text.
-                        let text = raw.doc.as_yaml(Arc::clone(&chunk.text));
-                        kept_objects.push(RawObject {
-                            doc: text,
-                            ..raw.clone()
-                        });
-                    } else {
-                        kept_objects.push(raw.clone());
+                    if let Some(mut parsed) = now.get_mut(local).and_then(Option::take) {
+                        parsed.set_document(file, index);
+                        typed.insert((raw.doc.id(), raw.origin.clone()), parsed);
                     }
                     objects.push(raw);
                 }
@@ -413,35 +411,12 @@ fn parse_chunked(
             }
             index += 1;
         }
-        // Keep only the text of a single-document chunk: its parsed
-        // document is dropped once handed out.
-        let kept = if now && single {
-            Arc::new(Chunk {
-                text: Arc::clone(&chunk.text),
-                docs: chunk
-                    .docs
-                    .iter()
-                    .map(|d| {
-                        d.as_ref().map(|r| {
-                            r.as_ref()
-                                .map(|raw| RawObject {
-                                    doc: raw.doc.as_yaml(Arc::clone(&chunk.text)),
-                                    ..raw.clone()
-                                })
-                                .map_err(Clone::clone)
-                        })
-                    })
-                    .collect(),
-            })
-        } else {
-            chunk
-        };
-        next.insert(*id, kept);
+        next.insert(*id, chunk);
     }
     Ok(ChunkedParse {
         objects,
-        kept: kept_objects,
         diagnostics: diags,
+        typed,
         chunks: next,
     })
 }
@@ -449,22 +424,38 @@ fn parse_chunked(
 /// The outcome of [`parse_chunked`].
 #[derive(Debug)]
 struct ChunkedParse {
-    /// The objects, documents parsed where the chunk was parsed now.
+    /// The objects; single-document chunks hold their document as text.
     objects: Vec<RawObject>,
-    /// The same objects with single-document chunks held as text, to keep.
-    kept: Vec<RawObject>,
     diagnostics: Vec<Diagnostic>,
+    /// The objects of the chunks parsed now, typed.
+    typed: Pretyped,
     chunks: ChunkCache,
 }
 
-/// Parses one chunk's documents; `None` on a syntax error.
-fn parse_chunk(piece: &str, file: &Path) -> Option<Chunk> {
+/// A chunk parsed now, with its documents typed (entry `i` for document
+/// `i`, where it is an object).
+struct Fresh {
+    chunk: Chunk,
+    typed: Vec<Option<Typed>>,
+}
+
+/// Parses one chunk's documents and types each right away (so that its
+/// parsed document is dropped at once); `None` on a syntax error. A
+/// single-document chunk keeps its document as text.
+fn parse_chunk(piece: &str, file: &Path) -> Option<Fresh> {
     let id = content_id(piece.as_bytes());
-    let mut docs = Vec::new();
-    for (local, doc) in serde_yaml_ng::Deserializer::from_str(piece).enumerate() {
-        let value = serde_json::Value::deserialize(doc).ok()?;
+    let text: Arc<str> = Arc::from(piece);
+    let mut values = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(piece) {
+        values.push(serde_json::Value::deserialize(doc).ok()?);
+    }
+    let single = values.len() == 1;
+    let mut docs = Vec::with_capacity(values.len());
+    let mut typed = Vec::with_capacity(values.len());
+    for (local, value) in values.into_iter().enumerate() {
         if value.is_null() {
             docs.push(None);
+            typed.push(None);
             continue;
         }
         // Several documents in one chunk (after a `...` end marker): each
@@ -474,11 +465,23 @@ fn parse_chunk(piece: &str, file: &Path) -> Option<Chunk> {
         } else {
             content_id(&[id.to_le_bytes(), (local as u64).to_le_bytes()].concat())
         };
-        docs.push(Some(raw_object(value, doc_id, file, 0)));
+        match raw_object(value, doc_id, file, 0) {
+            Ok(mut raw) => {
+                typed.push(Some(crate::model::parse(&raw)));
+                if single {
+                    raw.doc = raw.doc.as_yaml(Arc::clone(&text));
+                }
+                docs.push(Some(Ok(raw)));
+            }
+            Err(d) => {
+                docs.push(Some(Err(d)));
+                typed.push(None);
+            }
+        }
     }
-    Some(Chunk {
-        text: Arc::from(piece),
-        docs,
+    Some(Fresh {
+        chunk: Chunk { docs },
+        typed,
     })
 }
 
@@ -624,7 +627,7 @@ fn raw_object(
 /// [`crate::check::compile_yaml`]).
 pub(crate) fn objects_from_str(text: &str, file: &Path) -> (Vec<RawObject>, Vec<Diagnostic>) {
     match parse_documents(text, file) {
-        FileRead::Parsed(objs, diags) => (objs, diags),
+        FileRead::Parsed(objs, diags, _) => (objs, diags),
         FileRead::Failed(d) => (Vec::new(), vec![d]),
     }
 }
@@ -1103,17 +1106,21 @@ mod tests {
         };
         let first = format!("{}{}{}", svc("a", 80), svc("b", 80), svc("c", 80));
         let p = parse_chunked(&first, file, &ChunkCache::new()).unwrap();
-        // Handed out parsed; kept as text.
-        assert!(p.objects.iter().all(|o| o.doc.value().is_some()));
-        assert!(p.kept.iter().all(|o| o.doc.value().is_none()));
-        assert_eq!(outcome(&p.kept, &[]), outcome(&p.objects, &[]));
+        // Held as text, and typed as parsed.
+        assert!(p.objects.iter().all(|o| o.doc.value().is_none()));
+        assert_eq!(p.typed.len(), 3);
+        for o in &p.objects {
+            let typed = &p.typed[&(o.doc.id(), o.origin.clone())];
+            let obj = typed.object.as_ref().unwrap();
+            assert_eq!(*obj.origin(), o.origin);
+            assert_eq!(obj.key().name, o.name);
+        }
         let second = format!("{}{}{}", svc("a", 80), svc("b", 81), svc("c", 80));
         let q = parse_chunked(&second, file, &p.chunks).unwrap();
-        let parsed_now: Vec<&str> = q
-            .objects
-            .iter()
-            .filter(|o| o.doc.value().is_some())
-            .map(|o| o.name.as_str())
+        let parsed_now: Vec<String> = q
+            .typed
+            .values()
+            .map(|t| t.object.as_ref().unwrap().key().name)
             .collect();
         assert_eq!(parsed_now, ["b"]);
         assert_eq!(q.objects[0].doc, p.objects[0].doc);
@@ -1125,14 +1132,14 @@ mod tests {
         let r = parse_chunked(&third, file, &q.chunks).unwrap();
         assert_eq!(r.objects[0].origin.document, 0);
         assert_eq!(r.objects[0].doc, p.objects[2].doc);
-        assert!(r.objects.iter().all(|o| o.doc.value().is_none()));
+        assert!(r.typed.is_empty());
     }
 
     #[test]
     fn missing_identity_is_reported_per_document() {
         let file = Path::new("m.yaml");
         let text = "kind: Service\nmetadata:\n  name: a\n---\napiVersion: v1\nmetadata:\n  name: b\n---\napiVersion: v1\nkind: Service\nmetadata: {}\n---\n- 1\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: ok\n";
-        let FileRead::Parsed(objs, diags) = parse_documents(text, file) else {
+        let FileRead::Parsed(objs, diags, _) = parse_documents(text, file) else {
             panic!("should parse");
         };
         assert_eq!(objs.len(), 1);
