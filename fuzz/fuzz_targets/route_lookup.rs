@@ -157,7 +157,7 @@ fuzz_target!(|input: Input| {
     for rule in &input.rules {
         let target = RouteTarget {
             backend: BackendId(rule.backend),
-            source: String::new(),
+            source: "".into(),
             source_ranges: None,
         };
         let added = builder.add(rule.host.clone(), &rule.path, rule.kind, target);
@@ -171,7 +171,7 @@ fuzz_target!(|input: Input| {
         builder
             .set_default(RouteTarget {
                 backend: BackendId(d),
-                source: String::new(),
+                source: "".into(),
                 source_ranges: None,
             })
             .unwrap();

@@ -1,20 +1,25 @@
 //! Control-plane micro-benchmarks on 10,000 objects (Services,
 //! EndpointSlices and Ingresses in equal numbers, the `scale` scenario's
 //! mix): [`compile`] of a built store, and for comparison the step before it,
-//! [`Store::build`] (typing and validating the raw objects). The objects are
+//! [`Store::build`] (typing and validating the raw objects); and `compile`
+//! on 100,000 objects. The objects are
 //! generated in memory and parsed from YAML the way the file source does.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bench::scenarios::scale::object_docs;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lb_control::compile::compile;
 use lb_control::config::Config;
 use lb_control::source::{Origin, RawObject};
 use lb_control::store::Store;
 
 const OBJECTS: usize = 10_000;
+
+// The allocator lb runs with (lb-control's main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// One YAML document as the file source reads it: YAML value, then JSON.
 fn raw(doc: &str, document: usize) -> RawObject {
@@ -66,5 +71,28 @@ fn benches_10k(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, benches_10k);
+/// `compile` alone at 100,000 objects (the target: at most 1 s).
+fn compile_100k(c: &mut Criterion) {
+    let raws: Vec<RawObject> = object_docs(100_000)
+        .iter()
+        .enumerate()
+        .map(|(i, d)| raw(d, i))
+        .collect();
+    let cfg = Config::default();
+    let (store, diags) = Store::build(&raws);
+    drop(raws);
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(store.len(), 100_000);
+    let mut g = c.benchmark_group("control_100k_objects");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(12))
+        .warm_up_time(Duration::from_secs(2));
+    // One compile's output at a time (dropped outside the timing), as in lb.
+    g.bench_function("compile", |b| {
+        b.iter_batched(|| (), |()| compile(&store, &cfg), BatchSize::PerIteration)
+    });
+    g.finish();
+}
+
+criterion_group!(benches, benches_10k, compile_100k);
 criterion_main!(benches);

@@ -8,9 +8,10 @@
 //! number or name, whose endpoints [`crate::endpoints`] selects for the
 //! ClusterIP path (readiness, `internalTrafficPolicy`, topology).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::networking::v1::{
@@ -172,7 +173,7 @@ impl ClassSelection {
 }
 
 /// A Service port as an Ingress backend writes it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum PortRef {
     Number(i32),
     Name(String),
@@ -189,7 +190,7 @@ impl fmt::Display for PortRef {
 
 /// Identity of a backend: namespace, Service, and the resolved port number
 /// (or the port as written when it could not be resolved).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct BackendKey {
     namespace: String,
     service: String,
@@ -296,7 +297,7 @@ pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
             ignored += 1;
         }
     }
-    served.sort_by(|(a, _), (b, _)| a.age_key().cmp(&b.age_key()));
+    served.sort_by_cached_key(|&(a, _)| a.age_key());
 
     // Plan every route and resolve its backend.
     let mut planned = Vec::new();
@@ -362,28 +363,42 @@ pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
         diags.push(p.ingress.diagnostic(warning));
         backends.entry(p.backend.clone()).or_default();
     }
-    let ids: BTreeMap<&BackendKey, BackendId> = backends
+    let ids: HashMap<&BackendKey, BackendId> = backends
         .keys()
         .enumerate()
         .map(|(i, k)| (k, BackendId(i as u32)))
         .collect();
 
     // Build the route table in precedence order.
-    let mut builder = RouteTableBuilder::new();
+    let mut builder = RouteTableBuilder::with_capacity(planned.len());
+    // The identity of the Ingress the last rule came from, shared by its rules.
+    let mut names: Option<(*const Object, [Arc<str>; 3])> = None;
     for p in &planned {
         let Some(&backend) = ids.get(&p.backend) else {
             continue;
         };
         let target = RouteTarget {
             backend,
-            source: p.source.clone(),
+            source: p.source.as_str().into(),
             source_ranges: p.source_ranges.clone(),
         };
-        let key = p.ingress.key();
+        let [kind, namespace, name] = match &names {
+            Some((at, names)) if std::ptr::eq(*at, p.ingress) => names.clone(),
+            _ => {
+                let key = p.ingress.key();
+                let fresh: [Arc<str>; 3] = [
+                    key.kind.into(),
+                    key.namespace.unwrap_or_default().into(),
+                    key.name.into(),
+                ];
+                names = Some((p.ingress, fresh.clone()));
+                fresh
+            }
+        };
         let origin = Some(RouteOrigin {
-            kind: key.kind,
-            namespace: key.namespace.unwrap_or_default(),
-            name: key.name,
+            kind,
+            namespace,
+            name,
             field: p.field.clone(),
             path_type: p.path_type.clone(),
         });
@@ -945,7 +960,7 @@ endpoints: [{addresses: ["a.example.com"]}]
         );
         let c = compiled(&yaml);
         let t = c.snapshot.routes.lookup("h", "/a").unwrap();
-        assert_eq!(t.source, "Ingress default/old rule 0 path 0");
+        assert_eq!(&*t.source, "Ingress default/old rule 0 path 0");
         let losers: Vec<_> = c
             .diagnostics
             .iter()
@@ -964,7 +979,7 @@ endpoints: [{addresses: ["a.example.com"]}]
         );
         let c = compiled(&yaml);
         assert_eq!(
-            c.snapshot.routes.lookup("h", "/a").unwrap().source,
+            &*c.snapshot.routes.lookup("h", "/a").unwrap().source,
             "Ingress default/a rule 0 path 0"
         );
     }

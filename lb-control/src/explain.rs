@@ -345,7 +345,7 @@ fn rule_report(c: &Considered<'_>) -> RuleReport {
         host: c.rule.host.to_string(),
         path: c.rule.path.clone(),
         path_type: written_type(c.rule),
-        source: c.rule.target.source.clone(),
+        source: c.rule.target.source.to_string(),
         origin: c.rule.origin.clone(),
         verdict: c.verdict,
         reason: c.reason.clone(),
@@ -428,7 +428,7 @@ pub fn explain_compiled(
             None => snap.routes.default_origin().cloned(),
         };
         Matched {
-            source: t.source.clone(),
+            source: t.source.to_string(),
             origin,
             default_backend: rule.is_none(),
             host: rule.map(|r| r.host.to_string()),
@@ -980,7 +980,7 @@ spec:
         assert_eq!(m.compiled_as, Some(PathKind::Prefix));
         let o = m.origin.as_ref().unwrap();
         assert_eq!(
-            (o.name.as_str(), o.field.as_str()),
+            (&*o.name, o.field.as_str()),
             ("site", "spec.rules[0].http.paths[1]")
         );
         let b = x.backend.as_ref().unwrap();

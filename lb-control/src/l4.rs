@@ -198,7 +198,7 @@ pub fn compile_l4<'a>(
             _ => None,
         })
         .collect();
-    services.sort_by(|(a, _), (b, _)| a.age_key().cmp(&b.age_key()));
+    services.sort_by_cached_key(|&(a, _)| a.age_key());
     // Addresses other objects request explicitly are never allocated.
     let reserved: BTreeSet<IpAddr> = services
         .iter()

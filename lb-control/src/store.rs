@@ -211,11 +211,8 @@ impl Store {
 
     /// Looks an object up by kind, namespace and name.
     pub fn find(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<&Object> {
-        self.objects.get(&ObjectKey {
-            kind: kind.to_owned(),
-            namespace: namespace.map(str::to_owned),
-            name: name.to_owned(),
-        })
+        let parts = (kind, namespace, name);
+        self.objects.get(&parts as &dyn model::KeyParts)
     }
 
     /// Every object, in key order.

@@ -45,7 +45,7 @@ fn rules() -> Vec<Rule> {
             let (p, kind) = path(j);
             let target = RouteTarget {
                 backend: BackendId((i * PATHS + j) as u32),
-                source: format!("Ingress ns-{}/app-{i} rule 0 path {j}", i % 20),
+                source: format!("Ingress ns-{}/app-{i} rule 0 path {j}", i % 20).into(),
                 source_ranges: None,
             };
             out.push((host(i), p, kind, target));

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -67,8 +68,9 @@ impl fmt::Display for HostMatch {
 pub struct RouteTarget {
     /// The backend the request is sent to.
     pub backend: BackendId,
-    /// Human-readable origin, e.g. `Ingress default/web rule 0 path 1`.
-    pub source: String,
+    /// Human-readable origin, e.g. `Ingress default/web rule 0 path 1`
+    /// (shared by the rule list and the lookup tables).
+    pub source: Arc<str>,
     /// The client networks this rule's object admits (an Ingress's source
     /// ranges annotation); `None`: everyone. Others get 403.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,12 +80,12 @@ pub struct RouteTarget {
 /// The object field a rule was compiled from, for explanations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteOrigin {
-    /// Object kind, e.g. `Ingress`.
-    pub kind: String,
-    /// Object namespace.
-    pub namespace: String,
-    /// Object name.
-    pub name: String,
+    /// Object kind, e.g. `Ingress` (shared by the object's rules).
+    pub kind: Arc<str>,
+    /// Object namespace (shared by the object's rules).
+    pub namespace: Arc<str>,
+    /// Object name (shared by the object's rules).
+    pub name: Arc<str>,
     /// Field path in the object, e.g. `spec.rules[0].http.paths[1]`.
     pub field: String,
     /// The path type as written (`ImplementationSpecific` compiles to
@@ -205,6 +207,13 @@ impl RouteTableBuilder {
     /// An empty builder.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty builder with room for `rules` rules.
+    pub fn with_capacity(rules: usize) -> Self {
+        let mut b = Self::default();
+        b.table.rules.reserve(rules);
+        b
     }
 
     /// Adds a rule. Rules must be added in precedence order (oldest object
@@ -712,7 +721,7 @@ mod tests {
     fn t(n: u32) -> RouteTarget {
         RouteTarget {
             backend: BackendId(n),
-            source: format!("t{n}"),
+            source: format!("t{n}").into(),
             source_ranges: None,
         }
     }

@@ -168,7 +168,7 @@ pub(crate) fn plan_gateways<'a>(
         conflicts_within(&mut plan.listeners);
         overlapping_tls(&mut plan.listeners);
     }
-    plans.sort_by(|a, b| a.obj.age_key().cmp(&b.obj.age_key()));
+    plans.sort_by_cached_key(|p| p.obj.age_key());
     conflicts_across(&mut plans);
     let (l4_lost, gateway_lost) = ownership(ctx.cfg, &mut plans, l4);
     for plan in &mut plans {

@@ -137,6 +137,53 @@ pub struct ObjectKey {
     pub name: String,
 }
 
+/// An [`ObjectKey`] seen through borrowed parts, so that the store can be
+/// searched without building a key (`Store::find`).
+pub trait KeyParts {
+    /// Kind, namespace and name.
+    fn parts(&self) -> (&str, Option<&str>, &str);
+}
+
+impl KeyParts for ObjectKey {
+    fn parts(&self) -> (&str, Option<&str>, &str) {
+        (&self.kind, self.namespace.as_deref(), &self.name)
+    }
+}
+
+impl KeyParts for (&str, Option<&str>, &str) {
+    fn parts(&self) -> (&str, Option<&str>, &str) {
+        *self
+    }
+}
+
+// Ordered as `ObjectKey` derives it (kind, namespace, name), as
+// `Borrow` requires.
+impl<'a> std::borrow::Borrow<dyn KeyParts + 'a> for ObjectKey {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
+impl PartialOrd for dyn KeyParts + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn KeyParts + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.namespace {

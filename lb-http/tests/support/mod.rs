@@ -325,7 +325,7 @@ pub fn snapshot(app: SocketAddr) -> HttpSnapshot {
     for (i, host) in ["app.test", "empty.test", "dead.test"].iter().enumerate() {
         let target = RouteTarget {
             backend: BackendId(i as u32),
-            source: format!("test {host}"),
+            source: format!("test {host}").into(),
             source_ranges: None,
         };
         b.add(HostMatch::parse(host), "/", PathKind::Prefix, target)
