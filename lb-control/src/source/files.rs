@@ -338,10 +338,20 @@ fn parse_chunked(
         std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
     };
     let parse_group = |group: &[usize]| -> Option<Vec<(usize, Fresh)>> {
-        group
-            .iter()
-            .map(|&i| parse_chunk(pieces[i], file).map(|c| (i, c)))
-            .collect()
+        let mut out = Vec::with_capacity(group.len());
+        // Runs of adjacent chunks parse as one stream (a parser per chunk
+        // costs more than the parsing of a small document).
+        let mut rest = group;
+        while let Some(&first) = rest.first() {
+            let len = rest
+                .iter()
+                .enumerate()
+                .take_while(|&(k, &i)| i == first + k)
+                .count();
+            out.extend(parse_run(text, &pieces, &rest[..len], file)?);
+            rest = &rest[len..];
+        }
+        Some(out)
     };
     let parsed: Option<Vec<(usize, Fresh)>> = if threads <= 1 {
         parse_group(&missing)
@@ -439,16 +449,63 @@ struct Fresh {
     typed: Vec<Option<Typed>>,
 }
 
-/// Parses one chunk's documents and types each right away (so that its
-/// parsed document is dropped at once); `None` on a syntax error. A
-/// single-document chunk keeps its document as text.
+/// Parses the adjacent chunks `run` (indexes into `pieces`, slices of
+/// `text`) as one stream when each holds one document (no `...` end
+/// marker in any), else chunk by chunk; `None` on a syntax error.
+fn parse_run(
+    text: &str,
+    pieces: &[&str],
+    run: &[usize],
+    file: &Path,
+) -> Option<Vec<(usize, Fresh)>> {
+    let offset = |piece: &str| piece.as_ptr() as usize - text.as_ptr() as usize;
+    let ends_early = |piece: &&str| {
+        piece
+            .lines()
+            .any(|l| l.strip_prefix("...").is_some_and(|r| r.trim().is_empty()))
+    };
+    let (Some(&first), Some(&last)) = (run.first(), run.last()) else {
+        return Some(Vec::new());
+    };
+    if run.len() > 1 && !run.iter().map(|&i| &pieces[i]).any(ends_early) {
+        let from = offset(pieces[first]);
+        let to = offset(pieces[last]) + pieces[last].len();
+        let mut out = Vec::with_capacity(run.len());
+        let mut chunks = run.iter();
+        let mut whole = true;
+        for doc in serde_yaml_ng::Deserializer::from_str(&text[from..to]) {
+            let value = serde_json::Value::deserialize(doc).ok()?;
+            let Some(&i) = chunks.next() else {
+                whole = false;
+                break;
+            };
+            out.push((i, fresh(pieces[i], vec![value], file)));
+        }
+        if whole && chunks.next().is_none() {
+            return Some(out);
+        }
+    }
+    run.iter()
+        .map(|&i| parse_chunk(pieces[i], file).map(|c| (i, c)))
+        .collect()
+}
+
+/// Parses one chunk's documents and types each (see [`fresh`]); `None`
+/// on a syntax error.
 fn parse_chunk(piece: &str, file: &Path) -> Option<Fresh> {
-    let id = content_id(piece.as_bytes());
-    let text: Arc<str> = Arc::from(piece);
     let mut values = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(piece) {
         values.push(serde_json::Value::deserialize(doc).ok()?);
     }
+    Some(fresh(piece, values, file))
+}
+
+/// A chunk from its parsed documents, each typed right away (so that its
+/// parsed document is dropped at once). A single-document chunk keeps its
+/// document as text.
+fn fresh(piece: &str, values: Vec<serde_json::Value>, file: &Path) -> Fresh {
+    let id = content_id(piece.as_bytes());
+    let text: Arc<str> = Arc::from(piece);
     let single = values.len() == 1;
     let mut docs = Vec::with_capacity(values.len());
     let mut typed = Vec::with_capacity(values.len());
@@ -479,10 +536,10 @@ fn parse_chunk(piece: &str, file: &Path) -> Option<Fresh> {
             }
         }
     }
-    Some(Fresh {
+    Fresh {
         chunk: Chunk { docs },
         typed,
-    })
+    }
 }
 
 /// Parses the whole text as one stream (used when it cannot be split, and
