@@ -72,6 +72,13 @@ impl EventToTraffic {
     }
 }
 
+/// A part of lb that writes series of its own into `/metrics`
+/// (registered with [`AdminState::register_metrics`]).
+pub trait MetricWriter: Send + Sync + std::fmt::Debug {
+    /// Appends the part's series, in the Prometheus text format, to `out`.
+    fn write_metrics(&self, out: &mut String);
+}
+
 /// State shared between the control thread and the admin server.
 #[derive(Debug)]
 pub struct AdminState {
@@ -94,8 +101,9 @@ pub struct AdminState {
     /// I/O mode of each worker, for `/metrics` and `/config`.
     pub io_mode: &'static str,
     view: Mutex<ControlView>,
-    /// The Kubernetes API server source's status, when that source is configured.
-    pub kubernetes: std::sync::OnceLock<Arc<crate::source::kube::KubeStatus>>,
+    /// Parts that write series of their own into `/metrics` (the
+    /// Kubernetes API server source, when configured), in registration order.
+    metric_writers: Mutex<Vec<Arc<dyn MetricWriter>>>,
     /// The leader election, when the Kubernetes API server source is configured.
     pub leader: std::sync::OnceLock<crate::leader::Leader>,
     /// The workers' heartbeats and panic counts, once the workers run.
@@ -113,6 +121,14 @@ pub struct AdminState {
 pub const WORKER_STALL: Duration = Duration::from_secs(5);
 
 impl AdminState {
+    /// Adds `writer`'s series to `/metrics`.
+    pub fn register_metrics(&self, writer: Arc<dyn MetricWriter>) {
+        self.metric_writers
+            .lock()
+            .expect("metric writers lock")
+            .push(writer);
+    }
+
     /// Creates the state; not ready until [`AdminState::set_ready`].
     pub fn new(snapshot: Arc<SnapshotCell<HttpSnapshot>>, counters: Arc<CounterSet>) -> Self {
         Self {
@@ -128,7 +144,7 @@ impl AdminState {
             counters,
             io_mode: "epoll",
             view: Mutex::new(ControlView::default()),
-            kubernetes: std::sync::OnceLock::new(),
+            metric_writers: Mutex::new(Vec::new()),
             leader: std::sync::OnceLock::new(),
             progress: std::sync::OnceLock::new(),
             restart_pending: AtomicBool::new(false),
@@ -405,8 +421,13 @@ impl AdminState {
                 self.io_mode
             );
         }
-        if let Some(k) = self.kubernetes.get() {
-            k.write_metrics(&mut out);
+        for w in self
+            .metric_writers
+            .lock()
+            .expect("metric writers lock")
+            .iter()
+        {
+            w.write_metrics(&mut out);
         }
         if let Some(l) = self.leader.get() {
             l.write_metrics(&mut out);

@@ -432,7 +432,8 @@ pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
         }
     }
     let routes = builder.build();
-    let health_checks = crate::health::checks(store, &backends_services(&backends), &mut diags);
+    let health_checks =
+        crate::health_spec::checks(store, &backends_services(&backends), &mut diags);
     let mut backends: Vec<Backend> = backends
         .into_iter()
         .map(|(k, endpoints)| {

@@ -2,6 +2,8 @@
 //! parsing (an unknown key is an error naming the key and its line), and
 //! durations written as `"250ms"`, `"30s"`, `"5m"`, `"1h"`.
 
+mod bounds;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -651,7 +653,7 @@ impl Config {
             }
         }
         self.http2.validate()?;
-        crate::config_bounds::validate(self)?;
+        bounds::validate(self)?;
         Ok(())
     }
 }

@@ -9,6 +9,8 @@
 //! from re-running [`crate::endpoints`] selection for the matched backend,
 //! checked against the snapshot's endpoint list.
 
+pub mod gateway;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -237,7 +239,7 @@ pub struct Report {
     pub explained: Option<Explained>,
     /// The explanation of a request on a Gateway port (`--gateway`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<crate::explain_gateway::GatewayExplained>,
+    pub gateway: Option<gateway::GatewayExplained>,
 }
 
 const NOTE: &str =
@@ -259,7 +261,7 @@ pub fn explain(config_path: &Path, req: &Request) -> Report {
     let mut source = FileSource::new(cfg.sources.files.clone());
     let compiled = load_and_compile(&cfg, &mut source);
     if let Some(addr) = req.gateway {
-        let g = crate::explain_gateway::explain_gateway(&compiled.snapshot, addr, req);
+        let g = gateway::explain_gateway(&compiled.snapshot, addr, req);
         return Report {
             exit_code: if g.matched.is_some() { 0 } else { 1 },
             config_error: None,

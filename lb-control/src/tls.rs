@@ -8,11 +8,10 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
-use lb_http::tls::{CertIndex, Certificate};
+use lb_http::tls::CertIndex;
 
 use crate::config::Config;
 use crate::diag::Diagnostic;
-use crate::model::core::TLS_SECRET_TYPE;
 use crate::model::{Object, Typed};
 use crate::store::Store;
 
@@ -32,27 +31,7 @@ pub struct CompiledTls {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// The bytes of `key` in a Secret (`data`, else `stringData`).
-fn secret_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
-    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
-        return Some(&v.0);
-    }
-    secret
-        .string_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(String::as_bytes)
-}
-
-/// Parses a `kubernetes.io/tls` Secret into a certificate.
-pub fn certificate(secret: &Secret, source: &str) -> Result<Certificate, String> {
-    if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
-        return Err(format!("Secret {source} is not of type {TLS_SECRET_TYPE}"));
-    }
-    let crt = secret_bytes(secret, "tls.crt").ok_or("the Secret has no tls.crt")?;
-    let key = secret_bytes(secret, "tls.key").ok_or("the Secret has no tls.key")?;
-    Certificate::from_pem(source, crt, key)
-}
+pub use crate::model::core::certificate;
 
 fn find_secret<'a>(store: &'a Store, ns: &str, name: &str) -> Option<&'a Typed<Secret>> {
     match store.find("Secret", Some(ns), name) {

@@ -250,7 +250,7 @@ pub fn validate_secret(secret: &Secret, out: &mut Issues) {
     let before = out.0.len();
     check_tls_keys(secret, out);
     if out.0.len() == before
-        && let Err(e) = crate::tls::certificate(secret, "")
+        && let Err(e) = certificate(secret, "")
     {
         out.error("data", e);
     }
@@ -270,6 +270,28 @@ fn check_tls_keys(secret: &Secret, out: &mut Issues) {
             );
         }
     }
+}
+
+/// The bytes of `key` in a Secret (`data`, else `stringData`).
+fn secret_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return Some(&v.0);
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(String::as_bytes)
+}
+
+/// Parses a `kubernetes.io/tls` Secret into a certificate.
+pub fn certificate(secret: &Secret, source: &str) -> Result<lb_http::tls::Certificate, String> {
+    if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+        return Err(format!("Secret {source} is not of type {TLS_SECRET_TYPE}"));
+    }
+    let crt = secret_bytes(secret, "tls.crt").ok_or("the Secret has no tls.crt")?;
+    let key = secret_bytes(secret, "tls.key").ok_or("the Secret has no tls.key")?;
+    lb_http::tls::Certificate::from_pem(source, crt, key)
 }
 
 #[cfg(test)]

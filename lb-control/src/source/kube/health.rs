@@ -17,7 +17,7 @@ pub struct KubeStatus {
     /// Kinds the API server serves and lb watches.
     pub(super) watched_kinds: AtomicUsize,
     /// Status write-back counters (`lb_status_writes_total`, ...).
-    pub status_writes: crate::status_writer::WriteCounters,
+    pub status_writes: super::status_writer::WriteCounters,
 }
 
 impl KubeStatus {
@@ -74,6 +74,12 @@ impl KubeStatus {
         } else {
             tracing::debug!(what, "kubernetes request failed: {e}");
         }
+    }
+}
+
+impl crate::admin::MetricWriter for KubeStatus {
+    fn write_metrics(&self, out: &mut String) {
+        KubeStatus::write_metrics(self, out);
     }
 }
 

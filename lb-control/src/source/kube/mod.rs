@@ -18,6 +18,7 @@ mod backoff;
 pub mod discovery;
 mod health;
 pub mod kinds;
+pub mod status_writer;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,7 +106,7 @@ pub struct KubeSource {
     /// Connection health and counters.
     pub status: Arc<KubeStatus>,
     /// The latest published status entries, for the status writer.
-    status_out: Arc<tokio::sync::watch::Sender<crate::status_writer::StatusList>>,
+    status_out: Arc<tokio::sync::watch::Sender<self::status_writer::StatusList>>,
     /// Woken when the watcher sees an object's status change.
     status_seen: Arc<tokio::sync::Notify>,
 }
@@ -117,7 +118,7 @@ impl KubeSource {
     /// logged and retried.
     pub fn start(
         cfg: &KubernetesSource,
-        writer: crate::status_writer::WriterConfig,
+        writer: self::status_writer::WriterConfig,
         changes: std::sync::mpsc::Sender<(Instant, ())>,
     ) -> std::io::Result<KubeSource> {
         let (status_out, status_in) = tokio::sync::watch::channel(Arc::default());
@@ -297,13 +298,13 @@ impl KubeSource {
     async fn run(
         self,
         cfg: KubernetesSource,
-        writer: crate::status_writer::WriterConfig,
+        writer: self::status_writer::WriterConfig,
         changes: std::sync::mpsc::Sender<(Instant, ())>,
-        status_in: tokio::sync::watch::Receiver<crate::status_writer::StatusList>,
+        status_in: tokio::sync::watch::Receiver<self::status_writer::StatusList>,
     ) {
         // Requests (discovery, status) have a deadline; watches are long polls.
         let (client, watch_client) = self.connect(&cfg).await;
-        tokio::spawn(crate::status_writer::run(
+        tokio::spawn(self::status_writer::run(
             client.clone(),
             self.clone(),
             status_in,
@@ -470,7 +471,7 @@ pub async fn start_and_sync(
         tracing::error!("cannot start the kubernetes event thread: {e}");
         return Some((None, rx));
     }
-    let writer = crate::status_writer::WriterConfig {
+    let writer = self::status_writer::WriterConfig {
         timeout: k.request_timeout,
         controller: cfg.gateway.controller_name.clone(),
     };
@@ -481,7 +482,7 @@ pub async fn start_and_sync(
             return Some((None, rx));
         }
     };
-    let _ = state.kubernetes.set(Arc::clone(&source.status));
+    state.register_metrics(Arc::clone(&source.status) as Arc<dyn crate::admin::MetricWriter>);
     tracing::info!("waiting for the initial list from the kubernetes API server");
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
