@@ -174,8 +174,8 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     if let Some(leader) = crate::leader::start(&cfg) {
         let _ = state.leader.set(leader);
     }
-    if let Some(leader) = state.leader.get().cloned() {
-        crate::source::kube::status_writer::set_leader_check(Arc::new(move || leader.is_leader()));
+    if let (Some(leader), Some(kube)) = (state.leader.get().cloned(), &kube) {
+        kube.set_leader_check(Arc::new(move || leader.is_leader()));
     }
     // A new leader allocates the VIPs its predecessor had not and takes
     // the interface's VIPs; a former leader gives them up. Subscribed before

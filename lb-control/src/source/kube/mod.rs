@@ -109,9 +109,17 @@ pub struct KubeSource {
     status_out: Arc<tokio::sync::watch::Sender<self::status_writer::StatusList>>,
     /// Woken when the watcher sees an object's status change.
     status_seen: Arc<tokio::sync::Notify>,
+    /// Whether this instance writes status (the leader election's say).
+    leader: Arc<self::status_writer::LeaderHook>,
 }
 
 impl KubeSource {
+    /// Lets the leader election decide whether this instance writes
+    /// status (see [`status_writer::LeaderHook`]); the first check wins.
+    pub fn set_leader_check(&self, check: self::status_writer::LeaderCheck) {
+        self.leader.set(check);
+    }
+
     /// Starts discovery and the watchers on a thread of its own. Changes
     /// after the initial sync go to `changes`. Fails only when the thread
     /// cannot start; an unusable kubeconfig or an unreachable server is
@@ -127,6 +135,7 @@ impl KubeSource {
             status: Arc::default(),
             status_out: Arc::new(status_out),
             status_seen: Arc::default(),
+            leader: Arc::default(),
         };
         // The kube client's TLS takes the process-wide provider; lb-http
         // names its provider explicitly, so installing one here is safe.

@@ -68,18 +68,30 @@ impl WriteCounters {
     }
 }
 
-/// The leadership hook: unset means this instance always writes.
-static LEADER: OnceLock<LeaderCheck> = OnceLock::new();
+/// Whether this instance may write status: set once, by the leader
+/// election; unset, this instance always writes.
+#[derive(Default)]
+pub struct LeaderHook(OnceLock<LeaderCheck>);
 
-/// Installs the leadership check (for a leader elector); the first one wins.
-pub fn set_leader_check(check: LeaderCheck) {
-    let _ = LEADER.set(check);
+impl LeaderHook {
+    /// Installs the leadership check; the first one wins.
+    pub fn set(&self, check: LeaderCheck) {
+        let _ = self.0.set(check);
+    }
+
+    /// Whether this instance writes status now: true unless a check is
+    /// installed and says this instance is not the leader.
+    pub fn allows(&self) -> bool {
+        self.0.get().is_none_or(|f| f())
+    }
 }
 
-/// Whether this instance writes status now: true unless a leader check is
-/// installed and says this instance is not the leader.
-pub fn should_write() -> bool {
-    LEADER.get().is_none_or(|f| f())
+impl std::fmt::Debug for LeaderHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LeaderHook")
+            .field(&self.0.get().map(|_| "set"))
+            .finish()
+    }
 }
 
 /// Object identity: (kind, namespace, name).
@@ -202,7 +214,7 @@ pub(crate) async fn run(
         }
         first = false;
         let list = Arc::clone(&rx.borrow_and_update());
-        if !should_write() {
+        if !writer.source.leader.allows() {
             // Another instance writes; what it writes is unknown here, so
             // start afresh (from the watcher's view) once leading.
             written.clear();
@@ -528,8 +540,13 @@ mod tests {
     }
 
     #[test]
-    fn writes_by_default() {
-        assert!(should_write());
+    fn writes_unless_the_leader_check_says_no() {
+        let hook = LeaderHook::default();
+        assert!(hook.allows());
+        hook.set(Arc::new(|| false));
+        assert!(!hook.allows());
+        hook.set(Arc::new(|| true));
+        assert!(!hook.allows(), "the first check wins");
     }
 
     #[test]
