@@ -286,3 +286,59 @@ fn zero_window_stall_with_hpack_amplification_stays_bounded() {
     assert_served(&lb, &o);
     let _ = h2raw::PREFACE;
 }
+
+/// One request of `fields` header fields (`x-f0: v` ...; curl's own
+/// User-Agent and Accept removed), over HTTP/2 prior knowledge or
+/// HTTP/1.1 (which adds Host): the status.
+fn curl_fields(addr: SocketAddr, fields: usize, h2: bool) -> u16 {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .args(["-H", "User-Agent:", "-H", "Accept:"]);
+    cmd.arg(if h2 {
+        "--http2-prior-knowledge"
+    } else {
+        "--http1.1"
+    });
+    for i in 0..fields {
+        cmd.args(["-H", &format!("x-f{i}: v")]);
+    }
+    let out = cmd
+        .arg(format!("http://{addr}/fixed"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// An HTTP/2 request with more header fields than `max_headers` (100 by
+/// default) gets 431, as an HTTP/1.1 request does; one at the limit is
+/// served. Found by the `h2_to_h1` fuzz target: the header-list size limit
+/// alone let thousands of small fields into an HTTP/1.1 head that lb's own
+/// parser refuses.
+#[test]
+fn more_header_fields_than_max_headers_get_431_over_h2_as_over_h1() {
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap(), "web").unwrap();
+    let lb = start("h2-fields", &echo, "");
+    assert_eq!(curl_fields(lb.http, 100, true), 200);
+    assert_eq!(curl_fields(lb.http, 101, true), 431);
+    assert_eq!(curl_fields(lb.http, 1000, true), 431);
+    // HTTP/1.1 counts Host too: 99 of ours plus Host is the limit.
+    assert_eq!(curl_fields(lb.http, 99, false), 200);
+    assert_eq!(curl_fields(lb.http, 100, false), 431);
+    assert_eq!(
+        curl_h2(lb.http),
+        200,
+        "the connection's server still serves"
+    );
+}

@@ -402,6 +402,15 @@ impl Ctx<'_> {
         if path.len() > s.max_uri_bytes {
             return Err(early(ErrorKind::UriTooLong, ":path exceeds max_uri_bytes"));
         }
+        // No more header fields than an HTTP/1.1 request may carry (431, as
+        // the h1 parser answers): the list-size limit alone let thousands of
+        // small fields through, into an HTTP/1.1 head lb itself refuses.
+        if req.headers().len() > s.max_headers {
+            return Err(early(
+                ErrorKind::HeadTooLarge,
+                "more header fields than max_headers",
+            ));
+        }
         // Routing and the upstream see the same normalised path.
         let normalized = crate::path::normalize_target(path)
             .map_err(|e| early(ErrorKind::InvalidHead, e.as_str()))?;
