@@ -40,12 +40,17 @@ fn raw(doc: &str, document: usize) -> RawObject {
     }
 }
 
-fn benches_10k(c: &mut Criterion) {
-    let raws: Vec<RawObject> = object_docs(OBJECTS)
+/// The `scale` mix of `n` objects, read as the file source reads them.
+fn raws(n: usize) -> Vec<RawObject> {
+    object_docs(n)
         .iter()
         .enumerate()
         .map(|(i, d)| raw(d, i))
-        .collect();
+        .collect()
+}
+
+fn benches_10k(c: &mut Criterion) {
+    let raws = raws(OBJECTS);
     let cfg = Config::default();
     let (store, diags) = Store::build(&raws);
     assert!(diags.is_empty(), "{diags:?}");
@@ -73,14 +78,8 @@ fn benches_10k(c: &mut Criterion) {
 
 /// `compile` alone at 100,000 objects (the target: at most 1 s).
 fn compile_100k(c: &mut Criterion) {
-    let raws: Vec<RawObject> = object_docs(100_000)
-        .iter()
-        .enumerate()
-        .map(|(i, d)| raw(d, i))
-        .collect();
     let cfg = Config::default();
-    let (store, diags) = Store::build(&raws);
-    drop(raws);
+    let (store, diags) = Store::build(&raws(100_000));
     assert!(diags.is_empty(), "{diags:?}");
     assert_eq!(store.len(), 100_000);
     let mut g = c.benchmark_group("control_100k_objects");

@@ -161,15 +161,6 @@ impl Document {
             }
         }
     }
-
-    /// The parsed document, taken without a copy when this is its only
-    /// holder.
-    pub fn into_value(self) -> Result<serde_json::Value, String> {
-        match self.body {
-            Body::Value(v) => Ok(Arc::try_unwrap(v).unwrap_or_else(|v| (*v).clone())),
-            Body::Yaml(_) => self.to_value(),
-        }
-    }
 }
 
 impl RawObject {

@@ -46,22 +46,23 @@ const PARALLEL_OBJECTS: usize = 2_000;
 /// entry `i` is `raws[i]` typed, or `None` where it may be reused.
 fn type_in_parallel(
     raws: &[RawObject],
+    keys: &[Option<ObjectKey>],
     pretyped: &mut Pretyped,
     previous: &Store,
 ) -> Vec<Option<model::Parsed>> {
-    let reusable = |raw: &RawObject| {
-        key_of(raw).is_some_and(|key| {
-            previous.typed_from.get(&key) == Some(&raw.doc.id())
+    let reusable = |raw: &RawObject, key: &Option<ObjectKey>| {
+        key.as_ref().is_some_and(|key| {
+            previous.typed_from.get(key) == Some(&raw.doc.id())
                 && previous
                     .objects
-                    .get(&key)
+                    .get(key)
                     .is_some_and(|o| *o.origin() == raw.origin)
         })
     };
     let mut out: Vec<Option<model::Parsed>> = (0..raws.len()).map(|_| None).collect();
     let mut todo = Vec::new();
-    for (i, raw) in raws.iter().enumerate() {
-        if reusable(raw) {
+    for (i, (raw, key)) in raws.iter().zip(keys).enumerate() {
+        if reusable(raw, key) {
             continue;
         }
         match pretyped.remove(&(raw.doc.id(), raw.origin.clone())) {
@@ -136,9 +137,9 @@ impl Store {
     ) -> (Store, Vec<Diagnostic>) {
         let mut store = Store::default();
         let mut diags = Vec::new();
-        let mut typed = type_in_parallel(raws, typed, &previous);
-        for (i, raw) in raws.iter().enumerate() {
-            let key = key_of(raw);
+        let keys: Vec<Option<ObjectKey>> = raws.iter().map(key_of).collect();
+        let mut typed = type_in_parallel(raws, &keys, typed, &previous);
+        for (i, (raw, key)) in raws.iter().zip(keys).enumerate() {
             if let Some(key) = &key
                 && !store.objects.contains_key(key)
                 && previous

@@ -49,16 +49,24 @@ fn pid(lb: &Lb) -> u32 {
 
 /// One request with curl over HTTP/2 prior knowledge: the status.
 fn curl_h2(addr: SocketAddr) -> u16 {
-    let out = Command::new("curl")
+    let mut cmd = Command::new("curl");
+    cmd.arg("--http2-prior-knowledge");
+    curl_status(cmd, addr)
+}
+
+/// Runs `cmd` (curl with its protocol and header options) against
+/// `/fixed` on `addr`: the status, 0 when there is none.
+fn curl_status(mut cmd: Command, addr: SocketAddr) -> u16 {
+    let out = cmd
         .args([
             "-s",
             "--max-time",
             "10",
-            "--http2-prior-knowledge",
             "-o",
             "/dev/null",
+            "-w",
+            "%{http_code}",
         ])
-        .args(["-w", "%{http_code}"])
         .arg(format!("http://{addr}/fixed"))
         .stdin(Stdio::null())
         .output()
@@ -292,16 +300,7 @@ fn zero_window_stall_with_hpack_amplification_stays_bounded() {
 /// HTTP/1.1 (which adds Host): the status.
 fn curl_fields(addr: SocketAddr, fields: usize, h2: bool) -> u16 {
     let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "--max-time",
-        "10",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-    ])
-    .args(["-H", "User-Agent:", "-H", "Accept:"]);
+    cmd.args(["-H", "User-Agent:", "-H", "Accept:"]);
     cmd.arg(if h2 {
         "--http2-prior-knowledge"
     } else {
@@ -310,15 +309,7 @@ fn curl_fields(addr: SocketAddr, fields: usize, h2: bool) -> u16 {
     for i in 0..fields {
         cmd.args(["-H", &format!("x-f{i}: v")]);
     }
-    let out = cmd
-        .arg(format!("http://{addr}/fixed"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    curl_status(cmd, addr)
 }
 
 /// An HTTP/2 request with more header fields than `max_headers` (100 by
