@@ -434,18 +434,21 @@ impl Reloader {
             _ => std::collections::BTreeSet::new(),
         };
         self.l4.remove_stale(&wanted);
-        // Status write-back (off this thread): the entries go to the kube source.
+        // Status write-back (off this thread): the entries go to the kube source
+        // after the listeners below are bound.
         let status = self.kube.as_ref().map(|_| compiled.status.clone());
         state.set_files_kept(self.source.kept());
         publish(state, cfg, compiled);
-        if let (Some(k), Some(status)) = (&self.kube, status) {
-            k.write_status(status);
-        }
         for (protocol, addr, error) in self.l4.add_missing(&wanted) {
             tracing::error!(%addr, ?protocol, "address not served: {error}");
         }
         if let Some(Err(e)) = self.interface.as_mut().map(|i| i.sync(&iface_vips)) {
             tracing::error!("{e}");
+        }
+        // Written once the listeners are bound and the addresses held, so a
+        // client that reads an address from the status finds it served.
+        if let (Some(k), Some(status)) = (&self.kube, status) {
+            k.write_status(status);
         }
     }
 }
