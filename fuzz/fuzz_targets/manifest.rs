@@ -1,11 +1,11 @@
 //! Manifest ingest: YAML text (up to three files, separated by a NUL byte)
-//! through lb-control's real parse, store and compile path. No input makes
+//! through lb-compile's real parse, store and compile path. No input makes
 //! it panic, and compiling is deterministic (the same text gives the same
 //! summary, diagnostics and route rules).
 #![no_main]
 
-use lb_control::check::compile_yaml;
-use lb_control::config::Config;
+use lb_compile::compile::compile_yaml;
+use lb_compile::settings::Settings;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let files: Vec<&str> = text.splitn(3, '\0').collect();
-    let cfg = Config::default();
+    let cfg = Settings::default();
     let a = compile_yaml(&cfg, &files);
     let b = compile_yaml(&cfg, &files);
     assert_eq!(a.summary, b.summary);

@@ -8,10 +8,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use crate::diag::Error as ConfigError;
+pub use crate::error::Error as ConfigError;
+pub use lb_compile::settings::{Gateway, Ingress, LoadBalancer, format_duration, parse_duration};
+use lb_compile::settings::{Settings, duration_serde};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -125,35 +126,6 @@ impl Default for Admin {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
-        }
-    }
-}
-
-/// `[ingress]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Ingress {
-    /// The `ingressClassName` served.
-    pub class: String,
-    /// IngressClass `spec.controller` value that marks a class as ours.
-    pub controller: String,
-    /// Plain-HTTP listen addresses.
-    pub http: Vec<SocketAddr>,
-    /// HTTPS listen addresses.
-    pub https: Vec<SocketAddr>,
-    /// `namespace/name` of the `kubernetes.io/tls` Secret served to clients
-    /// whose server name matches no Ingress TLS host (or who send none).
-    pub default_certificate: Option<String>,
-}
-
-impl Default for Ingress {
-    fn default() -> Self {
-        Self {
-            class: "lb".to_owned(),
-            controller: "lb.example.com/ingress-controller".to_owned(),
-            http: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
-            https: Vec::new(),
-            default_certificate: None,
         }
     }
 }
@@ -335,81 +307,6 @@ impl Default for Upstream {
     }
 }
 
-/// `[gateway]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Gateway {
-    /// GatewayClass `spec.controllerName` that marks a class as ours.
-    pub controller_name: String,
-}
-
-impl Default for Gateway {
-    fn default() -> Self {
-        Self {
-            controller_name: "lb.example.com/gateway-controller".to_owned(),
-        }
-    }
-}
-
-/// `[loadbalancer]`: Services of `type: LoadBalancer` served at L4.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LoadBalancer {
-    /// Address pools for LoadBalancer VIPs.
-    pub pools: Vec<IpNet>,
-    /// `spec.loadBalancerClass` served.
-    pub class: String,
-    /// Also serve LoadBalancer Services that name no class.
-    pub default: bool,
-    /// Upstream connect timeout of an L4 connection (each endpoint tried).
-    #[serde(with = "duration_serde")]
-    pub connect_timeout: Duration,
-    /// An L4 connection with no bytes either way for this long is closed.
-    #[serde(with = "duration_serde")]
-    pub idle_timeout: Duration,
-    /// Maglev lookup table size per Service port (a prime).
-    pub maglev_table_size: u32,
-    /// A UDP flow with no datagram either way for this long ends.
-    #[serde(with = "duration_serde")]
-    pub udp_idle_timeout: Duration,
-    /// UDP flows tracked per worker and Service address (LRU beyond).
-    pub udp_flows: usize,
-    /// UDP flows (each a socket) one worker holds over all its Service
-    /// addresses: each address gets an equal share (at most `udp_flows`).
-    pub udp_flow_sockets: usize,
-    /// How long a UDP flow keeps an endpoint that left its Service.
-    #[serde(with = "duration_serde")]
-    pub endpoint_grace: Duration,
-    /// The network interface lb adds the VIPs it serves to (and removes them
-    /// from) over netlink, announcing each with gratuitous ARP / unsolicited
-    /// neighbour advertisement. None: the addresses reach the host by other
-    /// means (listeners bind with IP_FREEBIND either way).
-    pub interface: Option<String>,
-    /// CIDRs inside which a Service's `spec.externalIPs` are honoured
-    /// (bound); entries outside every one are ignored with a diagnostic.
-    /// Empty (the default): none are honoured.
-    pub external_ips: Vec<IpNet>,
-}
-
-impl Default for LoadBalancer {
-    fn default() -> Self {
-        Self {
-            pools: Vec::new(),
-            class: "lb.example.com/lb".into(),
-            default: true,
-            connect_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(3600),
-            maglev_table_size: lb_core::maglev::DEFAULT_TABLE_SIZE,
-            udp_idle_timeout: Duration::from_secs(60),
-            udp_flows: 65_536,
-            udp_flow_sockets: 65_536,
-            endpoint_grace: Duration::from_secs(10),
-            interface: None,
-            external_ips: Vec::new(),
-        }
-    }
-}
-
 /// `[sources]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -553,6 +450,20 @@ impl KubernetesSource {
 }
 
 impl Config {
+    /// What the compile reads of this configuration.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            node: lb_compile::settings::Node {
+                name: self.node.name.clone(),
+                zone: self.node.zone.clone(),
+                addresses: self.node.addresses.clone(),
+            },
+            ingress: self.ingress.clone(),
+            gateway: self.gateway.clone(),
+            loadbalancer: self.loadbalancer.clone(),
+        }
+    }
+
     /// Reads and parses the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ConfigIo {
@@ -672,89 +583,6 @@ fn describe(e: &toml::de::Error, text: &str) -> String {
     }
 }
 
-/// Parses a duration such as `250ms`, `30s`, `5m`, `1h` or `1m30s`; `0` alone is zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => n
-                .checked_mul(60)
-                .map(Duration::from_secs)
-                .unwrap_or(Duration::MAX),
-            "h" => n
-                .checked_mul(3600)
-                .map(Duration::from_secs)
-                .unwrap_or(Duration::MAX),
-            "" => {
-                return Err(format!(
-                    "invalid duration {s:?}: missing unit (ms, s, m, h)"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h)"
-                ));
-            }
-        };
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
-    }
-    Ok(total)
-}
-
-/// Formats a duration the way [`parse_duration`] reads it, in the largest exact unit.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        "0s".into()
-    } else if ms.is_multiple_of(3_600_000) {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-mod duration_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(*d))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 /// An interface name the kernel can hold: 1 to 15 bytes (IFNAMSIZ - 1), no
 /// `/`, whitespace or NUL.
 fn validate_interface_name(name: &str) -> Result<(), String> {
@@ -783,6 +611,7 @@ fn validate_interface_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnet::IpNet;
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("test/lb.toml")).map_err(|e| e.to_string())

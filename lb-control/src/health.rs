@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::admin::AdminState;
 
-pub use crate::health_spec::{HEALTH_CHECK_ANNOTATION, HEALTH_INTERVAL_ANNOTATION, checks};
+pub use lb_compile::health_spec::{HEALTH_CHECK_ANNOTATION, HEALTH_INTERVAL_ANNOTATION, checks};
 
 /// Consecutive probe results that change an endpoint's state.
 const THRESHOLD: u32 = 2;

@@ -1,33 +1,24 @@
-//! The lb control plane: configuration, object sources, the object store,
-//! validation into domain types, compilation into snapshots, publication,
-//! and the admin API.
+//! The lb appliance: its configuration, the object sources (manifest files
+//! and the Kubernetes API server), the load path into the compiler
+//! ([`lb_compile`]), publication of snapshots to the data plane's workers,
+//! status write-back, leader election, the VIP interface, the admin API,
+//! systemd integration and the `lb` command.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod check;
-pub mod compile;
 pub mod config;
 pub mod config_reload;
-pub mod diag;
-pub mod endpoints;
+pub mod error;
 pub mod explain;
-pub mod gateway;
 pub mod health;
-pub mod health_spec;
 pub mod kube_client;
-pub mod l4;
 pub mod leader;
 pub mod listeners;
 pub mod logging;
-pub mod model;
-pub mod ownership;
+pub mod pipeline;
 pub mod publish;
-pub mod raw;
 pub mod sd_notify;
 pub mod serve;
 pub mod source;
-pub mod source_ranges;
-pub mod store;
-pub mod tls;
-pub mod vip_alloc;
 pub mod vip_iface;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -44,17 +44,17 @@ enum Command {
         #[arg(long)]
         host: String,
         /// The request target: /path?query, or http://host/path.
-        #[arg(long, value_parser = lb_control::explain::parse_target)]
+        #[arg(long, value_parser = lb_compile::explain::parse_target)]
         path: String,
         /// The request method (Gateway routes match on it; Ingress routing does not).
         #[arg(long, default_value = "GET")]
         method: String,
         /// A request header NAME:VALUE, repeatable (Gateway routes match on them).
-        #[arg(long = "header", value_parser = lb_control::explain::parse_header)]
+        #[arg(long = "header", value_parser = lb_compile::explain::parse_header)]
         headers: Vec<(String, String)>,
         /// The listener kind the request arrives on.
         #[arg(long, value_enum, default_value = "http")]
-        listener: lb_control::explain::Listener,
+        listener: ListenerArg,
         /// Explain a request arriving on this Gateway port (ADDRESS:PORT)
         /// instead of the Ingress listeners.
         #[arg(long)]
@@ -63,6 +63,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--listener`: the Ingress listener kind a request arrives on.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ListenerArg {
+    /// `[ingress].http`.
+    Http,
+    /// `[ingress].https`.
+    Https,
 }
 
 fn main() -> ExitCode {
@@ -85,12 +94,15 @@ fn main() -> ExitCode {
             gateway,
             json,
         } => {
-            let request = lb_control::explain::Request {
+            let request = lb_compile::explain::Request {
                 method,
                 host,
                 path,
                 headers,
-                listener,
+                listener: match listener {
+                    ListenerArg::Http => lb_compile::explain::Listener::Http,
+                    ListenerArg::Https => lb_compile::explain::Listener::Https,
+                },
                 gateway,
             };
             let report = lb_control::explain::explain(&config, &request);

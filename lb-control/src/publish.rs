@@ -6,11 +6,11 @@
 use std::time::Instant;
 
 use crate::admin::{AdminState, ControlView, ReloadResult};
-use crate::check::load_and_compile;
-use crate::compile::Compiled;
 use crate::config::Config;
-use crate::diag::{Diagnostic, Severity};
+use crate::pipeline::load_and_compile;
 use crate::source::files::FileSource;
+use lb_compile::compile::Compiled;
+use lb_compile::diag::{Diagnostic, Severity};
 
 /// Loads every source, compiles and publishes; records how long the load
 /// and compile took. Returns the new generation.

@@ -20,17 +20,17 @@ use lb_http::{HttpProxy, HttpSnapshot, ProxySettings};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, AdminState, ReloadResult};
-use crate::check::load_and_compile_with;
 use crate::config::Config;
 use crate::health::HealthChecker;
 use crate::leader::Leader;
 use crate::listeners::{GATEWAY_TAG, L4_TAG, L4Listeners};
+use crate::pipeline::load_and_compile_with;
 use crate::publish::publish;
 use crate::sd_notify::Notifier;
 use crate::source::files::{Change, FileSource, watch};
 use crate::source::kube::KubeSource;
-use crate::vip_alloc::Vips;
 use crate::vip_iface::{VipInterface, wanted_vips};
+use lb_compile::vip_alloc::Vips;
 
 /// Runs `lb serve` to completion and returns the process exit code.
 pub fn run(config_path: &Path) -> ExitCode {

@@ -26,7 +26,7 @@ use nix::ifaddrs::getifaddrs;
 
 pub use announce::{REPEATS, SPACING, garp_frame, unsolicited_na_frame};
 
-use crate::diag::Error;
+use crate::error::Error;
 use announce::Announcer;
 use netlink::{Netlink, Op};
 

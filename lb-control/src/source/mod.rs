@@ -5,9 +5,9 @@ mod file_list;
 pub mod files;
 pub mod kube;
 
-pub use crate::raw::{Document, KUBERNETES_ORIGIN, Origin, RawObject, content_id};
+pub use lb_compile::raw::{Document, KUBERNETES_ORIGIN, Origin, RawObject, content_id};
 
-use crate::diag::Diagnostic;
+use lb_compile::diag::Diagnostic;
 
 /// The result of loading a source once.
 #[derive(Debug, Clone, Default)]
@@ -20,5 +20,5 @@ pub struct Loaded {
     /// origin: the store takes these instead of typing them again (the file
     /// source types each document right after parsing it, on all CPUs, so
     /// the parsed documents never all exist at once).
-    pub typed: crate::model::Pretyped,
+    pub typed: lb_compile::model::Pretyped,
 }

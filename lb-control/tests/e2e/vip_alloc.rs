@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bench::echo::EchoServer;
 use ipnet::IpNet;
-use lb_control::endpoints::IpFamily;
-use lb_control::vip_alloc::{SHARED_IP_ANNOTATION, first_choice};
+use lb_compile::endpoints::IpFamily;
+use lb_compile::vip_alloc::{SHARED_IP_ANNOTATION, first_choice};
 
 use crate::l4::{backend_via, l4_service};
 use crate::support::kube_api::KubeApi;

@@ -226,7 +226,7 @@ mod tests {
     #[test]
     fn every_kind_is_one_the_model_reads_and_pods_are_not_watched() {
         for spec in KINDS {
-            let info = crate::model::kind_info(spec.kind).expect(spec.kind);
+            let info = lb_compile::model::kind_info(spec.kind).expect(spec.kind);
             assert_eq!(info.namespaced, spec.namespaced, "{}", spec.kind);
             for v in spec.versions {
                 assert!(

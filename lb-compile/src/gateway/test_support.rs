@@ -8,9 +8,9 @@ use lb_http::gateway::GatewayPort;
 use serde_json::Value;
 
 use crate::compile::{Compiled, compile};
-use crate::config::Config;
 use crate::diag::Severity;
-use crate::source::files::objects_from_str;
+use crate::manifests::objects_from_str;
+use crate::settings::Settings;
 use crate::store::Store;
 
 /// Our GatewayClass `lb` and another controller's `other`.
@@ -74,18 +74,15 @@ pub(super) fn gateway(ns: &str, name: &str, spec: &str) -> String {
 }
 
 /// The configuration: pool 127.0.60.0/29, small Maglev tables.
-pub(super) fn cfg(pools: &str) -> Config {
-    Config::parse(
-        &format!(
+pub(super) fn cfg(pools: &str) -> Settings {
+    toml::from_str::<Settings>(&format!(
             "[ingress]\nhttp = [\"127.0.0.1:8080\"]\n[loadbalancer]\npools = [{pools}]\nmaglev_table_size = 251\n"
-        ),
-        Path::new("t.toml"),
-    )
+        ))
     .expect("config")
 }
 
 /// Compiles `yaml` (after [`CLASSES`]) with `cfg`; the objects must load cleanly.
-pub(super) fn run_with(yaml: &str, cfg: &Config) -> Compiled {
+pub(super) fn run_with(yaml: &str, cfg: &Settings) -> Compiled {
     let text = format!("{CLASSES}{yaml}");
     let (raws, mut diags) = objects_from_str(&text, Path::new("t.yaml"));
     let (store, more) = Store::build(&raws);

@@ -10,9 +10,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
 use lb_http::tls::CertIndex;
 
-use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::model::{Object, Typed};
+use crate::settings::Settings;
 use crate::store::Store;
 
 /// Ingress annotation turning the HTTP-to-HTTPS redirect off (`"false"`).
@@ -43,7 +43,7 @@ fn find_secret<'a>(store: &'a Store, ns: &str, name: &str) -> Option<&'a Typed<S
 /// Compiles the TLS part for `served` Ingresses (oldest first).
 pub fn compile_tls(
     store: &Store,
-    cfg: &Config,
+    cfg: &Settings,
     served: &[(&Object, &Typed<Ingress>)],
 ) -> CompiledTls {
     let mut out = CompiledTls {

@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::status::{Stamp, object_status};
-use crate::config::Config;
 use crate::model::Object;
+use crate::settings::Settings;
 use crate::store::Store;
 
 /// The names of our GatewayClasses, and their status objects.
-pub(crate) fn our_classes(store: &Store, cfg: &Config) -> (BTreeSet<String>, Vec<Value>) {
+pub(crate) fn our_classes(store: &Store, cfg: &Settings) -> (BTreeSet<String>, Vec<Value>) {
     let mut names = BTreeSet::new();
     let mut status = Vec::new();
     for obj in store.of_kind("GatewayClass") {

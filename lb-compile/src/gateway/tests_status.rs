@@ -9,7 +9,7 @@ use super::test_support::{
     CLASSES, cfg, cond, gateway, is, listener, port, run, run_with, secret, service, status,
 };
 use crate::compile::{Compiled, compile};
-use crate::source::files::objects_from_str;
+use crate::manifests::objects_from_str;
 use crate::store::Store;
 
 /// Compiles `yaml` (after [`CLASSES`]) even when some objects fail to load.

@@ -34,10 +34,10 @@ use lb_core::l4::L4Snapshot;
 use lb_http::Backend;
 use lb_http::gateway::{GatewaySnapshot, RuleAction};
 
-use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::endpoints::{Findings, SliceIndex};
 use crate::model::Object;
+use crate::settings::Settings;
 use crate::store::Store;
 
 pub use self::filters::parse_duration;
@@ -63,7 +63,7 @@ pub(crate) struct Ctx<'a, 'b> {
     /// The objects.
     pub store: &'a Store,
     /// The configuration.
-    pub cfg: &'a Config,
+    pub cfg: &'a Settings,
     /// EndpointSlices by Service.
     pub slices: &'b SliceIndex<'a>,
     /// The snapshot's backends (Ingress ones first), appended to.
@@ -92,7 +92,7 @@ impl Ctx<'_, '_> {
 /// `[ingress]` listeners.
 pub fn compile_gateway(
     store: &Store,
-    cfg: &Config,
+    cfg: &Settings,
     slices: &SliceIndex<'_>,
     backends: &mut Vec<Backend>,
     l4: &mut L4Snapshot,

@@ -25,10 +25,10 @@ use lb_http::{
 };
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::endpoints::{Findings, SliceIndex, TrafficPath};
 use crate::model::{Object, Typed};
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::vip_alloc::Vips;
 
@@ -128,7 +128,7 @@ pub struct ClassSelection {
 
 impl ClassSelection {
     /// Builds the selection from the IngressClasses in `store`.
-    pub fn new(store: &Store, cfg: &Config) -> Self {
+    pub fn new(store: &Store, cfg: &Settings) -> Self {
         let mut sel = ClassSelection {
             class: cfg.ingress.class.clone(),
             ..Default::default()
@@ -264,13 +264,13 @@ fn kind_name(kind: PathKind) -> &'static str {
 }
 
 /// Compiles the store into a snapshot. Pure and deterministic.
-pub fn compile(store: &Store, cfg: &Config) -> Compiled {
+pub fn compile(store: &Store, cfg: &Settings) -> Compiled {
     compile_with(store, cfg, &Vips::default())
 }
 
 /// [`compile`] with the previous compile's VIP allocations (and whether this
 /// lb may allocate new ones): addresses stay where they are across compiles.
-pub fn compile_with(store: &Store, cfg: &Config, prior: &Vips) -> Compiled {
+pub fn compile_with(store: &Store, cfg: &Settings, prior: &Vips) -> Compiled {
     let mut diags = Vec::new();
     let classes = ClassSelection::new(store, cfg);
 
@@ -631,11 +631,32 @@ fn plan_ingress<'a>(
     }
 }
 
+/// Compiles manifests given as YAML text (each string one file's worth of
+/// documents) through the same parse, store and compile steps as the
+/// appliance's load path, without reading files: for the fuzz targets in
+/// `fuzz/` and tests. Diagnostics name the files `<manifest N>`.
+pub fn compile_yaml(cfg: &Settings, texts: &[&str]) -> Compiled {
+    let mut objects = Vec::new();
+    let mut all = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let file = std::path::PathBuf::from(format!("<manifest {i}>"));
+        let (objs, diags) = crate::manifests::objects_from_str(text, &file);
+        objects.extend(objs);
+        all.extend(diags);
+    }
+    let (store, store_diags) = Store::build(&objects);
+    let mut compiled = compile_with(&store, cfg, &Vips::default());
+    all.extend(store_diags);
+    all.append(&mut compiled.diagnostics);
+    compiled.diagnostics = all;
+    compiled
+}
+
 /// `status` of a served Ingress: one entry per address clients reach it on,
 /// with the HTTP and HTTPS ports there. A wildcard listener (`0.0.0.0`,
 /// `[::]`, bound IPv6-only) stands for the node's addresses of its family
 /// (`[node] addresses`): a wildcard is never an address to publish.
-fn load_balancer_status(cfg: &Config) -> serde_json::Value {
+fn load_balancer_status(cfg: &Settings) -> serde_json::Value {
     let mut by_ip: Vec<(IpAddr, Vec<u16>)> = Vec::new();
     for addr in cfg.ingress.http.iter().chain(&cfg.ingress.https) {
         let ips: Vec<IpAddr> = if addr.ip().is_unspecified() {
@@ -690,13 +711,10 @@ mod tests {
 
     use super::*;
     use crate::diag::Severity;
-    use crate::source::files::objects_from_str;
+    use crate::manifests::objects_from_str;
 
-    fn cfg() -> Config {
-        Config::parse(
-            "[node]\nname = \"edge-1\"\nzone = \"zone-a\"\n[ingress]\nhttp = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"[::1]:8080\"]\n[loadbalancer]\npools = [\"192.0.2.10/32\"]\nexternal_ips = [\"192.0.2.16/28\"]\n",
-            Path::new("t.toml"),
-        )
+    fn cfg() -> Settings {
+        toml::from_str::<Settings>("[node]\nname = \"edge-1\"\nzone = \"zone-a\"\n[ingress]\nhttp = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"[::1]:8080\"]\n[loadbalancer]\npools = [\"192.0.2.10/32\"]\nexternal_ips = [\"192.0.2.16/28\"]\n")
         .expect("config")
     }
 
@@ -1007,10 +1025,7 @@ endpoints: [{addresses: ["a.example.com"]}]
 
     #[test]
     fn status_lists_https_ports_and_node_addresses_for_wildcards() {
-        let cfg = Config::parse(
-            "[node]\naddresses = [\"192.0.2.10\", \"2001:db8::10\"]\n[ingress]\nhttp = [\"0.0.0.0:80\", \"[::]:80\"]\nhttps = [\"0.0.0.0:443\", \"127.0.0.1:8443\"]\n",
-            Path::new("t.toml"),
-        )
+        let cfg = toml::from_str::<Settings>("[node]\naddresses = [\"192.0.2.10\", \"2001:db8::10\"]\n[ingress]\nhttp = [\"0.0.0.0:80\", \"[::]:80\"]\nhttps = [\"0.0.0.0:443\", \"127.0.0.1:8443\"]\n")
         .unwrap();
         let text = format!("{SVC}{}", ingress("i", Some("lb"), None, None, "/", "s"));
         let (s, _) = store(&text);

@@ -11,11 +11,11 @@ use k8s_openapi::api::core::v1::Service;
 use lb_core::l4::{FlowSettings, L4Service, L4Snapshot};
 use lb_core::maglev::{MaglevEndpoint, MaglevTable};
 
-use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::endpoints::{Findings, SliceIndex, TrafficPath};
 use crate::model::{Object, Typed};
 use crate::ownership::{Claim, OwnerKind, Transport, age_of};
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::vip_alloc::{Claimant, Vips, assign};
 
@@ -159,7 +159,7 @@ impl CompiledL4<'_> {
 }
 
 /// Whether lb serves this LoadBalancer Service (by `spec.loadBalancerClass`).
-fn ours(cfg: &Config, svc: &Service) -> bool {
+fn ours(cfg: &Settings, svc: &Service) -> bool {
     let spec = svc.spec.as_ref();
     match spec.and_then(|s| s.load_balancer_class.as_deref()) {
         Some(class) => class == cfg.loadbalancer.class,
@@ -184,7 +184,7 @@ struct Bind {
 /// the previous compile's VIPs (see [`crate::vip_alloc`]).
 pub fn compile_l4<'a>(
     store: &'a Store,
-    cfg: &Config,
+    cfg: &Settings,
     slices: &SliceIndex<'_>,
     prior: &Vips,
 ) -> CompiledL4<'a> {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use lb_http::snapshot::HealthCheck;
 
-use crate::config::parse_duration;
 use crate::diag::Diagnostic;
 use crate::model::Object;
+use crate::settings::parse_duration;
 use crate::store::Store;
 
 /// Service annotation turning active checks on: `tcp` or `http:<path>`.

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bench::scenarios::scale::object_docs;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use lb_control::compile::compile;
-use lb_control::config::Config;
-use lb_control::source::{Origin, RawObject};
-use lb_control::store::Store;
+use lb_compile::compile::compile;
+use lb_compile::raw::{Document, Origin, RawObject};
+use lb_compile::settings::Settings;
+use lb_compile::store::Store;
 
 const OBJECTS: usize = 10_000;
 
@@ -36,7 +36,7 @@ fn raw(doc: &str, document: usize) -> RawObject {
             file: PathBuf::from("bench.yaml"),
             document,
         },
-        doc: lb_control::source::Document::from_value(value),
+        doc: Document::from_value(value),
     }
 }
 
@@ -51,7 +51,7 @@ fn raws(n: usize) -> Vec<RawObject> {
 
 fn benches_10k(c: &mut Criterion) {
     let raws = raws(OBJECTS);
-    let cfg = Config::default();
+    let cfg = Settings::default();
     let (store, diags) = Store::build(&raws);
     assert!(diags.is_empty(), "{diags:?}");
     assert_eq!(store.len(), OBJECTS);
@@ -78,7 +78,7 @@ fn benches_10k(c: &mut Criterion) {
 
 /// `compile` alone at 100,000 objects (the target: at most 1 s).
 fn compile_100k(c: &mut Criterion) {
-    let cfg = Config::default();
+    let cfg = Settings::default();
     let (store, diags) = Store::build(&raws(100_000));
     assert!(diags.is_empty(), "{diags:?}");
     assert_eq!(store.len(), 100_000);

@@ -25,10 +25,10 @@ use super::Ctx;
 use super::address::allocate;
 use super::refs::{GATEWAY_GROUP, certificate};
 use super::status::Reason;
-use crate::config::Config;
 use crate::model::gateway::{Gateway, Listener};
 use crate::model::{Object, Typed};
 use crate::ownership::{Claim, OwnerKind, Transport, age_of, config_claims, resolve};
+use crate::settings::Settings;
 
 /// A Listener protocol lb serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -191,7 +191,7 @@ pub(crate) fn plan_gateways<'a>(
 /// (`PortUnavailable`, naming the owner); returns, for each L4 claim, who
 /// it lost to, and how many Gateway listeners lost.
 fn ownership(
-    cfg: &Config,
+    cfg: &Settings,
     plans: &mut [GatewayPlan<'_>],
     l4: &[Claim],
 ) -> (Vec<Option<String>>, usize) {
@@ -269,7 +269,7 @@ fn invalid_parameters(gw: &Typed<Gateway>) -> Result<(), Reason> {
 /// this node (`[node].addresses`) or one inside `[loadbalancer].pools` (the
 /// addresses the operator routes to this appliance) is usable, anything
 /// else is `AddressNotUsable`.
-pub(crate) fn usable_address(cfg: &Config, ip: IpAddr) -> bool {
+pub(crate) fn usable_address(cfg: &Settings, ip: IpAddr) -> bool {
     ip.is_loopback()
         || cfg.node.addresses.contains(&ip)
         || cfg.loadbalancer.pools.iter().any(|p| p.contains(&ip))

@@ -88,7 +88,7 @@ mod tests {
 
     use super::*;
     use crate::diag::Severity;
-    use crate::source::files::objects_from_str;
+    use crate::manifests::objects_from_str;
     use crate::store::Store;
 
     fn service(meta: &str, spec: &str) -> (Option<SourceRanges>, Vec<Diagnostic>) {

@@ -30,9 +30,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use crate::config::Node;
 use crate::diag::Diagnostic;
 use crate::model::{DEFAULT_NAMESPACE, Object, Typed};
+use crate::settings::Node;
 use crate::store::Store;
 
 /// EndpointSlice label naming the Service it belongs to.
@@ -1358,7 +1358,7 @@ mod tests {
 
     fn store(yaml: &str) -> Store {
         let (raws, diags) =
-            crate::source::files::objects_from_str(yaml, std::path::Path::new("t.yaml"));
+            crate::manifests::objects_from_str(yaml, std::path::Path::new("t.yaml"));
         assert!(diags.is_empty(), "{diags:?}");
         let (store, diags) = Store::build(&raws);
         assert!(diags.is_empty(), "{diags:?}");

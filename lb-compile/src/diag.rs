@@ -1,5 +1,5 @@
-//! Diagnostics about configuration input (one line each, with file, document,
-//! object and field), and the crate's error type.
+//! Diagnostics about configuration input: one line each, with file,
+//! document, object and field.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -147,43 +147,6 @@ impl fmt::Display for Diagnostic {
 pub fn count(diags: &[Diagnostic]) -> (usize, usize) {
     let errors = diags.iter().filter(|d| d.is_error()).count();
     (errors, diags.len() - errors)
-}
-
-/// The lb-control error type.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The configuration file could not be read.
-    #[error("cannot read configuration file {}: {source}", path.display())]
-    ConfigIo {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The configuration file is not valid TOML, has an unknown key or a bad value.
-    #[error("invalid configuration file {}: {message}", path.display())]
-    ConfigInvalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, naming the key and line where known.
-        message: String,
-    },
-    /// Watching manifest files failed.
-    #[error("cannot watch {}: {source}", path.display())]
-    Watch {
-        /// The path that could not be watched.
-        path: PathBuf,
-        /// Why.
-        source: notify::Error,
-    },
-    /// `[loadbalancer] interface` cannot be managed (missing, or netlink failed).
-    #[error("loadbalancer.interface {name}: {source}")]
-    VipInterface {
-        /// The interface name.
-        name: String,
-        /// Why.
-        source: std::io::Error,
-    },
 }
 
 #[cfg(test)]

@@ -5,18 +5,17 @@ use std::path::Path;
 
 use super::*;
 use crate::compile::{Compiled, compile_with};
-use crate::config::Config;
 use crate::diag::Severity;
-use crate::source::files::objects_from_str;
+use crate::manifests::objects_from_str;
+use crate::settings::Settings;
 use crate::store::Store;
 
 const POOLS: &str = r#""127.0.20.0/29", "fd00:20::/125""#;
 
-fn cfg(extra: &str) -> Config {
-    Config::parse(
-        &format!("[loadbalancer]\npools = [{POOLS}]\nmaglev_table_size = 251\n{extra}"),
-        Path::new("t.toml"),
-    )
+fn cfg(extra: &str) -> Settings {
+    toml::from_str::<Settings>(&format!(
+        "[loadbalancer]\npools = [{POOLS}]\nmaglev_table_size = 251\n{extra}"
+    ))
     .expect("config")
 }
 
@@ -28,7 +27,7 @@ fn svc(name: &str, created: &str, port: i32, meta: &str, extra: &str) -> String 
     )
 }
 
-fn compiled(yaml: &str, cfg: &Config, prior: &Vips) -> Compiled {
+fn compiled(yaml: &str, cfg: &Settings, prior: &Vips) -> Compiled {
     let (raws, diags) = objects_from_str(yaml, Path::new("t.yaml"));
     assert!(diags.is_empty(), "{diags:?}");
     let (store, diags) = Store::build(&raws);
@@ -144,9 +143,8 @@ fn requested_addresses_win_and_are_never_handed_to_a_second_service() {
     assert_eq!(c.snapshot.l4.services.len(), 3, "{:?}", c.snapshot.l4);
     // A requested address is never allocated, even to an older Service:
     // with two usable addresses, the other one is the only choice.
-    let small = Config::parse(
+    let small = toml::from_str::<Settings>(
         "[loadbalancer]\npools = [\"127.0.21.0/30\"]\nmaglev_table_size = 251\n",
-        Path::new("t.toml"),
     )
     .unwrap();
     for requested in ["127.0.21.1", "127.0.21.2"] {
