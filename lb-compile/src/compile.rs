@@ -21,7 +21,7 @@ use k8s_openapi::api::networking::v1::{
 use lb_http::balance::{HashOn, Policy};
 use lb_http::route::RouteOrigin;
 use lb_http::{
-    Backend, BackendId, HostMatch, HttpSnapshot, PathKind, RouteTableBuilder, RouteTarget,
+    ApplianceSnapshot, Backend, BackendId, HostMatch, PathKind, RouteTableBuilder, RouteTarget,
 };
 use serde::Serialize;
 
@@ -44,7 +44,7 @@ pub use crate::endpoints::SERVICE_NAME_LABEL;
 #[derive(Debug, Clone, Default)]
 pub struct Compiled {
     /// The snapshot to publish.
-    pub snapshot: HttpSnapshot,
+    pub snapshot: ApplianceSnapshot,
     /// Findings (compile-time only from [`compile`]; all of them from
     /// [`crate::check::load_and_compile`]).
     pub diagnostics: Vec<Diagnostic>,
@@ -517,7 +517,7 @@ pub fn compile_with(store: &Store, cfg: &Settings, prior: &Vips) -> Compiled {
         conflicts,
     };
     Compiled {
-        snapshot: HttpSnapshot {
+        snapshot: ApplianceSnapshot {
             routes,
             backends,
             tls: tls.certs,

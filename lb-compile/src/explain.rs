@@ -19,7 +19,7 @@ use lb_http::route::{
     Considered, Decision, HostGroup, RouteOrigin, RouteRule, Step, StepKind, StepState,
     normalize_host,
 };
-use lb_http::{ErrorKind, HostMatch, HttpSnapshot, PathKind, Side};
+use lb_http::{ApplianceSnapshot, ErrorKind, HostMatch, PathKind, Side};
 use serde::Serialize;
 
 use crate::diag::{self, Diagnostic};
@@ -312,7 +312,7 @@ fn rule_report(c: &Considered<'_>) -> RuleReport {
 pub fn explain_compiled(
     cfg: &Settings,
     store: &Store,
-    snap: &HttpSnapshot,
+    snap: &ApplianceSnapshot,
     diagnostics: &[Diagnostic],
     req: &Request,
 ) -> Explained {
@@ -569,7 +569,7 @@ fn exclusion(
 fn backend_report(
     cfg: &Settings,
     store: &Store,
-    snap: &HttpSnapshot,
+    snap: &ApplianceSnapshot,
     id: lb_http::BackendId,
 ) -> BackendReport {
     let Some(b) = snap.backend(id) else {

@@ -4,233 +4,16 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use hdrhistogram::Histogram;
-use lb_core::counters::CounterSet;
-use lb_core::snapshot::SnapshotCell;
-use lb_http::HttpSnapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Outcome of one configuration load, as counted in `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadResult {
-    /// Everything loaded and compiled cleanly.
-    Ok,
-    /// Applied, but some objects were invalid and skipped.
-    Partial,
-    /// Nothing applied: the configuration file was unusable.
-    Failed,
-}
+use crate::control_state::ControlState;
 
-/// What the control thread last published, for `/config` and `/status`.
-#[derive(Debug, Default)]
-pub struct ControlView {
-    /// The effective configuration as JSON.
-    pub config: serde_json::Value,
-    /// Kubernetes-style status entries.
-    pub status: Vec<serde_json::Value>,
-    /// Diagnostics of the last load, one line each.
-    pub diagnostics: Vec<String>,
-    /// `lb_listener_conflicts`: claims not bound, by claimant kind.
-    pub conflicts: std::collections::BTreeMap<&'static str, usize>,
-}
-
-/// Event-to-traffic times: from the first change event of a burst (a file
-/// event, SIGHUP) to the swap of the snapshot built from it.
-#[derive(Debug)]
-struct EventToTraffic {
-    /// Microseconds, 1 µs to an hour, 3 significant figures.
-    micros: Histogram<u64>,
-    /// Sum of every recorded time, in microseconds (for `_sum`).
-    sum_micros: u64,
-}
-
-/// The longest time the histogram holds; longer ones are recorded as this.
-const EVENT_TO_TRAFFIC_MAX_MICROS: u64 = 3_600_000_000;
-
-impl EventToTraffic {
-    fn new() -> Self {
-        // Constant, valid bounds (low >= 1, high >= 2 * low, sigfig <= 5).
-        let micros = Histogram::new_with_bounds(1, EVENT_TO_TRAFFIC_MAX_MICROS, 3)
-            .expect("valid histogram bounds");
-        Self {
-            micros,
-            sum_micros: 0,
-        }
-    }
-
-    fn record(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros())
-            .unwrap_or(u64::MAX)
-            .clamp(1, EVENT_TO_TRAFFIC_MAX_MICROS);
-        self.micros.saturating_record(us);
-        self.sum_micros = self.sum_micros.saturating_add(us);
-    }
-}
-
-/// A part of lb that writes series of its own into `/metrics`
-/// (registered with [`AdminState::register_metrics`]).
-pub trait MetricWriter: Send + Sync + std::fmt::Debug {
-    /// Appends the part's series, in the Prometheus text format, to `out`.
-    fn write_metrics(&self, out: &mut String);
-}
-
-/// State shared between the control thread and the admin server.
-#[derive(Debug)]
-pub struct AdminState {
-    ready: AtomicBool,
-    reloads: [AtomicU64; 3],
-    /// Change events seen (`lb_config_events_total`).
-    events: AtomicU64,
-    /// Loads compiled (`lb_config_compiles_total`).
-    compiles: AtomicU64,
-    /// The first event of the changes not yet published, if any.
-    pending_change: Mutex<Option<Instant>>,
-    event_to_traffic: Mutex<EventToTraffic>,
-    /// Duration of the last load's compile and publish steps, in nanoseconds.
-    compile_nanos: AtomicU64,
-    publish_nanos: AtomicU64,
-    /// The snapshot swap point.
-    pub snapshot: Arc<SnapshotCell<HttpSnapshot>>,
-    /// Per-worker counters.
-    pub counters: Arc<CounterSet>,
-    /// I/O mode of each worker, for `/metrics` and `/config`.
-    pub io_mode: &'static str,
-    view: Mutex<ControlView>,
-    /// Parts that write series of their own into `/metrics` (the
-    /// Kubernetes API server source, when configured), in registration order.
-    metric_writers: Mutex<Vec<Arc<dyn MetricWriter>>>,
-    /// The leader election, when the Kubernetes API server source is configured.
-    pub leader: std::sync::OnceLock<crate::leader::Leader>,
-    /// The workers' heartbeats and panic counts, once the workers run.
-    pub progress: std::sync::OnceLock<Arc<lb_core::progress::Progress>>,
-    /// Whether `lb.toml` holds changes that only a restart applies
-    /// (`lb_config_restart_pending`).
-    restart_pending: AtomicBool,
-    /// Objects served from an earlier load of their manifest file
-    /// (`lb_source_files_kept_objects`).
-    files_kept: AtomicU64,
-}
-
-/// A worker that has not beaten for this long is stalled: `/readyz`
-/// answers 503 and the systemd watchdog pings stop.
-pub const WORKER_STALL: Duration = Duration::from_secs(5);
-
-impl AdminState {
-    /// Adds `writer`'s series to `/metrics`.
-    pub fn register_metrics(&self, writer: Arc<dyn MetricWriter>) {
-        self.metric_writers
-            .lock()
-            .expect("metric writers lock")
-            .push(writer);
-    }
-
-    /// Creates the state; not ready until [`AdminState::set_ready`].
-    pub fn new(snapshot: Arc<SnapshotCell<HttpSnapshot>>, counters: Arc<CounterSet>) -> Self {
-        Self {
-            ready: AtomicBool::new(false),
-            reloads: Default::default(),
-            events: AtomicU64::new(0),
-            compiles: AtomicU64::new(0),
-            pending_change: Mutex::new(None),
-            event_to_traffic: Mutex::new(EventToTraffic::new()),
-            compile_nanos: AtomicU64::new(0),
-            publish_nanos: AtomicU64::new(0),
-            snapshot,
-            counters,
-            io_mode: "epoll",
-            view: Mutex::new(ControlView::default()),
-            metric_writers: Mutex::new(Vec::new()),
-            leader: std::sync::OnceLock::new(),
-            progress: std::sync::OnceLock::new(),
-            restart_pending: AtomicBool::new(false),
-            files_kept: AtomicU64::new(0),
-        }
-    }
-
-    /// Records whether `lb.toml` holds changes that wait for a restart.
-    pub fn set_restart_pending(&self, pending: bool) {
-        self.restart_pending.store(pending, Ordering::Relaxed);
-    }
-
-    /// Records how many objects the file source kept from earlier loads.
-    pub fn set_files_kept(&self, n: usize) {
-        self.files_kept.store(n as u64, Ordering::Relaxed);
-    }
-
-    /// The workers that made no progress within [`WORKER_STALL`] (none
-    /// before the workers run).
-    pub fn stalled_workers(&self) -> Vec<usize> {
-        self.progress
-            .get()
-            .map(|p| p.stalled(WORKER_STALL))
-            .unwrap_or_default()
-    }
-
-    /// Marks the process ready (or not, while draining).
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
-    }
-
-    /// Whether `/readyz` answers 200.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-
-    /// Counts one configuration load.
-    pub fn count_reload(&self, result: ReloadResult) {
-        self.reloads[result as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Records one compile (`lb_config_compiles_total`) and how long the
-    /// load took to read, validate and compile (`lb_config_compile_seconds`).
-    pub fn set_compile_time(&self, d: Duration) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.compile_nanos.store(nanos, Ordering::Relaxed);
-        self.compiles.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Notes `events` change events (`lb_config_events_total`) whose burst
-    /// began at `first`; a source calls it before reloading. The next
-    /// [`AdminState::snapshot_published`] ends the event-to-traffic interval
-    /// of the earliest unpublished change.
-    pub fn note_change(&self, first: Instant, events: u64) {
-        self.events.fetch_add(events, Ordering::Relaxed);
-        if let Ok(mut pending) = self.pending_change.lock() {
-            *pending = Some(pending.map_or(first, |p| p.min(first)));
-        }
-    }
-
-    /// Called right after a snapshot swap: records the time since the first
-    /// event of the changes it carries (`lb_event_to_traffic_seconds`), if
-    /// any were noted.
-    pub fn snapshot_published(&self) {
-        let first = self.pending_change.lock().ok().and_then(|mut p| p.take());
-        if let Some(first) = first
-            && let Ok(mut h) = self.event_to_traffic.lock()
-        {
-            h.record(first.elapsed());
-        }
-    }
-
-    /// Records how long the last snapshot swap and generation bump took
-    /// (`lb_config_publish_seconds`).
-    pub fn set_publish_time(&self, d: Duration) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.publish_nanos.store(nanos, Ordering::Relaxed);
-    }
-
-    /// Replaces the published view.
-    pub fn set_view(&self, view: ControlView) {
-        if let Ok(mut v) = self.view.lock() {
-            *v = view;
-        }
-    }
-
+impl ControlState {
     fn metrics(&self) -> String {
         let c = &self.counters;
         let mut out = String::with_capacity(2048);
@@ -555,7 +338,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves admin requests until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+pub async fn serve(listener: TcpListener, state: Arc<ControlState>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -568,7 +351,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     }
 }
 
-async fn handle(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()> {
+async fn handle(mut stream: TcpStream, state: &ControlState) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let (method, path) = loop {
@@ -615,10 +398,15 @@ async fn handle(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
-    fn state() -> AdminState {
-        AdminState::new(
-            Arc::new(SnapshotCell::new(HttpSnapshot::default())),
+    use lb_core::counters::CounterSet;
+    use lb_core::snapshot::SnapshotCell;
+    use lb_http::ApplianceSnapshot;
+
+    fn state() -> ControlState {
+        ControlState::new(
+            Arc::new(SnapshotCell::new(ApplianceSnapshot::default())),
             Arc::new(CounterSet::new(1)),
         )
     }

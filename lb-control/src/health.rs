@@ -10,13 +10,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lb_http::HttpSnapshot;
+use lb_http::ApplianceSnapshot;
 use lb_http::snapshot::{BackendId, HealthCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::admin::AdminState;
+use crate::control_state::ControlState;
 
 pub use lb_compile::health_spec::{HEALTH_CHECK_ANNOTATION, HEALTH_INTERVAL_ANNOTATION, checks};
 
@@ -43,7 +43,7 @@ pub struct HealthChecker {
 impl HealthChecker {
     /// Takes note of a freshly compiled snapshot (before it is published) and
     /// removes the endpoints currently down from its checked backends.
-    pub fn filter(&mut self, snap: &mut HttpSnapshot) {
+    pub fn filter(&mut self, snap: &mut ApplianceSnapshot) {
         self.watched.clear();
         let now = Instant::now();
         for (i, b) in snap.backends.iter().enumerate() {
@@ -69,7 +69,7 @@ impl HealthChecker {
     }
 
     /// Sets the checked backends' endpoints of `snap` to those up.
-    fn apply(&self, snap: &mut HttpSnapshot) {
+    fn apply(&self, snap: &mut ApplianceSnapshot) {
         for (id, all, check) in &self.watched {
             if let Some(b) = snap.backends.get_mut(id.0 as usize) {
                 let up: Vec<SocketAddr> = all
@@ -129,7 +129,7 @@ impl HealthChecker {
 
     /// Publishes the current snapshot again with the checked backends'
     /// endpoints brought up to date.
-    pub fn republish(&self, state: &AdminState) {
+    pub fn republish(&self, state: &ControlState) {
         let current = state.snapshot.load();
         let mut snap = current.value.clone();
         self.apply(&mut snap);

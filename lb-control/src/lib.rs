@@ -9,6 +9,7 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod config_reload;
+pub mod control_state;
 pub mod error;
 pub mod explain;
 pub mod health;

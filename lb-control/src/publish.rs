@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use crate::admin::{AdminState, ControlView, ReloadResult};
 use crate::config::Config;
+use crate::control_state::{ControlState, ControlView, ReloadResult};
 use crate::pipeline::load_and_compile;
 use crate::source::files::FileSource;
 use lb_compile::compile::Compiled;
@@ -14,7 +14,7 @@ use lb_compile::diag::{Diagnostic, Severity};
 
 /// Loads every source, compiles and publishes; records how long the load
 /// and compile took. Returns the new generation.
-pub fn load_and_publish(state: &AdminState, cfg: &Config, source: &mut FileSource) -> u64 {
+pub fn load_and_publish(state: &ControlState, cfg: &Config, source: &mut FileSource) -> u64 {
     let start = Instant::now();
     let compiled = load_and_compile(cfg, source);
     state.set_compile_time(start.elapsed());
@@ -22,7 +22,7 @@ pub fn load_and_publish(state: &AdminState, cfg: &Config, source: &mut FileSourc
 }
 
 /// Publishes `compiled` and returns the new generation.
-pub fn publish(state: &AdminState, cfg: &Config, compiled: Compiled) -> u64 {
+pub fn publish(state: &ControlState, cfg: &Config, compiled: Compiled) -> u64 {
     let mut errors = 0usize;
     for d in &compiled.diagnostics {
         match d.severity {

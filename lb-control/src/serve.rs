@@ -16,11 +16,12 @@ use lb_core::runtime::{
     self, Accepted, ConnectionHandler, Drain, DrainController, WorkerPlan, worker_count,
 };
 use lb_core::snapshot::SnapshotCell;
-use lb_http::{HttpProxy, HttpSnapshot, ProxySettings};
+use lb_http::{ApplianceSnapshot, HttpProxy, ProxySettings};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::admin::{self, AdminState, ReloadResult};
+use crate::admin;
 use crate::config::Config;
+use crate::control_state::{ControlState, ReloadResult};
 use crate::health::HealthChecker;
 use crate::leader::Leader;
 use crate::listeners::{GATEWAY_TAG, L4_TAG, L4Listeners};
@@ -128,7 +129,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     }
     let workers = worker_count(cfg.runtime.workers);
     let counters = Arc::new(CounterSet::new(workers));
-    let cell = Arc::new(SnapshotCell::new(HttpSnapshot::default()));
+    let cell = Arc::new(SnapshotCell::new(ApplianceSnapshot::default()));
     let io = match runtime::resolve_io(cfg.runtime.io) {
         Ok((io, None)) => io,
         Ok((io, Some(reason))) => {
@@ -140,7 +141,7 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut admin_state = AdminState::new(Arc::clone(&cell), Arc::clone(&counters));
+    let mut admin_state = ControlState::new(Arc::clone(&cell), Arc::clone(&counters));
     admin_state.io_mode = io.as_str();
     let state = Arc::new(admin_state);
     let notify = Notifier::from_env();
@@ -267,7 +268,9 @@ async fn serve(config_path: &Path, mut cfg: Config) -> ExitCode {
     let _ = state.progress.set(progress);
     // Ready (and READY=1) once every worker runs: its first heartbeat.
     let started = std::time::Instant::now();
-    while !state.stalled_workers().is_empty() && started.elapsed() < crate::admin::WORKER_STALL {
+    while !state.stalled_workers().is_empty()
+        && started.elapsed() < crate::control_state::WORKER_STALL
+    {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     if let stalled @ [_, ..] = state.stalled_workers().as_slice() {
@@ -411,7 +414,7 @@ impl Reloader {
     /// addresses no longer served close first, then the snapshot swaps in,
     /// then new addresses are bound (so a new listener always finds its
     /// Service).
-    fn apply(&mut self, state: &AdminState, cfg: &Config) {
+    fn apply(&mut self, state: &ControlState, cfg: &Config) {
         let start = std::time::Instant::now();
         let api_objects = self
             .kube
@@ -473,7 +476,7 @@ struct Dispatch {
     /// Index of the first HTTPS listener among the static listeners.
     https_from: usize,
     http: Rc<HttpProxy>,
-    l4: Rc<L4Proxy<HttpSnapshot>>,
+    l4: Rc<L4Proxy<ApplianceSnapshot>>,
 }
 
 impl ConnectionHandler for Dispatch {
@@ -499,7 +502,7 @@ impl ConnectionHandler for Dispatch {
 }
 
 /// The systemd `STATUS=` line while serving.
-fn serving_status(state: &AdminState, workers: usize) -> String {
+fn serving_status(state: &ControlState, workers: usize) -> String {
     let generation = state.snapshot.generation();
     format!(
         "serving generation {generation} on {workers} workers ({})",

@@ -25,4 +25,4 @@ pub use error::{Error, ErrorKind, Side};
 pub use proxy::HttpProxy;
 pub use route::{HostMatch, PathKind, RouteTable, RouteTableBuilder, RouteTarget};
 pub use settings::ProxySettings;
-pub use snapshot::{Backend, BackendId, HttpSnapshot};
+pub use snapshot::{ApplianceSnapshot, Backend, BackendId};

@@ -13,7 +13,7 @@ use crate::gateway::GatewaySnapshot;
 use crate::route::RouteTable;
 use crate::tls::CertIndex;
 
-/// Index of a [`Backend`] in [`HttpSnapshot::backends`].
+/// Index of a [`Backend`] in [`ApplianceSnapshot::backends`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct BackendId(pub u32);
 
@@ -57,9 +57,11 @@ pub enum UpstreamProtocol {
     H2c,
 }
 
-/// The compiled HTTP configuration served by every worker.
+/// Everything the workers serve, compiled from one load: the Ingress
+/// routes and backends, certificates and HTTPS redirects, the L4 Services
+/// and the Gateway API listeners.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct HttpSnapshot {
+pub struct ApplianceSnapshot {
     /// Routes for the plain-HTTP Ingress listeners.
     pub routes: RouteTable,
     /// All backends referenced by `routes`, indexed by [`BackendId`].
@@ -82,13 +84,13 @@ pub struct HttpSnapshot {
     pub gateway: GatewaySnapshot,
 }
 
-impl HasL4 for HttpSnapshot {
+impl HasL4 for ApplianceSnapshot {
     fn l4(&self) -> &L4Snapshot {
         &self.l4
     }
 }
 
-impl HttpSnapshot {
+impl ApplianceSnapshot {
     /// The backend with id `id`, if it exists.
     pub fn backend(&self, id: BackendId) -> Option<&Backend> {
         self.backends.get(id.0 as usize)

@@ -13,7 +13,7 @@ use lb_http::gateway::{
     RouteMatch, RouteRef, RuleAction, TargetId, WeightedBackend,
 };
 use lb_http::tls::CertIndex;
-use lb_http::{Backend, BackendId, HttpSnapshot, ProxySettings};
+use lb_http::{ApplianceSnapshot, Backend, BackendId, ProxySettings};
 use support::{BackendMode, Proxy, TestBackend};
 
 fn backend(name: &str, addr: SocketAddr) -> Backend {
@@ -88,7 +88,7 @@ fn snapshot(
     backends: Vec<Backend>,
     listeners: Vec<(Option<&str>, Vec<RouteEntry>)>,
     actions: Vec<RuleAction>,
-) -> HttpSnapshot {
+) -> ApplianceSnapshot {
     let listeners = listeners
         .into_iter()
         .enumerate()
@@ -112,10 +112,10 @@ fn snapshot(
             source_ranges: None,
         },
     );
-    HttpSnapshot {
+    ApplianceSnapshot {
         backends,
         gateway,
-        ..HttpSnapshot::default()
+        ..ApplianceSnapshot::default()
     }
 }
 

@@ -18,7 +18,7 @@ use lb_http::gateway::{
     RuleAction, SniRoute, TargetId, WeightedBackend,
 };
 use lb_http::tls::CertIndex;
-use lb_http::{Backend, BackendId, HttpSnapshot, ProxySettings};
+use lb_http::{ApplianceSnapshot, Backend, BackendId, ProxySettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
@@ -95,8 +95,8 @@ fn tls_echo(cert: CertificateDer<'static>, key_pem: &[u8]) -> SocketAddr {
 
 /// The snapshot: a TLS passthrough port at `at` with one Listener per name,
 /// each with one TLSRoute to its own backend.
-fn snapshot(at: SocketAddr, backends: &[(&str, Vec<SocketAddr>)]) -> HttpSnapshot {
-    let mut snap = HttpSnapshot::default();
+fn snapshot(at: SocketAddr, backends: &[(&str, Vec<SocketAddr>)]) -> ApplianceSnapshot {
+    let mut snap = ApplianceSnapshot::default();
     let mut listeners = Vec::new();
     for (i, (name, endpoints)) in backends.iter().enumerate() {
         snap.backends.push(Backend {

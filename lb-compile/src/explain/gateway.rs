@@ -10,7 +10,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use lb_http::HttpSnapshot;
+use lb_http::ApplianceSnapshot;
 use lb_http::gateway::{
     GatewayPort, PathModifier, PortProtocol, RedirectFrom, RouteEntry, RuleAction,
     precedence::candidates, redirect_location, split_target,
@@ -89,7 +89,11 @@ fn listener_label(name: &str, hostname: Option<String>) -> String {
 }
 
 /// Explains `req` arriving on the Gateway port bound at `addr`.
-pub fn explain_gateway(snap: &HttpSnapshot, addr: SocketAddr, req: &Request) -> GatewayExplained {
+pub fn explain_gateway(
+    snap: &ApplianceSnapshot,
+    addr: SocketAddr,
+    req: &Request,
+) -> GatewayExplained {
     let mut host = String::new();
     normalize_host(&req.host, &mut host);
     // Routing sees the normalised path (query kept as sent); a path the
@@ -199,7 +203,7 @@ fn passthrough_result(port: &GatewayPort, sni: &str) -> String {
     }
 }
 
-fn backend_lines(snap: &HttpSnapshot, action: &RuleAction) -> Vec<String> {
+fn backend_lines(snap: &ApplianceSnapshot, action: &RuleAction) -> Vec<String> {
     let total = action.total_weight().max(1);
     action
         .backends
@@ -222,7 +226,7 @@ fn backend_lines(snap: &HttpSnapshot, action: &RuleAction) -> Vec<String> {
         .collect()
 }
 
-fn result(snap: &HttpSnapshot, action: &RuleAction, location: Option<&str>) -> String {
+fn result(snap: &ApplianceSnapshot, action: &RuleAction, location: Option<&str>) -> String {
     if let Some(status) = action.fixed_status {
         return format!("{status}: the rule has an unsupported filter");
     }

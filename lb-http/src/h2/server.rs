@@ -30,7 +30,7 @@ use crate::gateway::{RuleAction, TargetId, WeightedBackend, modify_map};
 use crate::h1::head::valid_authority;
 use crate::proxy::{GwRequest, GwStep, HttpProxy, body_limit, route_gateway};
 use crate::route::normalize_host;
-use crate::snapshot::HttpSnapshot;
+use crate::snapshot::ApplianceSnapshot;
 use crate::snapshot::UpstreamProtocol;
 use lb_core::snapshot::Published;
 use std::rc::Rc;
@@ -79,7 +79,7 @@ pub(super) struct Plan {
 /// (found again in the request's snapshot), and the response head deadline.
 #[allow(clippy::redundant_allocation)] // The worker's snapshot handle: cloning the Rc is not atomic.
 pub(super) struct GwPlan {
-    snapshot: Rc<Arc<Published<HttpSnapshot>>>,
+    snapshot: Rc<Arc<Published<ApplianceSnapshot>>>,
     target: TargetId,
     choice: usize,
     /// When the response head must have arrived (`timeouts`).

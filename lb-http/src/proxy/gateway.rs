@@ -24,7 +24,7 @@ use crate::gateway::{
     split_target,
 };
 use crate::h1::head::{RequestHead, ResponseHead};
-use crate::snapshot::{BackendId, HttpSnapshot, UpstreamProtocol};
+use crate::snapshot::{ApplianceSnapshot, BackendId, UpstreamProtocol};
 use crate::upstream::UpstreamConn;
 
 /// Most response bytes a mirror reads (and discards) before closing.
@@ -83,7 +83,7 @@ impl HttpProxy {
     /// one is dropped and counted instead.
     pub(crate) fn mirror(
         &self,
-        snap: &HttpSnapshot,
+        snap: &ApplianceSnapshot,
         mirrors: &[Mirror],
         request: &[u8],
         client_ip: &str,
@@ -198,7 +198,7 @@ pub(crate) struct GwRoute<'s> {
 /// random number for the weighted backend choice. No Listener or no
 /// matching route: [`ErrorKind::NoRoute`].
 pub(crate) fn route_gateway<'s, H: HeaderSource + ?Sized>(
-    snap: &'s HttpSnapshot,
+    snap: &'s ApplianceSnapshot,
     port_key: SocketAddr,
     req: &GwRequest<'_, H>,
     roll: u64,
@@ -436,7 +436,7 @@ mod tests {
 
     /// An HTTPS port with a Listener for `second.test` (action 0) and one
     /// without hostname (action 1), each with a catch-all route.
-    fn https_port(key: SocketAddr) -> HttpSnapshot {
+    fn https_port(key: SocketAddr) -> ApplianceSnapshot {
         let listener = |host: Option<&str>, target: u32| GatewayListener {
             name: format!("ns/gw/l{target}"),
             hostname: host.map(|h| HostnameMatch::parse(h).unwrap()),
@@ -459,7 +459,7 @@ mod tests {
             }]),
             sni_routes: Vec::new(),
         };
-        let mut snap = HttpSnapshot::default();
+        let mut snap = ApplianceSnapshot::default();
         snap.gateway.ports.insert(
             key,
             GatewayPort {
@@ -483,7 +483,7 @@ mod tests {
     }
 
     /// The fixed status of the rule `host` (and `sni`) reaches.
-    fn status(snap: &HttpSnapshot, key: SocketAddr, host: &str, sni: Option<&str>) -> u16 {
+    fn status(snap: &ApplianceSnapshot, key: SocketAddr, host: &str, sni: Option<&str>) -> u16 {
         let headers: &[(&str, &[u8])] = &[];
         let req = GwRequest {
             host,

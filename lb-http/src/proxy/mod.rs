@@ -75,7 +75,7 @@ use crate::h1::rewrite::{
 };
 use crate::route::normalize_host;
 use crate::settings::ProxySettings;
-use crate::snapshot::{HttpSnapshot, UpstreamProtocol};
+use crate::snapshot::{ApplianceSnapshot, UpstreamProtocol};
 use crate::tls;
 use crate::upstream::{UpstreamConn, UpstreamPool};
 
@@ -99,7 +99,7 @@ const LINGER: Duration = Duration::from_millis(500);
 /// balancer) and is never shared between threads.
 #[derive(Debug)]
 pub struct HttpProxy {
-    pub(crate) snapshot: LocalSnapshot<HttpSnapshot>,
+    pub(crate) snapshot: LocalSnapshot<ApplianceSnapshot>,
     counters: Arc<CounterSet>,
     worker: usize,
     settings: ProxySettings,
@@ -172,7 +172,7 @@ impl HttpProxy {
     /// The proxy for worker `worker`. Panics if `counters` has no block for
     /// `worker` (a wiring bug, not an input error).
     pub fn new(
-        snapshot: Arc<SnapshotCell<HttpSnapshot>>,
+        snapshot: Arc<SnapshotCell<ApplianceSnapshot>>,
         counters: Arc<CounterSet>,
         worker: usize,
         settings: ProxySettings,

@@ -16,7 +16,7 @@ use lb_core::runtime::{DrainController, WorkerPlan, start};
 use lb_core::snapshot::SnapshotCell;
 use lb_http::h1::chunked::{Chunk, ChunkedDecoder};
 use lb_http::{
-    Backend, BackendId, HostMatch, HttpProxy, HttpSnapshot, PathKind, ProxySettings,
+    ApplianceSnapshot, Backend, BackendId, HostMatch, HttpProxy, PathKind, ProxySettings,
     RouteTableBuilder, RouteTarget,
 };
 
@@ -310,13 +310,13 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub drain: DrainController,
     pub counters: Arc<CounterSet>,
-    pub cell: Arc<SnapshotCell<HttpSnapshot>>,
+    pub cell: Arc<SnapshotCell<ApplianceSnapshot>>,
     pub handles: Vec<JoinHandle<()>>,
 }
 
 /// Routes: `app.test` -> `app`, `empty.test` -> no endpoints, `dead.test` -> a
 /// port nobody listens on. Other hosts: 404.
-pub fn snapshot(app: SocketAddr) -> HttpSnapshot {
+pub fn snapshot(app: SocketAddr) -> ApplianceSnapshot {
     let dead = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
@@ -331,7 +331,7 @@ pub fn snapshot(app: SocketAddr) -> HttpSnapshot {
         b.add(HostMatch::parse(host), "/", PathKind::Prefix, target)
             .unwrap();
     }
-    HttpSnapshot {
+    ApplianceSnapshot {
         routes: b.build(),
         backends: vec![
             Backend {
@@ -356,7 +356,7 @@ pub fn snapshot(app: SocketAddr) -> HttpSnapshot {
                 health: None,
             },
         ],
-        ..HttpSnapshot::default()
+        ..ApplianceSnapshot::default()
     }
 }
 
@@ -374,7 +374,7 @@ pub fn test_io() -> lb_core::stream::IoMode {
 }
 
 impl Proxy {
-    pub fn start(snapshot: HttpSnapshot, settings: ProxySettings) -> Self {
+    pub fn start(snapshot: ApplianceSnapshot, settings: ProxySettings) -> Self {
         Self::start_on(|_| snapshot, settings, |proxy| proxy)
     }
 
@@ -382,7 +382,7 @@ impl Proxy {
     /// the listening address is known, and `handler` wraps each worker's
     /// proxy into the connection handler the worker runs.
     fn start_on<H: lb_core::runtime::ConnectionHandler>(
-        snapshot: impl FnOnce(SocketAddr) -> HttpSnapshot,
+        snapshot: impl FnOnce(SocketAddr) -> ApplianceSnapshot,
         settings: ProxySettings,
         handler: fn(HttpProxy) -> H,
     ) -> Self {
@@ -486,7 +486,7 @@ impl Proxy {
     /// A one-worker proxy whose listener is a Gateway listener; the
     /// snapshot is made once the listening address is known.
     pub fn start_gateway(
-        snapshot: impl FnOnce(SocketAddr) -> HttpSnapshot,
+        snapshot: impl FnOnce(SocketAddr) -> ApplianceSnapshot,
         settings: ProxySettings,
     ) -> Self {
         Self::start_on(snapshot, settings, |proxy| {

@@ -77,7 +77,7 @@ impl KubeStatus {
     }
 }
 
-impl crate::admin::MetricWriter for KubeStatus {
+impl crate::control_state::MetricWriter for KubeStatus {
     fn write_metrics(&self, out: &mut String) {
         KubeStatus::write_metrics(self, out);
     }

@@ -454,7 +454,7 @@ impl KubeSource {
 /// arrived while waiting. The receiver yields the changes after the sync.
 pub async fn start_and_sync(
     cfg: &crate::config::Config,
-    state: &crate::admin::AdminState,
+    state: &crate::control_state::ControlState,
 ) -> Option<(
     Option<KubeSource>,
     tokio::sync::mpsc::UnboundedReceiver<Change>,
@@ -491,7 +491,7 @@ pub async fn start_and_sync(
             return Some((None, rx));
         }
     };
-    state.register_metrics(Arc::clone(&source.status) as Arc<dyn crate::admin::MetricWriter>);
+    state.register_metrics(Arc::clone(&source.status) as Arc<dyn crate::control_state::MetricWriter>);
     tracing::info!("waiting for the initial list from the kubernetes API server");
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
