@@ -32,10 +32,7 @@ fn raw(doc: &str, document: usize) -> RawObject {
         api_version: field(&value["apiVersion"]).expect("apiVersion"),
         namespace: field(&meta["namespace"]),
         name: field(&meta["name"]).expect("name"),
-        origin: Origin {
-            file: PathBuf::from("bench.yaml"),
-            document,
-        },
+        origin: Origin::file(PathBuf::from("bench.yaml"), document),
         doc: Document::from_value(value),
     }
 }

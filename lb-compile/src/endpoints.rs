@@ -776,10 +776,7 @@ mod tests {
 
     fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Typed<T> {
         Typed {
-            origin: Origin {
-                file: PathBuf::from("t.yaml"),
-                document: 0,
-            },
+            origin: Origin::file(PathBuf::from("t.yaml"), 0),
             value: crate::model::deserialize(v).expect("schema"),
         }
     }

@@ -130,7 +130,7 @@ pub fn parse_chunked(
                 None => {}
                 Some(Ok(raw)) => {
                     let mut raw = raw.clone();
-                    raw.origin.document = index;
+                    raw.origin.set_document(index);
                     if let Some(mut parsed) = now.get_mut(local).and_then(Option::take) {
                         parsed.set_document(file, index);
                         typed.insert((raw.doc.id(), raw.origin.clone()), parsed);
@@ -399,10 +399,7 @@ fn raw_object(
         namespace,
         name: name_s,
         doc: Document::parsed_yaml(value, id),
-        origin: Origin {
-            file: file.to_owned(),
-            document: index,
-        },
+        origin: Origin::file(file.to_owned(), index),
     })
 }
 
@@ -520,7 +517,7 @@ mod tests {
         // A chunk moved to another document index keeps its content id.
         let third = format!("{}{}", svc("c", 80), svc("a", 80));
         let r = parse_chunked(&third, file, &q.chunks).unwrap();
-        assert_eq!(r.objects[0].origin.document, 0);
+        assert_eq!(r.objects[0].origin.document(), Some(0));
         assert_eq!(r.objects[0].doc, p.objects[2].doc);
         assert!(r.typed.is_empty());
     }

@@ -10,50 +10,74 @@ use serde::Serialize;
 
 use crate::diag::Diagnostic;
 
-/// Where an object was read from: a document of a manifest file, or the
-/// Kubernetes API server (see [`Origin::kubernetes`]).
+/// Where an object was read from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Origin {
-    /// The manifest file.
-    pub file: PathBuf,
-    /// 0-based index of the YAML document in the file.
-    pub document: usize,
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A document of a manifest file.
+    File {
+        /// The manifest file.
+        file: PathBuf,
+        /// 0-based index of the YAML document in the file.
+        document: usize,
+    },
+    /// Listed or watched from the Kubernetes API server.
+    Kubernetes,
 }
 
-/// The `file` of objects from the API server; their `document` is [`usize::MAX`].
+/// How diagnostics and logs name the API server as an origin.
 pub const KUBERNETES_ORIGIN: &str = "kubernetes";
 
 impl Origin {
+    /// Document `document` (0-based) of the manifest file `file`.
+    pub fn file(file: impl Into<PathBuf>, document: usize) -> Self {
+        Self::File {
+            file: file.into(),
+            document,
+        }
+    }
+
     /// The origin of every object listed or watched from the Kubernetes API server.
     pub fn kubernetes() -> Self {
-        Self {
-            file: PathBuf::from(KUBERNETES_ORIGIN),
-            document: usize::MAX,
-        }
+        Self::Kubernetes
     }
 
     /// Whether the object came from the Kubernetes API server.
     pub fn is_kubernetes(&self) -> bool {
-        self.document == usize::MAX && self.file.as_os_str() == KUBERNETES_ORIGIN
+        matches!(self, Self::Kubernetes)
+    }
+
+    /// The document index within its file; `None` for the API server.
+    pub fn document(&self) -> Option<usize> {
+        match self {
+            Self::File { document, .. } => Some(*document),
+            Self::Kubernetes => None,
+        }
+    }
+
+    /// Moves a file origin to document `index` of the same file (the API
+    /// server's origin has no document and stays as it is).
+    pub fn set_document(&mut self, index: usize) {
+        if let Self::File { document, .. } = self {
+            *document = index;
+        }
     }
 
     /// Locates `d` here: `FILE doc N`, or `kubernetes` (no document) for
     /// objects from the API server.
     pub fn locate(&self, d: Diagnostic) -> Diagnostic {
-        if self.is_kubernetes() {
-            d.at(KUBERNETES_ORIGIN, None)
-        } else {
-            d.at(self.file.clone(), Some(self.document))
+        match self {
+            Self::File { file, document } => d.at(file.clone(), Some(*document)),
+            Self::Kubernetes => d.at(KUBERNETES_ORIGIN, None),
         }
     }
 }
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.is_kubernetes() {
-            f.write_str(KUBERNETES_ORIGIN)
-        } else {
-            write!(f, "{} doc {}", self.file.display(), self.document)
+        match self {
+            Self::File { file, document } => write!(f, "{} doc {document}", file.display()),
+            Self::Kubernetes => f.write_str(KUBERNETES_ORIGIN),
         }
     }
 }
@@ -180,10 +204,7 @@ mod tests {
 
     #[test]
     fn origins_format_readably() {
-        let file = Origin {
-            file: PathBuf::from("m/a.yaml"),
-            document: 2,
-        };
+        let file = Origin::file(PathBuf::from("m/a.yaml"), 2);
         assert_eq!(file.to_string(), "m/a.yaml doc 2");
         assert!(!file.is_kubernetes());
         let api = Origin::kubernetes();

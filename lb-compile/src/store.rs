@@ -285,7 +285,7 @@ mod tests {
 
     fn raw(yaml: &str, doc: usize) -> RawObject {
         let mut r = raw_from_yaml(yaml);
-        r.origin.document = doc;
+        r.origin.set_document(doc);
         r
     }
 
@@ -304,7 +304,7 @@ mod tests {
         let Some(Object::Service(s)) = store.find("Service", Some("default"), "s") else {
             panic!("missing");
         };
-        assert_eq!(s.origin.document, 0);
+        assert_eq!(s.origin.document(), Some(0));
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].severity, Severity::Warning);
         assert_eq!(diags[0].document, Some(1));

@@ -280,7 +280,7 @@ impl Object {
     /// Moves the object to document `index` of its file (a document typed
     /// before its place in the file was known).
     pub fn set_document(&mut self, index: usize) {
-        each_object!(self, t => t.origin.document = index)
+        each_object!(self, t => t.origin.set_document(index))
     }
 
     /// The store key.
@@ -393,7 +393,7 @@ impl Parsed {
 /// Unknown kinds give a warning and no object; invalid objects give errors and no object.
 pub fn parse(raw: &RawObject) -> Parsed {
     let Some(info) = kind_info(&raw.kind) else {
-        tracing::debug!(kind = %raw.kind, name = %raw.name, file = %raw.origin.file.display(), "unknown kind skipped");
+        tracing::debug!(kind = %raw.kind, name = %raw.name, origin = %raw.origin, "unknown kind skipped");
         return Parsed {
             object: None,
             diagnostics: vec![raw.diagnostic(Diagnostic::warning(format!(
@@ -580,10 +580,7 @@ pub(crate) fn raw_from_yaml(yaml: &str) -> RawObject {
         api_version: s("/apiVersion").unwrap_or_default(),
         namespace: s("/metadata/namespace"),
         name: s("/metadata/name").unwrap_or_default(),
-        origin: Origin {
-            file: "test.yaml".into(),
-            document: 0,
-        },
+        origin: Origin::file("test.yaml", 0),
         doc: crate::raw::Document::from_value(value),
     }
 }

@@ -634,7 +634,7 @@ mod tests {
         let names: Vec<_> = loaded
             .objects
             .iter()
-            .map(|o| (o.name.as_str(), o.origin.document))
+            .map(|o| (o.name.as_str(), o.origin.document().unwrap_or(usize::MAX)))
             .collect();
         assert_eq!(names, [("a", 0), ("b", 2), ("n", 0)]);
         assert_eq!(loaded.objects[1].namespace.as_deref(), Some("x"));
