@@ -6,11 +6,11 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
 use lb_http::tls::CertIndex;
 
 use crate::diag::Diagnostic;
+use crate::model::core::SecretObject;
 use crate::model::{Object, Typed};
 use crate::settings::Settings;
 use crate::store::Store;
@@ -33,7 +33,7 @@ pub struct CompiledTls {
 
 pub use crate::model::core::certificate;
 
-fn find_secret<'a>(store: &'a Store, ns: &str, name: &str) -> Option<&'a Typed<Secret>> {
+fn find_secret<'a>(store: &'a Store, ns: &str, name: &str) -> Option<&'a Typed<SecretObject>> {
     match store.find("Secret", Some(ns), name) {
         Some(Object::Secret(s)) => Some(s),
         _ => None,
@@ -57,7 +57,7 @@ pub fn compile_tls(
             None => out.diagnostics.push(Diagnostic::warning(format!(
                 "ingress.default_certificate: Secret {default} not found; clients without a matching server name fail the handshake"
             ))),
-            Some(s) => match certificate(&s.value, default) {
+            Some(s) => match s.value.certificate(default) {
                 Ok(c) => out.certs.default = Some(c),
                 Err(e) => out.diagnostics.push(Diagnostic::error(format!(
                     "ingress.default_certificate: {e}"
@@ -112,7 +112,7 @@ pub fn compile_tls(
                     ));
                         continue;
                     }
-                    Some(s) => match certificate(&s.value, &source) {
+                    Some(s) => match s.value.certificate(&source) {
                         Ok(c) => c,
                         Err(e) => {
                             out.diagnostics

@@ -32,6 +32,23 @@ pub struct Certificate {
     config: Arc<ServerConfig>,
 }
 
+impl Certificate {
+    /// The same certificate and key under another `source` name (the
+    /// parsed key and TLS configuration are shared, not parsed again).
+    pub fn renamed(&self, source: &str) -> Self {
+        Self {
+            source: source.to_owned(),
+            config: Arc::clone(&self.config),
+        }
+    }
+
+    /// Whether `other` serves from the same parse of the certificate and
+    /// key as this one (not merely equal PEM).
+    pub fn same_parse(&self, other: &Certificate) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
 impl std::fmt::Debug for Certificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Certificate")

@@ -185,7 +185,9 @@ pub(crate) fn certificate(
         ));
     }
     match store.find("Secret", Some(ns), &r.name) {
-        Some(Object::Secret(s)) => crate::tls::certificate(&s.value, &source)
+        Some(Object::Secret(s)) => s
+            .value
+            .certificate(&source)
             .map_err(|e| Reason::new("InvalidCertificateRef", e)),
         _ => Err(Reason::new(
             "InvalidCertificateRef",

@@ -500,3 +500,40 @@ fn an_allocated_address_in_status_is_kept() {
     let moved = &status(&c, "Gateway", "pooled")["status"]["addresses"][0]["value"];
     assert_eq!(moved, first.as_str());
 }
+
+#[test]
+fn a_tls_secret_is_parsed_once_for_every_compile_and_every_reference() {
+    use crate::compile::compile;
+    use crate::manifests::objects_from_str;
+    use crate::store::Store;
+
+    let yaml = format!(
+        "{}{}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: i, namespace: default}}\nspec:\n  ingressClassName: lb\n  tls: [{{hosts: [gw.example.com], secretName: cert}}]\n  rules: [{{host: gw.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: s, port: {{number: 80}}}}}}}}]}}}}]\n",
+        secret("default", "cert"),
+        service("default", "s", 80, "10.0.0.1"),
+    );
+    let (raws, diags) = objects_from_str(&yaml, std::path::Path::new("t.yaml"));
+    assert!(diags.is_empty(), "{diags:?}");
+    let (store, diags) = Store::build(&raws);
+    assert!(diags.is_empty(), "{diags:?}");
+    let mut settings = cfg("\"127.0.60.0/29\"");
+    settings.ingress.default_certificate = Some("default/cert".into());
+    let first = compile(&store, &settings);
+    let second = compile(&store, &settings);
+    let served = |c: &crate::compile::Compiled| {
+        c.snapshot
+            .tls
+            .lookup(Some("gw.example.com"))
+            .expect("a certificate for the host")
+            .clone()
+    };
+    let (a, b) = (served(&first), served(&second));
+    assert_eq!(a.source, "default/cert");
+    // The same parse in both compiles, and for the default certificate too.
+    assert!(a.same_parse(&b));
+    let default = first.snapshot.tls.default.as_ref().expect("the default");
+    assert!(a.same_parse(default));
+    // A store built again from the same text parses it again.
+    let (again, _) = Store::build(&raws);
+    assert!(!a.same_parse(&served(&compile(&again, &settings))));
+}

@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use lb_http::tls::Certificate;
 
 use super::Issues;
 
@@ -243,16 +244,68 @@ pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 /// Checks a Secret: a `kubernetes.io/tls` Secret must hold `tls.crt` and
 /// `tls.key`, PEM encoded, the key belonging to the certificate (an invalid
 /// one keeps its previous valid version serving).
-pub fn validate_secret(secret: &Secret, out: &mut Issues) {
+///
+/// Returns the certificate of a valid TLS Secret: it is parsed here, once
+/// per version of the Secret, and the compile serves this parse
+/// ([`SecretObject::certificate`]).
+pub fn validate_secret(secret: &Secret, out: &mut Issues) -> Option<Certificate> {
     if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
-        return;
+        return None;
     }
     let before = out.0.len();
     check_tls_keys(secret, out);
-    if out.0.len() == before
-        && let Err(e) = certificate(secret, "")
-    {
-        out.error("data", e);
+    if out.0.len() != before {
+        return None;
+    }
+    match certificate(secret, "") {
+        Ok(c) => Some(c),
+        Err(e) => {
+            out.error("data", e);
+            None
+        }
+    }
+}
+
+/// A Secret as the store holds it: the Kubernetes object and, for a valid
+/// `kubernetes.io/tls` Secret, its certificate and key, parsed once when
+/// the Secret was validated. Reads as the [`Secret`] it holds.
+#[derive(Debug, Clone)]
+pub struct SecretObject {
+    /// The Secret.
+    pub secret: Secret,
+    /// The parsed certificate of a `kubernetes.io/tls` Secret.
+    tls: Option<Certificate>,
+}
+
+impl SecretObject {
+    /// Validates `secret` into the store's form (see [`validate_secret`]).
+    pub fn new(secret: Secret, out: &mut Issues) -> Self {
+        let tls = validate_secret(&secret, out);
+        Self { secret, tls }
+    }
+
+    /// The certificate for serving, named `source` in logs and `/config`:
+    /// the parse made at validation, or why there is none.
+    pub fn certificate(&self, source: &str) -> Result<Certificate, String> {
+        match &self.tls {
+            Some(c) => Ok(c.renamed(source)),
+            None => certificate(&self.secret, source),
+        }
+    }
+}
+
+impl std::ops::Deref for SecretObject {
+    type Target = Secret;
+
+    fn deref(&self) -> &Secret {
+        &self.secret
+    }
+}
+
+impl PartialEq for SecretObject {
+    /// Equal when the Secrets are: the certificate is parsed from them.
+    fn eq(&self, other: &Self) -> bool {
+        self.secret == other.secret
     }
 }
 
@@ -285,7 +338,7 @@ fn secret_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
 }
 
 /// Parses a `kubernetes.io/tls` Secret into a certificate.
-pub fn certificate(secret: &Secret, source: &str) -> Result<lb_http::tls::Certificate, String> {
+pub fn certificate(secret: &Secret, source: &str) -> Result<Certificate, String> {
     if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
         return Err(format!("Secret {source} is not of type {TLS_SECRET_TYPE}"));
     }

@@ -9,7 +9,7 @@ pub mod ingress;
 mod route_values;
 pub mod validate;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -208,7 +208,7 @@ pub struct Typed<T> {
 pub enum Object {
     Namespace(Box<Typed<Namespace>>),
     Pod(Box<Typed<Pod>>),
-    Secret(Box<Typed<Secret>>),
+    Secret(Box<Typed<core::SecretObject>>),
     Service(Box<Typed<Service>>),
     EndpointSlice(Box<Typed<EndpointSlice>>),
     Ingress(Box<Typed<Ingress>>),
@@ -520,8 +520,7 @@ fn typed_object(
         "Pod" => Object::Pod(wrap(origin, deserialize(value)?)),
         "Secret" => {
             let v = deserialize(value)?;
-            core::validate_secret(&v, issues);
-            Object::Secret(wrap(origin, v))
+            Object::Secret(wrap(origin, core::SecretObject::new(v, issues)))
         }
         "Service" => {
             let v = deserialize(value)?;
