@@ -21,104 +21,126 @@ use crate::raw::{Origin, RawObject};
 /// The namespace of namespaced objects that do not name one.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// What lb knows about a kind.
+/// What lb knows about a kind: the one registry that the model (which
+/// kinds and apiVersions a manifest may use), the store (scope) and the
+/// Kubernetes API server source (what to list and watch, where) read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindInfo {
     /// The kind name, e.g. `Ingress`.
     pub kind: &'static str,
-    /// Accepted `apiVersion` values.
-    pub api_versions: &'static [&'static str],
+    /// API group, empty for the core group.
+    pub group: &'static str,
+    /// Versions lb reads, most preferred first: a manifest may use any of
+    /// them; the API server source reads the first one the server serves.
+    pub versions: &'static [&'static str],
+    /// The resource's plural name in API URLs.
+    pub plural: &'static str,
     /// Whether objects of this kind live in a namespace.
     pub namespaced: bool,
+    /// Whether the API server source lists and watches the kind (Pods and
+    /// NetworkPolicies are read from files only: nothing lb serves depends
+    /// on them yet).
+    pub watched: bool,
+    /// A field selector for the API server's list and watch, if only some
+    /// objects matter.
+    pub fields: Option<&'static str>,
 }
 
-const CORE: &[&str] = &["v1"];
-const DISCOVERY: &[&str] = &["discovery.k8s.io/v1"];
-const NETWORKING: &[&str] = &["networking.k8s.io/v1"];
-const GATEWAY: &[&str] = &[
-    "gateway.networking.k8s.io/v1",
-    "gateway.networking.k8s.io/v1beta1",
-    "gateway.networking.k8s.io/v1alpha2",
-    "gateway.networking.k8s.io/v1alpha3",
-];
+/// The Gateway API's group: its kinds are CRDs, served only where installed.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+impl KindInfo {
+    /// `apiVersion` of the kind at `version`.
+    pub fn api_version(&self, version: &str) -> String {
+        if self.group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{}/{version}", self.group)
+        }
+    }
+
+    /// Whether `api_version` is one lb reads for this kind.
+    pub fn accepts(&self, api_version: &str) -> bool {
+        let version = if self.group.is_empty() {
+            Some(api_version)
+        } else {
+            api_version
+                .strip_prefix(self.group)
+                .and_then(|v| v.strip_prefix('/'))
+        };
+        version.is_some_and(|v| self.versions.contains(&v))
+    }
+
+    /// Whether the kind is a CRD that a cluster may or may not serve (the
+    /// API server source finds its versions by discovery); built-in kinds
+    /// are always served.
+    pub fn is_crd(&self) -> bool {
+        self.group == GATEWAY_GROUP
+    }
+}
+
+const V1: &[&str] = &["v1"];
+/// Gateway API versions: each kind is read at any of them (a cluster
+/// serves the ones its CRDs define).
+const GATEWAY_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3", "v1alpha2"];
+
+/// A built-in kind at `v1` (its group may be empty: the core group).
+const fn builtin(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+) -> KindInfo {
+    KindInfo {
+        kind,
+        group,
+        versions: V1,
+        plural,
+        namespaced,
+        watched: true,
+        fields: None,
+    }
+}
+
+/// A Gateway API kind, at any of [`GATEWAY_VERSIONS`].
+const fn gateway(kind: &'static str, plural: &'static str, namespaced: bool) -> KindInfo {
+    KindInfo {
+        versions: GATEWAY_VERSIONS,
+        ..builtin(GATEWAY_GROUP, kind, plural, namespaced)
+    }
+}
 
 /// Every kind lb reads.
 pub const KINDS: &[KindInfo] = &[
+    builtin("", "Namespace", "namespaces", false),
     KindInfo {
-        kind: "Namespace",
-        api_versions: CORE,
-        namespaced: false,
+        watched: false,
+        ..builtin("", "Pod", "pods", true)
     },
     KindInfo {
-        kind: "Pod",
-        api_versions: CORE,
-        namespaced: true,
+        fields: Some("type=kubernetes.io/tls"),
+        ..builtin("", "Secret", "secrets", true)
     },
+    builtin("", "Service", "services", true),
+    builtin("discovery.k8s.io", "EndpointSlice", "endpointslices", true),
+    builtin("networking.k8s.io", "Ingress", "ingresses", true),
+    builtin("networking.k8s.io", "IngressClass", "ingressclasses", false),
     KindInfo {
-        kind: "Secret",
-        api_versions: CORE,
-        namespaced: true,
+        watched: false,
+        ..builtin(
+            "networking.k8s.io",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+        )
     },
-    KindInfo {
-        kind: "Service",
-        api_versions: CORE,
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "EndpointSlice",
-        api_versions: DISCOVERY,
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "Ingress",
-        api_versions: NETWORKING,
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "IngressClass",
-        api_versions: NETWORKING,
-        namespaced: false,
-    },
-    KindInfo {
-        kind: "NetworkPolicy",
-        api_versions: NETWORKING,
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "GatewayClass",
-        api_versions: GATEWAY,
-        namespaced: false,
-    },
-    KindInfo {
-        kind: "Gateway",
-        api_versions: GATEWAY,
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "HTTPRoute",
-        api_versions: GATEWAY,
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "GRPCRoute",
-        api_versions: GATEWAY,
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "TLSRoute",
-        api_versions: GATEWAY,
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "TCPRoute",
-        api_versions: GATEWAY,
-        namespaced: true,
-    },
-    KindInfo {
-        kind: "ReferenceGrant",
-        api_versions: GATEWAY,
-        namespaced: true,
-    },
+    gateway("GatewayClass", "gatewayclasses", false),
+    gateway("Gateway", "gateways", true),
+    gateway("HTTPRoute", "httproutes", true),
+    gateway("GRPCRoute", "grpcroutes", true),
+    gateway("TLSRoute", "tlsroutes", true),
+    gateway("TCPRoute", "tcproutes", true),
+    gateway("ReferenceGrant", "referencegrants", true),
 ];
 
 /// Looks a kind up by name.
@@ -417,7 +439,7 @@ pub fn parse(raw: &RawObject) -> Parsed {
             rejected: None,
         }
     };
-    if !info.api_versions.contains(&raw.api_version.as_str()) {
+    if !info.accepts(&raw.api_version) {
         let mut issues = Issues::default();
         issues.error(
             "apiVersion",
@@ -425,7 +447,11 @@ pub fn parse(raw: &RawObject) -> Parsed {
                 "apiVersion {:?} is not valid for kind {}; expected {}",
                 raw.api_version,
                 info.kind,
-                info.api_versions.join(" or ")
+                info.versions
+                    .iter()
+                    .map(|v| info.api_version(v))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
         );
         return fail(issues);

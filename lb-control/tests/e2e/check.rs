@@ -128,7 +128,7 @@ fn cluster_manifests_are_valid_and_grant_what_lb_uses() {
     };
     let grants = |resource: &str, verb: &str| grants_in(role, resource, verb);
     // Every kind the API server source watches, but Secrets cluster-wide.
-    for spec in lb_control::source::kube::KINDS {
+    for spec in lb_control::source::kube::watched() {
         for verb in ["list", "watch"] {
             assert_eq!(
                 grants(spec.plural, verb),

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::kinds::{GATEWAY_GROUP, KINDS};
+use lb_compile::model::GATEWAY_GROUP;
+
+use super::kinds::watched;
 
 /// Served versions by (group, plural), for the groups lb discovers.
 pub type Discovered = BTreeMap<(String, String), BTreeSet<String>>;
@@ -75,8 +77,8 @@ async fn discover_per_group(client: &kube::Client) -> Result<Discovered, kube::E
 /// discovered kinds at the first of lb's versions that the server serves.
 pub fn resolve(discovered: &Discovered) -> Served {
     let mut served = Served::new();
-    for spec in KINDS {
-        if !spec.discovered() {
+    for spec in watched() {
+        if !spec.is_crd() {
             served.insert(spec.kind, spec.versions[0]);
             continue;
         }
@@ -92,9 +94,8 @@ pub fn resolve(discovered: &Discovered) -> Served {
 
 /// The discovered kinds the server does not serve, for the log.
 pub fn absent(served: &Served) -> Vec<&'static str> {
-    KINDS
-        .iter()
-        .filter(|k| k.discovered() && !served.contains_key(k.kind))
+    watched()
+        .filter(|k| k.is_crd() && !served.contains_key(k.kind))
         .map(|k| k.kind)
         .collect()
 }
@@ -128,9 +129,9 @@ mod tests {
                 "Gateway",
                 "HTTPRoute",
                 "GRPCRoute",
-                "ReferenceGrant",
                 "TLSRoute",
-                "TCPRoute"
+                "TCPRoute",
+                "ReferenceGrant"
             ]
         );
     }

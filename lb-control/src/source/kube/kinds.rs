@@ -1,125 +1,38 @@
-//! The kinds lb reads from the API server: where each lives (group, plural,
-//! scope), which versions lb understands (most preferred first), how its
-//! objects become [`RawObject`]s, and which changes matter to a compile.
+//! The kinds lb reads from the API server (those of the model's registry,
+//! [`lb_compile::model::KINDS`], that are watched), how their objects
+//! become [`RawObject`]s, and which changes matter to a compile.
 
 use kube::api::{ApiResource, DynamicObject};
 
 use crate::source::{Document, Origin, RawObject};
 
-/// The Gateway API's group: its kinds are CRDs, served only where installed.
-pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+pub use lb_compile::model::KindInfo;
 
-/// One kind lb reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KindSpec {
-    /// API group, empty for the core group.
-    pub group: &'static str,
-    /// `kind`.
-    pub kind: &'static str,
-    /// The resource's plural name in URLs.
-    pub plural: &'static str,
-    /// Versions lb reads, most preferred first. Built-in kinds have one.
-    pub versions: &'static [&'static str],
-    /// Whether objects live in a namespace.
-    pub namespaced: bool,
-    /// A field selector, if only some objects matter.
-    pub fields: Option<&'static str>,
+/// Every kind lb reads from the API server: the model's kinds that are
+/// [`KindInfo::watched`].
+pub fn watched() -> impl Iterator<Item = &'static KindInfo> {
+    lb_compile::model::KINDS.iter().filter(|k| k.watched)
 }
 
-impl KindSpec {
-    /// Whether the kind is a CRD that a cluster may or may not serve (its
-    /// versions are found by discovery); built-in kinds are always served.
-    pub fn discovered(&self) -> bool {
-        self.group == GATEWAY_GROUP
-    }
-
-    /// `apiVersion` of the kind at `version`.
-    pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() {
-            version.to_owned()
-        } else {
-            format!("{}/{version}", self.group)
-        }
-    }
-
-    /// The kind's resource at `version`, for a dynamic `Api`.
-    pub fn resource(&self, version: &str) -> ApiResource {
-        ApiResource {
-            group: self.group.to_owned(),
-            version: version.to_owned(),
-            api_version: self.api_version(version),
-            kind: self.kind.to_owned(),
-            plural: self.plural.to_owned(),
-        }
-    }
+/// The kind named `kind`, if lb reads it from the API server.
+pub fn spec_of(kind: &str) -> Option<&'static KindInfo> {
+    lb_compile::model::kind_info(kind).filter(|k| k.watched)
 }
 
-const V1: &[&str] = &["v1"];
-
-const fn builtin(group: &'static str, kind: &'static str, plural: &'static str) -> KindSpec {
-    KindSpec {
-        group,
-        kind,
-        plural,
-        versions: V1,
-        namespaced: true,
-        fields: None,
+/// The kind's resource at `version`, for a dynamic `Api`.
+pub fn resource(spec: &KindInfo, version: &str) -> ApiResource {
+    ApiResource {
+        group: spec.group.to_owned(),
+        version: version.to_owned(),
+        api_version: spec.api_version(version),
+        kind: spec.kind.to_owned(),
+        plural: spec.plural.to_owned(),
     }
-}
-
-const fn gateway(
-    kind: &'static str,
-    plural: &'static str,
-    versions: &'static [&'static str],
-) -> KindSpec {
-    KindSpec {
-        group: GATEWAY_GROUP,
-        kind,
-        plural,
-        versions,
-        namespaced: true,
-        fields: None,
-    }
-}
-
-/// Every kind lb reads from the API server. Pods and NetworkPolicies are not
-/// among them: nothing lb serves depends on them yet.
-pub const KINDS: &[KindSpec] = &[
-    KindSpec {
-        namespaced: false,
-        ..builtin("", "Namespace", "namespaces")
-    },
-    builtin("", "Service", "services"),
-    builtin("discovery.k8s.io", "EndpointSlice", "endpointslices"),
-    KindSpec {
-        fields: Some("type=kubernetes.io/tls"),
-        ..builtin("", "Secret", "secrets")
-    },
-    KindSpec {
-        namespaced: false,
-        ..builtin("networking.k8s.io", "IngressClass", "ingressclasses")
-    },
-    builtin("networking.k8s.io", "Ingress", "ingresses"),
-    KindSpec {
-        namespaced: false,
-        ..gateway("GatewayClass", "gatewayclasses", &["v1", "v1beta1"])
-    },
-    gateway("Gateway", "gateways", &["v1", "v1beta1"]),
-    gateway("HTTPRoute", "httproutes", &["v1", "v1beta1"]),
-    gateway("GRPCRoute", "grpcroutes", &["v1"]),
-    gateway("ReferenceGrant", "referencegrants", &["v1", "v1beta1"]),
-    gateway("TLSRoute", "tlsroutes", &["v1", "v1alpha3", "v1alpha2"]),
-    gateway("TCPRoute", "tcproutes", &["v1", "v1alpha2"]),
-];
-
-/// The spec of `kind`, if lb reads it from the API server.
-pub fn spec_of(kind: &str) -> Option<&'static KindSpec> {
-    KINDS.iter().find(|k| k.kind == kind)
 }
 
 /// A watched object as a [`RawObject`]: kind and apiVersion filled in (list
 /// items carry neither), managedFields dropped.
-pub fn raw_object(spec: &KindSpec, version: &str, obj: DynamicObject) -> Option<RawObject> {
+pub fn raw_object(spec: &KindInfo, version: &str, obj: DynamicObject) -> Option<RawObject> {
     let mut value = serde_json::to_value(obj).ok()?;
     let map = value.as_object_mut()?;
     let api_version = spec.api_version(version);
@@ -224,21 +137,39 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_is_one_the_model_reads_and_pods_are_not_watched() {
-        for spec in KINDS {
-            let info = lb_compile::model::kind_info(spec.kind).expect(spec.kind);
-            assert_eq!(info.namespaced, spec.namespaced, "{}", spec.kind);
+    fn the_watched_kinds_are_the_models_but_pods_and_network_policies() {
+        let names: Vec<&str> = watched().map(|k| k.kind).collect();
+        assert_eq!(
+            names,
+            [
+                "Namespace",
+                "Secret",
+                "Service",
+                "EndpointSlice",
+                "Ingress",
+                "IngressClass",
+                "GatewayClass",
+                "Gateway",
+                "HTTPRoute",
+                "GRPCRoute",
+                "TLSRoute",
+                "TCPRoute",
+                "ReferenceGrant"
+            ]
+        );
+        for spec in watched() {
             for v in spec.versions {
-                assert!(
-                    info.api_versions.contains(&spec.api_version(v).as_str()),
-                    "{} {v}",
-                    spec.kind
-                );
+                assert!(spec.accepts(&spec.api_version(v)), "{} {v}", spec.kind);
             }
         }
         assert!(spec_of("Pod").is_none() && spec_of("NetworkPolicy").is_none());
         assert!(spec_of("Secret").unwrap().fields == Some("type=kubernetes.io/tls"));
-        assert!(spec_of("TCPRoute").unwrap().discovered());
-        assert!(!spec_of("Ingress").unwrap().discovered());
+        assert!(spec_of("TCPRoute").unwrap().is_crd());
+        assert!(!spec_of("Ingress").unwrap().is_crd());
+        let r = resource(spec_of("EndpointSlice").unwrap(), "v1");
+        assert_eq!(
+            (r.api_version.as_str(), r.plural.as_str()),
+            ("discovery.k8s.io/v1", "endpointslices")
+        );
     }
 }

@@ -33,7 +33,7 @@ use crate::config::KubernetesSource;
 pub use backoff::MAX_BACKOFF;
 pub use health::KubeStatus;
 use kinds::spec_of;
-pub use kinds::{KINDS, KindSpec};
+pub use kinds::{KindInfo, watched};
 
 /// How often lb asks the API server which kinds it serves (a CRD installed
 /// later is watched within about this long; this also probes the server
@@ -59,7 +59,7 @@ pub struct WatchKey {
 
 /// The watches `spec` needs under `cfg`: one per configured namespace, or one
 /// for every namespace (cluster-scoped kinds: always one).
-pub fn watch_keys(spec: &KindSpec, cfg: &KubernetesSource) -> Vec<WatchKey> {
+pub fn watch_keys(spec: &KindInfo, cfg: &KubernetesSource) -> Vec<WatchKey> {
     let key = |namespace: Option<&String>| WatchKey {
         kind: spec.kind,
         namespace: namespace.cloned(),
@@ -245,7 +245,7 @@ impl KubeSource {
     pub fn resource_of(&self, kind: &str) -> Option<ApiResource> {
         let spec = spec_of(kind)?;
         let version = *self.lock().served.get(spec.kind)?;
-        Some(spec.resource(version))
+        Some(kinds::resource(spec, version))
     }
 
     /// Replaces a watch's objects after a (re)list; true when anything differs.
@@ -359,7 +359,7 @@ impl KubeSource {
         watches: &mut BTreeMap<WatchKey, (&'static str, tokio::task::JoinHandle<()>)>,
         changes: &std::sync::mpsc::Sender<(Instant, ())>,
     ) {
-        let mut want: BTreeMap<WatchKey, (&'static KindSpec, &'static str)> = BTreeMap::new();
+        let mut want: BTreeMap<WatchKey, (&'static KindInfo, &'static str)> = BTreeMap::new();
         for (kind, version) in &served {
             let Some(spec) = spec_of(kind) else { continue };
             for key in watch_keys(spec, cfg) {

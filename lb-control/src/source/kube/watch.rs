@@ -11,7 +11,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
 use super::backoff::CappedBackoff;
-use super::kinds::{KindSpec, raw_object};
+use super::kinds::{KindInfo, raw_object, resource};
 use super::{KindObjects, KubeSource, WatchKey};
 
 /// Where a watch reports its changes (into the coalescing reload loop).
@@ -23,11 +23,11 @@ pub async fn run(
     source: KubeSource,
     client: kube::Client,
     key: WatchKey,
-    spec: KindSpec,
+    spec: KindInfo,
     version: &'static str,
     changes: Changes,
 ) {
-    let resource = spec.resource(version);
+    let resource = resource(&spec, version);
     let api: Api<DynamicObject> = match &key.namespace {
         Some(ns) => Api::namespaced_with(client, ns, &resource),
         None => Api::all_with(client, &resource),
