@@ -2,7 +2,7 @@
 //! so that everything computed from it is deterministic. Built from raw
 //! objects; invalid objects are left out and reported.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::diag::Diagnostic;
 use crate::model::Pretyped;
@@ -12,16 +12,28 @@ use crate::raw::RawObject;
 /// The current valid objects.
 #[derive(Debug, Clone, Default)]
 pub struct Store {
-    objects: BTreeMap<ObjectKey, Object>,
-    /// The id of the document each object was typed from, for objects
-    /// typed without any diagnostic: the same document (sources hand out
-    /// the same id while an object is unchanged) is not typed again.
-    typed_from: HashMap<ObjectKey, u64>,
+    objects: BTreeMap<ObjectKey, Stored>,
     invalid: usize,
     /// Objects that parsed but failed validation, with their errors: never
     /// served (a previous valid version may be), kept so that route status
     /// can report them.
     rejected: BTreeMap<ObjectKey, (Object, String)>,
+}
+
+/// A stored object and, for an object typed without any diagnostic, the id
+/// of the document it was typed from: the same document (sources hand out
+/// the same id while an object is unchanged) is not typed again.
+#[derive(Debug, Clone)]
+struct Stored {
+    object: Object,
+    typed_from: Option<u64>,
+}
+
+impl Stored {
+    /// Whether this is `raw`'s object, typed from the same document.
+    fn is_typed_from(&self, raw: &RawObject) -> bool {
+        self.typed_from == Some(raw.doc.id()) && *self.object.origin() == raw.origin
+    }
 }
 
 /// The store key of a raw object (its namespace defaulted), when its kind is known.
@@ -51,13 +63,9 @@ fn type_in_parallel(
     previous: &Store,
 ) -> Vec<Option<model::Parsed>> {
     let reusable = |raw: &RawObject, key: &Option<ObjectKey>| {
-        key.as_ref().is_some_and(|key| {
-            previous.typed_from.get(key) == Some(&raw.doc.id())
-                && previous
-                    .objects
-                    .get(key)
-                    .is_some_and(|o| *o.origin() == raw.origin)
-        })
+        key.as_ref()
+            .and_then(|key| previous.objects.get(key))
+            .is_some_and(|s| s.is_typed_from(raw))
     };
     let mut out: Vec<Option<model::Parsed>> = (0..raws.len()).map(|_| None).collect();
     let mut todo = Vec::new();
@@ -143,14 +151,12 @@ impl Store {
             if let Some(key) = &key
                 && !store.objects.contains_key(key)
                 && previous
-                    .typed_from
+                    .objects
                     .get(key)
-                    .is_some_and(|from| *from == raw.doc.id())
-                && let Some(obj) = previous.objects.remove(key)
-                && *obj.origin() == raw.origin
+                    .is_some_and(|s| s.is_typed_from(raw))
+                && let Some(stored) = previous.objects.remove(key)
             {
-                store.typed_from.insert(key.clone(), raw.doc.id());
-                store.objects.insert(key.clone(), obj);
+                store.objects.insert(key.clone(), stored);
                 continue;
             }
             let mut parsed = typed[i].take().unwrap_or_else(|| model::parse(raw));
@@ -170,7 +176,11 @@ impl Store {
                         .collect();
                     store.rejected.insert(key.clone(), (obj, errors.join("; ")));
                 }
-                if let Some(old) = key.as_ref().and_then(|k| previous.objects.remove(k)) {
+                if let Some(old) = key
+                    .as_ref()
+                    .and_then(|k| previous.objects.remove(k))
+                    .map(|s| s.object)
+                {
                     fallback = Some(old);
                     for d in &mut parsed.diagnostics {
                         d.message
@@ -186,13 +196,17 @@ impl Store {
             match store.objects.get(&key) {
                 Some(first) => diags.push(obj.diagnostic(Diagnostic::warning(format!(
                     "duplicate {key}: already defined at {}; this one is ignored",
-                    first.origin()
+                    first.object.origin()
                 )))),
                 None => {
-                    if clean {
-                        store.typed_from.insert(key.clone(), raw.doc.id());
-                    }
-                    store.objects.insert(key, obj);
+                    let typed_from = clean.then(|| raw.doc.id());
+                    store.objects.insert(
+                        key,
+                        Stored {
+                            object: obj,
+                            typed_from,
+                        },
+                    );
                 }
             }
         }
@@ -201,24 +215,31 @@ impl Store {
 
     /// Inserts or replaces one object (for tests and API-server sources).
     pub fn insert(&mut self, obj: Object) {
-        self.typed_from.remove(&obj.key());
-        self.objects.insert(obj.key(), obj);
+        self.objects.insert(
+            obj.key(),
+            Stored {
+                object: obj,
+                typed_from: None,
+            },
+        );
     }
 
     /// The object with `key`.
     pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
-        self.objects.get(key)
+        self.objects.get(key).map(|s| &s.object)
     }
 
     /// Looks an object up by kind, namespace and name.
     pub fn find(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<&Object> {
         let parts = (kind, namespace, name);
-        self.objects.get(&parts as &dyn model::KeyParts)
+        self.objects
+            .get(&parts as &dyn model::KeyParts)
+            .map(|s| &s.object)
     }
 
     /// Every object, in key order.
     pub fn iter(&self) -> impl Iterator<Item = &Object> {
-        self.objects.values()
+        self.objects.values().map(|s| &s.object)
     }
 
     /// Every object of one kind, in (namespace, name) order.
@@ -231,7 +252,7 @@ impl Store {
         self.objects
             .range(start..)
             .take_while(move |(k, _)| k.kind == kind)
-            .map(|(_, o)| o)
+            .map(|(_, s)| &s.object)
     }
 
     /// How many objects are stored.
