@@ -18,8 +18,6 @@ use tokio::time::Instant;
 
 use crate::control_state::ControlState;
 
-pub use lb_compile::health_spec::{HEALTH_CHECK_ANNOTATION, HEALTH_INTERVAL_ANNOTATION, checks};
-
 /// Consecutive probe results that change an endpoint's state.
 const THRESHOLD: u32 = 2;
 

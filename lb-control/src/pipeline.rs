@@ -11,7 +11,9 @@ use lb_compile::vip_alloc::Vips;
 
 use crate::config::Config;
 use crate::source::files::FileSource;
-use crate::source::{Loaded, RawObject};
+use lb_compile::raw::RawObject;
+
+use crate::source::Loaded;
 
 /// Loads every source, builds the store and compiles it. The result's
 /// diagnostics hold everything: load, model and compile findings, in that order.
@@ -219,7 +221,7 @@ mod tests {
         )
         .0
         .remove(0);
-        api.origin = crate::source::Origin::kubernetes();
+        api.origin = lb_compile::raw::Origin::kubernetes();
         let compiled = load_and_compile_with(&cfg, &mut source, vec![api], &Vips::default());
         let warnings: Vec<String> = compiled
             .diagnostics

@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
-use super::file_list::{self, is_yaml};
-use lb_compile::manifests::{ChunkCache, parse_chunked};
-
-use super::{Loaded, RawObject, content_id};
-use crate::error::Error;
 use lb_compile::diag::Diagnostic;
+use lb_compile::manifests::{ChunkCache, parse_chunked};
 use lb_compile::model::Pretyped;
+use lb_compile::raw::{RawObject, content_id};
+use lb_compile::store::Store;
+
+use super::Loaded;
+use super::file_list::{self, is_yaml};
+use crate::error::Error;
 
 /// Reads objects from the configured files and directories.
 #[derive(Debug, Default)]
@@ -29,7 +31,7 @@ pub struct FileSource {
     /// How many file parses ran (unchanged files are not parsed).
     parses: u64,
     /// The store last built from this source (see [`FileSource::remember`]).
-    last_store: lb_compile::store::Store,
+    last_store: Store,
     /// How many objects the latest load kept from an earlier load because
     /// their file or directory could not be read, was empty or changed
     /// while being read.
@@ -64,7 +66,7 @@ impl FileSource {
             paths,
             parsed: BTreeMap::new(),
             parses: 0,
-            last_store: lb_compile::store::Store::default(),
+            last_store: Store::default(),
             kept: 0,
         }
     }
@@ -91,18 +93,18 @@ impl FileSource {
 
     /// The store last built from this source: objects that become invalid
     /// fall back to their version in it.
-    pub fn last_store(&self) -> &lb_compile::store::Store {
+    pub fn last_store(&self) -> &Store {
         &self.last_store
     }
 
     /// Takes the store of the latest load (leaving an empty one), to build
     /// the next from it.
-    pub fn take_last_store(&mut self) -> lb_compile::store::Store {
+    pub fn take_last_store(&mut self) -> Store {
         std::mem::take(&mut self.last_store)
     }
 
     /// Records the store built from the latest load.
-    pub fn remember(&mut self, store: lb_compile::store::Store) {
+    pub fn remember(&mut self, store: Store) {
         self.last_store = store;
     }
 

@@ -5,9 +5,8 @@ mod file_list;
 pub mod files;
 pub mod kube;
 
-pub use lb_compile::raw::{Document, KUBERNETES_ORIGIN, Origin, RawObject, content_id};
-
 use lb_compile::diag::Diagnostic;
+use lb_compile::raw::RawObject;
 
 /// The result of loading a source once.
 #[derive(Debug, Clone, Default)]

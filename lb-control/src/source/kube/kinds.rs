@@ -4,7 +4,7 @@
 
 use kube::api::{ApiResource, DynamicObject};
 
-use crate::source::{Document, Origin, RawObject};
+use lb_compile::raw::{Document, Origin, RawObject};
 
 pub use lb_compile::model::KindInfo;
 

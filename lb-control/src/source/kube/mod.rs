@@ -10,7 +10,7 @@
 //! are dropped.
 //!
 //! The current objects are kept as [`RawObject`]s (origin
-//! [`Origin::kubernetes`](crate::source::Origin::kubernetes)); each change
+//! [`Origin::kubernetes`](lb_compile::raw::Origin::kubernetes)); each change
 //! after the initial sync is sent as a change into the reload loop, where
 //! bursts coalesce like file events.
 
@@ -27,13 +27,13 @@ use std::time::{Duration, Instant};
 
 use kube::api::ApiResource;
 
-use super::RawObject;
 use super::files::Change;
 use crate::config::KubernetesSource;
 pub use backoff::MAX_BACKOFF;
 pub use health::KubeStatus;
 use kinds::spec_of;
 pub use kinds::{KindInfo, watched};
+use lb_compile::raw::RawObject;
 
 /// How often lb asks the API server which kinds it serves (a CRD installed
 /// later is watched within about this long; this also probes the server
